@@ -1,1 +1,149 @@
-//! placeholder
+//! The REST API (`/api/v1`), its OpenAPI 3.1 document and Swagger UI, device registration over
+//! HTTPS, and the operational endpoints.
+
+pub mod auth;
+pub mod devices;
+pub mod ops;
+pub mod problem;
+pub mod products;
+pub mod registration;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use lotus_device::DevicePlane;
+use lotus_storage::Store;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// Renders the Prometheus exposition text.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub plane: Arc<DevicePlane>,
+    pub session_ttl_ms: i64,
+    pub metrics: Option<MetricsRender>,
+    pub shutting_down: Arc<AtomicBool>,
+    /// Compared against when a username does not exist, so timing reveals nothing.
+    pub dummy_hash: Arc<str>,
+}
+
+impl ApiState {
+    pub fn new(store: Store, plane: Arc<DevicePlane>, session_ttl_ms: i64, metrics: Option<MetricsRender>) -> Self {
+        ApiState {
+            store,
+            plane,
+            session_ttl_ms,
+            metrics,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            dummy_hash: auth::hash_password("not a real password").into(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Lotus API", description = "Smart-city IoT platform: products, thing models, devices, data, downlinks and shadows."),
+    paths(
+        auth::login, auth::logout,
+        products::create, products::list, products::get, products::update, products::delete,
+        products::put_thing_model, products::get_thing_model, products::thing_model_versions,
+        products::list_topic_classes, products::create_topic_class, products::update_topic_class, products::delete_topic_class,
+        devices::create, devices::create_batch, devices::list, devices::list_all, devices::get, devices::update,
+        devices::enable, devices::disable, devices::delete, devices::status_log,
+        devices::properties, devices::history, devices::events,
+        devices::set_properties, devices::invoke_service, devices::message,
+        devices::get_shadow, devices::put_shadow,
+        registration::register_device,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Log in and out"),
+        (name = "products", description = "Products: the template devices share"),
+        (name = "thing models", description = "Alink TSL thing models, versioned"),
+        (name = "topic classes", description = "Which topics a product's devices may publish and subscribe"),
+        (name = "devices", description = "Device registry and status"),
+        (name = "device data", description = "Latest values, history and events"),
+        (name = "downlink", description = "Property set and service calls"),
+        (name = "shadow", description = "Desired and reported state"),
+        (name = "device access", description = "What devices call over HTTPS"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: ApiState) -> Router {
+    let dev = "/api/v1/products/{productKey}/devices/{deviceName}";
+    let api = Router::new()
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/products", post(products::create).get(products::list))
+        .route(
+            "/api/v1/products/{productKey}",
+            get(products::get)
+                .patch(products::update)
+                .put(products::update)
+                .delete(products::delete),
+        )
+        .route(
+            "/api/v1/products/{productKey}/thing-model",
+            put(products::put_thing_model).get(products::get_thing_model),
+        )
+        .route(
+            "/api/v1/products/{productKey}/thing-model/versions",
+            get(products::thing_model_versions),
+        )
+        .route(
+            "/api/v1/products/{productKey}/topic-classes",
+            get(products::list_topic_classes).post(products::create_topic_class),
+        )
+        .route(
+            "/api/v1/products/{productKey}/topic-classes/{id}",
+            put(products::update_topic_class)
+                .patch(products::update_topic_class)
+                .delete(products::delete_topic_class),
+        )
+        .route(
+            "/api/v1/products/{productKey}/devices",
+            post(devices::create).get(devices::list),
+        )
+        .route("/api/v1/products/{productKey}/devices:batch", post(devices::create_batch))
+        .route("/api/v1/devices", get(devices::list_all))
+        .route(dev, get(devices::get).patch(devices::update).delete(devices::delete))
+        .route(&format!("{dev}/enable"), post(devices::enable))
+        .route(&format!("{dev}/disable"), post(devices::disable))
+        .route(&format!("{dev}/status-log"), get(devices::status_log))
+        .route(&format!("{dev}/properties"), get(devices::properties))
+        .route(&format!("{dev}/properties:set"), post(devices::set_properties))
+        .route(&format!("{dev}/properties/{{identifier}}/history"), get(devices::history))
+        .route(&format!("{dev}/events"), get(devices::events))
+        .route(&format!("{dev}/services/{{call}}"), post(devices::invoke_service))
+        .route(&format!("{dev}/messages/{{messageId}}"), get(devices::message))
+        .route(&format!("{dev}/shadow"), get(devices::get_shadow).put(devices::put_shadow))
+        .route("/auth/register/device", post(registration::register_device))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { problem::ApiError::not_found("no such endpoint: see /api/v1/openapi.json") })
+        .with_state(state);
+    api.merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(4 * 1024 * 1024))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}

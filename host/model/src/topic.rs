@@ -337,6 +337,12 @@ pub trait TopicClassSource: Send + Sync + 'static {
     fn topic_classes(&self, product_key: &str) -> Option<Arc<[TopicClass]>>;
 }
 
+impl<T: TopicClassSource + ?Sized> TopicClassSource for Arc<T> {
+    fn topic_classes(&self, product_key: &str) -> Option<Arc<[TopicClass]>> {
+        (**self).topic_classes(product_key)
+    }
+}
+
 /// First levels reserved for devices; anonymous clients may not use them.
 const DEVICE_NAMESPACES: [&str; 4] = ["sys", "shadow", "ext", "ota"];
 

@@ -1,1 +1,276 @@
-//! placeholder
+//! Lotus storage: one [`Store`] over an embedded SQLite file (the default) or PostgreSQL (for
+//! scale), through sqlx's `Any` driver so that every query is written once.
+//!
+//! Portability rules the SQL follows: `$N` placeholders, `INSERT … ON CONFLICT … DO UPDATE
+//! SET … = excluded.…`, times as BIGINT Unix milliseconds, JSON as TEXT, flags as BIGINT 0/1
+//! and ids as BIGINT. The schema lives in `migrations/sqlite` and `migrations/postgres`, which
+//! differ only where the two dialects must (auto-increment ids).
+//!
+//! Durability: the device plane acknowledges a QoS 1 PUBLISH only after the write that holds
+//! it has committed, so a commit must survive the process being killed. PostgreSQL gives that
+//! by default. SQLite runs in WAL mode with `synchronous=FULL`: every commit syncs the WAL, so
+//! it survives a power loss as well, and the telemetry writer's group commit keeps that to one
+//! sync per batch. (`synchronous=NORMAL` would also survive a killed process, since committed
+//! WAL frames are in the OS page cache, but could lose the last commits on power loss.)
+//!
+//! Device and product secrets are encrypted at rest with the node's master key; see
+//! [`SecretBox`].
+
+mod devices;
+mod downlink;
+mod error;
+mod products;
+mod secret;
+mod shadow;
+mod sql;
+mod telemetry;
+mod types;
+mod users;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+
+pub use error::{Result, StorageError};
+pub use secret::{Secret, SecretBox};
+pub use types::*;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a SQLite connection waits for a lock held by another process (a backup tool, the
+/// `sqlite3` shell) before failing with SQLITE_BUSY. Within the node there is one writer
+/// connection, so it never waits on itself.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Readers for SQLite. WAL lets them run beside the single writer without blocking it.
+const SQLITE_READERS: u32 = 4;
+
+/// Connections to PostgreSQL.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
+/// How long a query waits for a free connection before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The back end a database URL names.
+    pub fn from_url(database_url: &str) -> Result<Self> {
+        let scheme = database_url.split(':').next().unwrap_or_default();
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(StorageError::Config(format!(
+                "unsupported database URL scheme '{scheme}': use sqlite://path/to/file.db or \
+                 postgres://user:password@host/database"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The node's persistent state. Cheap to clone: clones share the connection pools.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    /// Every write goes here. On SQLite it is one connection: SQLite allows one writer at a
+    /// time anyway, and queueing in the pool is cheaper and fairer than SQLITE_BUSY retries.
+    write: AnyPool,
+    /// Reads. On SQLite a separate pool of read-only connections; on PostgreSQL the same pool
+    /// as `write`.
+    read: AnyPool,
+    secrets: SecretBox,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database and brings its schema up to date.
+    ///
+    /// `sqlite://./data/lotus.db` creates the directory and the file when missing;
+    /// `sqlite::memory:` gives a private in-memory database (one connection, gone on close);
+    /// `postgres://…` connects to an existing database.
+    pub async fn open(database_url: &str, secrets: SecretBox) -> Result<Store> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+
+        let backend = Backend::from_url(database_url)?;
+        let (write, read) = match backend {
+            Backend::Sqlite => open_sqlite(database_url).await?,
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(POSTGRES_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect(database_url)
+                    .await?;
+                POSTGRES_MIGRATIONS.run(&pool).await?;
+                (pool.clone(), pool)
+            }
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                write,
+                read,
+                secrets,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.read()).await?;
+        Ok(())
+    }
+
+    /// Waits for running queries and closes every connection.
+    pub async fn close(&self) {
+        self.inner.write.close().await;
+        self.inner.read.close().await;
+    }
+
+    fn write(&self) -> &AnyPool {
+        &self.inner.write
+    }
+
+    fn read(&self) -> &AnyPool {
+        &self.inner.read
+    }
+
+    fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+}
+
+/// Opens the writer (which runs the migrations) and the reader pool of a SQLite database.
+async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool)> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StorageError::Config(format!("invalid SQLite URL: {e}")))?;
+    let filename = options.get_filename().to_path_buf();
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+
+    if in_memory {
+        // Every connection to `:memory:` is a new database, so there is exactly one, kept
+        // open for the life of the store.
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn, false)))
+            .connect(url)
+            .await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        return Ok((pool.clone(), pool));
+    }
+
+    create_parent_dir(&filename)?;
+    let url = if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let write = AnyPoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // Persistent in the file; needs the exclusive lock, so set it on the writer
+                // before any reader exists.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlite_pragmas(conn, false).await
+            })
+        })
+        .connect(&url)
+        .await?;
+    SQLITE_MIGRATIONS.run(&write).await?;
+    let read = AnyPoolOptions::new()
+        .max_connections(SQLITE_READERS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn, true)))
+        .connect(&url)
+        .await?;
+    Ok((write, read))
+}
+
+/// Per-connection SQLite settings; see the crate documentation for why `synchronous=FULL`.
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection, read_only: bool) -> sqlx::Result<()> {
+    let mut pragmas = vec![
+        format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"),
+        "PRAGMA synchronous = FULL".to_string(),
+        "PRAGMA foreign_keys = ON".to_string(),
+    ];
+    if read_only {
+        // A reader that tried to write would take the write lock behind the writer's back.
+        pragmas.push("PRAGMA query_only = ON".to_string());
+    }
+    for pragma in pragmas {
+        sqlx::query(&pragma).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn create_parent_dir(file: &Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::io(
+                format!("cannot create the database directory {}", dir.display()),
+                e,
+            )
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

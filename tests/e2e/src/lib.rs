@@ -1,1 +1,99 @@
-//! placeholder
+//! Fixtures shared by the end-to-end tests.
+
+use lotus_test_harness::device::DeviceCredentials;
+use lotus_test_harness::node::{LotusNode, NodeOptions};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A street-light controller as a vendor would model it on Alibaba's platform
+/// (`fixtures/street-light.tsl.json`, also used in the README).
+pub fn street_light_tsl() -> Value {
+    serde_json::from_str(include_str!("../fixtures/street-light.tsl.json")).expect("the fixture is JSON")
+}
+
+/// A node with one street-light product (thing model uploaded) and `devices` devices.
+pub struct Fixture {
+    pub node: LotusNode,
+    pub product_key: String,
+    pub product_secret: String,
+    pub devices: Vec<DeviceCredentials>,
+}
+
+impl Fixture {
+    pub async fn start(devices: usize) -> anyhow::Result<Fixture> {
+        Self::start_with(NodeOptions::default(), devices, json!({})).await
+    }
+
+    pub async fn start_with(options: NodeOptions, devices: usize, product_extra: Value) -> anyhow::Result<Fixture> {
+        let mut node = LotusNode::start(options).await?;
+        node.login().await?;
+        let mut body = json!({"name": "Street light", "nodeType": "direct", "dataFormat": "alink"});
+        if let (Some(b), Some(extra)) = (body.as_object_mut(), product_extra.as_object()) {
+            b.extend(extra.clone());
+        }
+        let product = node.expect(Method::POST, "/api/v1/products", Some(body), 201).await?;
+        let pk = product["productKey"].as_str().unwrap().to_string();
+        let secret = product["productSecret"].as_str().unwrap().to_string();
+        node.expect(
+            Method::PUT,
+            &format!("/api/v1/products/{pk}/thing-model"),
+            Some(street_light_tsl()),
+            200,
+        )
+        .await?;
+        let mut creds = Vec::new();
+        if devices > 0 {
+            let names: Vec<String> = (0..devices).map(|i| format!("lamp-{i:04}")).collect();
+            let out = node
+                .expect(
+                    Method::POST,
+                    &format!("/api/v1/products/{pk}/devices:batch"),
+                    Some(json!({"deviceNames": names})),
+                    201,
+                )
+                .await?;
+            for d in out["devices"].as_array().unwrap() {
+                creds.push(DeviceCredentials {
+                    product_key: pk.clone(),
+                    device_name: d["deviceName"].as_str().unwrap().to_string(),
+                    device_secret: d["deviceSecret"].as_str().unwrap().to_string(),
+                });
+            }
+        }
+        Ok(Fixture {
+            node,
+            product_key: pk,
+            product_secret: secret,
+            devices: creds,
+        })
+    }
+
+    pub fn device_path(&self, i: usize) -> String {
+        format!("/api/v1/products/{}/devices/{}", self.product_key, self.devices[i].device_name)
+    }
+
+    /// Polls the device until its status is `status` (bounded).
+    pub async fn wait_status(&self, i: usize, status: &str) -> anyhow::Result<Value> {
+        self.wait_device(i, |d| d["status"] == status).await
+    }
+
+    /// Polls the device until `ready` holds for it (bounded).
+    pub async fn wait_device(&self, i: usize, ready: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let d = self.node.expect(Method::GET, &self.device_path(i), None, 200).await?;
+            if ready(&d) {
+                return Ok(d);
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("device {} did not reach the expected state: {d}", self.devices[i].device_name);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Topic helpers.
+pub fn sys(creds: &DeviceCredentials, tail: &str) -> String {
+    format!("/sys/{}/{}/{tail}", creds.product_key, creds.device_name)
+}

@@ -1,0 +1,281 @@
+//! Who may connect: Alink signed logins and one-product-one-secret registration.
+
+use std::sync::Arc;
+
+use lotus_model::alink::{
+    AuthType, ClientIdParams, SignMethod, connect_sign_content, parse_username, register_sign_content,
+    timestamp_millis,
+};
+use lotus_model::authz::{DeviceId, Principal};
+use lotus_model::product::validate_device_name;
+use lotus_mqtt::{AuthOutcome, ConnectRejection, ConnectRequest, Transport};
+use rand::Rng;
+use serde_json::json;
+
+use crate::DevicePlane;
+
+/// A device secret as Alibaba issues them: 32 alphanumeric characters.
+pub fn generate_secret() -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+fn reject(code: ConnectRejection, reason: impl Into<String>) -> AuthOutcome {
+    AuthOutcome::Reject {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// Why a registration was refused; the HTTPS endpoint and MQTT both report it.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Storage(#[from] lotus_storage::StorageError),
+}
+
+/// What a successful registration hands the device.
+pub enum Registered {
+    /// `authType=register`: the pre-created device's own secret.
+    Secret { device_secret: String },
+    /// `authType=regnwl`: a client id and token to log in with (`authType=connwl`).
+    Token { client_id: String, device_token: String },
+}
+
+impl DevicePlane {
+    /// Authenticates a CONNECT.
+    pub async fn authenticate(self: &Arc<Self>, req: &ConnectRequest<'_>) -> AuthOutcome {
+        let Some(username) = req.username else {
+            if self.config.allow_anonymous {
+                return AuthOutcome::Accept {
+                    principal: Principal::Anonymous {
+                        client_id: req.client_id.into(),
+                    },
+                    session_key: format!("anonymous:{}", req.client_id).into(),
+                };
+            }
+            return reject(
+                ConnectRejection::BadCredentials,
+                "username '{deviceName}&{productKey}' and a signed password are required",
+            );
+        };
+        let (device_name, product_key) = match parse_username(username) {
+            Ok(v) => v,
+            Err(e) if self.config.allow_anonymous => {
+                let _ = e;
+                return AuthOutcome::Accept {
+                    principal: Principal::Anonymous {
+                        client_id: req.client_id.into(),
+                    },
+                    session_key: format!("anonymous:{}", req.client_id).into(),
+                };
+            }
+            Err(e) => return reject(ConnectRejection::BadCredentials, e.to_string()),
+        };
+        let params = match ClientIdParams::parse(req.client_id) {
+            Ok(p) => p,
+            Err(e) => return reject(ConnectRejection::ClientIdNotValid, e.to_string()),
+        };
+        if params.securemode == Some(2) && req.transport != Transport::Tls {
+            return reject(
+                ConnectRejection::NotAuthorized,
+                "securemode=2 requires TLS: connect to the MQTT TLS port",
+            );
+        }
+        let password = req
+            .password
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or("");
+        let Some(product) = self.registry.get(product_key) else {
+            return reject(ConnectRejection::NotAuthorized, format!("unknown product '{product_key}'"));
+        };
+        // Alibaba's default when a device omits signmethod.
+        let method = params.sign_method.unwrap_or(SignMethod::HmacMd5);
+
+        match params.auth_type {
+            AuthType::Register | AuthType::RegisterNoWhitelist => {
+                let random = params.random.clone().unwrap_or_default();
+                match self
+                    .register(product_key, device_name, &random, password, method, params.auth_type)
+                    .await
+                {
+                    Ok(Registered::Secret { device_secret }) => AuthOutcome::ReplyAndClose {
+                        topic: lotus_model::alink::downlink_topic::REGISTER.to_string(),
+                        payload: json!({"productKey": product_key, "deviceName": device_name, "deviceSecret": device_secret})
+                            .to_string()
+                            .into(),
+                    },
+                    Ok(Registered::Token { client_id, device_token }) => AuthOutcome::ReplyAndClose {
+                        topic: lotus_model::alink::downlink_topic::REGISTER.to_string(),
+                        payload: json!({"clientId": client_id, "deviceToken": device_token})
+                            .to_string()
+                            .into(),
+                    },
+                    Err(RegistrationError::Storage(e)) => {
+                        tracing::error!(error = %e, "registration failed on storage");
+                        reject(ConnectRejection::ServerUnavailable, "storage unavailable")
+                    }
+                    Err(e) => reject(ConnectRejection::NotAuthorized, e.to_string()),
+                }
+            }
+            AuthType::Device | AuthType::TokenLogin => {
+                let secret = match self.store.device_secret(product_key, device_name).await {
+                    Ok(Some((secret, enabled))) => {
+                        if !enabled {
+                            return reject(ConnectRejection::NotAuthorized, "the device is disabled");
+                        }
+                        secret
+                    }
+                    Ok(None) => {
+                        return reject(
+                            ConnectRejection::BadCredentials,
+                            format!("unknown device '{device_name}' of product '{product_key}'"),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "device lookup failed");
+                        return reject(ConnectRejection::ServerUnavailable, "storage unavailable");
+                    }
+                };
+                let valid = if params.auth_type == AuthType::TokenLogin {
+                    constant_time_eq(secret.expose().as_bytes(), password.as_bytes())
+                } else {
+                    let content = connect_sign_content(
+                        &params.id,
+                        device_name,
+                        product_key,
+                        params.timestamp.as_deref(),
+                    );
+                    method.verify(secret.expose().as_bytes(), &content, password)
+                };
+                if !valid {
+                    return reject(ConnectRejection::BadCredentials, "signature does not match the device secret");
+                }
+                if let Some(window) = product.replay_window_secs {
+                    let Some(ts) = params.timestamp.as_deref().and_then(timestamp_millis) else {
+                        return reject(
+                            ConnectRejection::NotAuthorized,
+                            "this product requires a timestamp in the client id",
+                        );
+                    };
+                    if (crate::now_ms() - ts).abs() > window * 1000 {
+                        return reject(
+                            ConnectRejection::NotAuthorized,
+                            format!("timestamp is outside the product's {window} s replay window"),
+                        );
+                    }
+                }
+                let device = DeviceId::new(product_key, device_name);
+                AuthOutcome::Accept {
+                    session_key: format!("device:{device}").into(),
+                    principal: Principal::Device(device),
+                }
+            }
+        }
+    }
+
+    /// One-product-one-secret registration (SA-2), shared by HTTPS and MQTT.
+    pub async fn register(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        random: &str,
+        sign: &str,
+        method: SignMethod,
+        auth_type: AuthType,
+    ) -> Result<Registered, RegistrationError> {
+        let product = self
+            .registry
+            .get(product_key)
+            .ok_or_else(|| RegistrationError::Forbidden(format!("unknown product '{product_key}'")))?;
+        if !product.dynamic_registration {
+            return Err(RegistrationError::Forbidden(format!(
+                "dynamic registration is not enabled for product '{product_key}'"
+            )));
+        }
+        if random.is_empty() {
+            return Err(RegistrationError::Invalid("random is required".into()));
+        }
+        let product_secret = self
+            .store
+            .product_secret(product_key)
+            .await?
+            .ok_or_else(|| RegistrationError::Forbidden(format!("unknown product '{product_key}'")))?;
+        let content = register_sign_content(device_name, product_key, random);
+        if !method.verify(product_secret.expose().as_bytes(), &content, sign) {
+            return Err(RegistrationError::Forbidden(
+                "sign does not match the product secret".into(),
+            ));
+        }
+        let existing = self.store.get_device(product_key, device_name).await?;
+        match auth_type {
+            AuthType::RegisterNoWhitelist => {
+                if !product.allow_unregistered {
+                    return Err(RegistrationError::Forbidden(format!(
+                        "product '{product_key}' only registers pre-created devices (use authType=register)"
+                    )));
+                }
+                let token = generate_secret();
+                match existing {
+                    Some(d) if d.first_online_at.is_some() => {
+                        return Err(RegistrationError::Forbidden(format!(
+                            "device '{device_name}' is already activated"
+                        )));
+                    }
+                    Some(_) => {
+                        self.store.delete_device(product_key, device_name).await?;
+                        self.store
+                            .create_devices(product_key, &[(device_name.to_string(), token.clone())])
+                            .await?;
+                    }
+                    None => {
+                        validate_device_name(device_name).map_err(RegistrationError::Invalid)?;
+                        self.store
+                            .create_devices(product_key, &[(device_name.to_string(), token.clone())])
+                            .await?;
+                    }
+                }
+                Ok(Registered::Token {
+                    client_id: format!("{product_key}.{device_name}|authType=connwl,securemode=-2,_ss=1,ext=3|"),
+                    device_token: token,
+                })
+            }
+            _ => {
+                let device = existing.ok_or_else(|| {
+                    RegistrationError::Forbidden(format!(
+                        "device '{device_name}' is not pre-created in product '{product_key}'"
+                    ))
+                })?;
+                if device.first_online_at.is_some() {
+                    // A secret is handed out only before first use, so a leaked product secret
+                    // cannot take over devices already in the field.
+                    return Err(RegistrationError::Forbidden(format!(
+                        "device '{device_name}' is already activated; its secret is not issued again"
+                    )));
+                }
+                if !device.enabled {
+                    return Err(RegistrationError::Forbidden(format!("device '{device_name}' is disabled")));
+                }
+                let (secret, _) = self
+                    .store
+                    .device_secret(product_key, device_name)
+                    .await?
+                    .ok_or_else(|| RegistrationError::Forbidden("device disappeared".into()))?;
+                Ok(Registered::Secret {
+                    device_secret: secret.expose().to_string(),
+                })
+            }
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

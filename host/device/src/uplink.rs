@@ -1,0 +1,322 @@
+//! What happens to a message a device publishes.
+//!
+//! Alink topics are classified, JSON is parsed and checked against the product's thing model,
+//! and valid data goes to the group-commit writer. The device's `_reply` (and its PUBACK) follow
+//! the commit. An invalid message gets a `_reply` with a non-200 code that names the offending
+//! field; the connection stays up.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lotus_bus::{DeviceEvent, Envelope};
+use lotus_model::alink::{Reply, Request, UplinkTopic, code, parse_uplink_topic};
+use lotus_model::authz::DeviceId;
+use lotus_model::thing_model::{numeric_value, property_post_values};
+use lotus_mqtt::{InboundPublish, PublishVerdict};
+use lotus_storage::{EventRecord, PropertyRecord};
+use tokio::sync::oneshot;
+
+use crate::DevicePlane;
+use crate::writer::WriteItem;
+
+/// v5 PUBACK reason for a payload the platform cannot accept.
+const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
+const IMPLEMENTATION_SPECIFIC_ERROR: u8 = 0x83;
+
+fn refuse(reason: impl Into<String>) -> PublishVerdict {
+    PublishVerdict::Refuse {
+        code: PAYLOAD_FORMAT_INVALID,
+        reason: reason.into(),
+    }
+}
+
+impl DevicePlane {
+    /// Handles one publish from an authenticated device (already authorised for the topic).
+    pub async fn uplink(self: &Arc<Self>, device: &DeviceId, publish: &InboundPublish) -> PublishVerdict {
+        metrics::counter!("lotus_uplink_messages_total").increment(1);
+        let Some((pk, dn, kind)) = parse_uplink_topic(&publish.topic) else {
+            return PublishVerdict::Route { ack: None };
+        };
+        // The ACL guarantees this for device topics; anything else is not ours to interpret.
+        if *device.product_key != *pk || *device.device_name != *dn {
+            return PublishVerdict::Route { ack: None };
+        }
+        match kind {
+            UplinkTopic::PropertyPost => self.property_post(device, publish).await,
+            UplinkTopic::EventPost { identifier } => self.event_post(device, identifier, publish).await,
+            UplinkTopic::PropertySetReply
+            | UplinkTopic::PropertyGetReply
+            | UplinkTopic::ServiceReply { .. }
+            | UplinkTopic::RawDownReply => self.device_reply(device, None, publish),
+            UplinkTopic::RrpcResponse { message_id } => self.device_reply(device, Some(message_id), publish),
+            UplinkTopic::ShadowUpdate => self.shadow_from_device(device, &publish.payload).await,
+            UplinkTopic::DeviceInfoUpdate | UplinkTopic::DeviceInfoDelete => {
+                self.device_info(device, kind == UplinkTopic::DeviceInfoUpdate, publish).await
+            }
+            UplinkTopic::RawUp => {
+                // The codec seam: raw payloads need the product's codec plugin to become Alink
+                // JSON before validation. Until a codec is bound, say so to the device.
+                let reply = Reply::error(
+                    "",
+                    code::METHOD_NOT_FOUND,
+                    format!("product '{pk}' has no codec plugin to decode raw data"),
+                    Some("thing.model.up_raw"),
+                );
+                self.reply_now(&publish.topic, &reply).await;
+                PublishVerdict::Refuse {
+                    code: IMPLEMENTATION_SPECIFIC_ERROR,
+                    reason: "no codec plugin bound to this product".into(),
+                }
+            }
+            UplinkTopic::Custom { .. } => {
+                self.bus.publish(Envelope::device(
+                    pk,
+                    dn,
+                    crate::now_ms(),
+                    DeviceEvent::Custom {
+                        topic: publish.topic.to_string(),
+                        payload: String::from_utf8_lossy(&publish.payload).into_owned(),
+                    },
+                ));
+                PublishVerdict::Route { ack: None }
+            }
+        }
+    }
+
+    /// Publishes a reply at once (used for errors, which are not stored).
+    pub(crate) async fn reply_now(&self, request_topic: &str, reply: &Reply) {
+        let topic = lotus_model::alink::downlink_topic::reply(request_topic);
+        let payload = serde_json::to_vec(reply).expect("replies serialise");
+        self.send_to_device(&topic, payload.into(), lotus_mqtt::QoS::AtMostOnce).await;
+    }
+
+    async fn parse_request(&self, publish: &InboundPublish, method: &str) -> Result<Request, PublishVerdict> {
+        match serde_json::from_slice::<Request>(&publish.payload) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let msg = format!("payload is not an Alink JSON request: {e}");
+                self.reply_now(&publish.topic, &Reply::error("", code::REQUEST_ERROR, &msg, Some(method)))
+                    .await;
+                Err(refuse(msg))
+            }
+        }
+    }
+
+    async fn property_post(self: &Arc<Self>, device: &DeviceId, publish: &InboundPublish) -> PublishVerdict {
+        const METHOD: &str = "thing.event.property.post";
+        let request = match self.parse_request(publish, METHOD).await {
+            Ok(r) => r,
+            Err(v) => return v,
+        };
+        let model = self
+            .registry
+            .get(&device.product_key)
+            .and_then(|p| p.thing_model.clone());
+        let Some(model) = model else {
+            let msg = format!(
+                "product '{}' has no thing model: upload one before devices post properties",
+                device.product_key
+            );
+            self.reply_now(&publish.topic, &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(METHOD)))
+                .await;
+            return refuse(msg);
+        };
+        if let Err(e) = model.compiled.validate_property_post(&request.params) {
+            metrics::counter!("lotus_uplink_invalid_total").increment(1);
+            self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(METHOD)))
+                .await;
+            return refuse(e.to_string());
+        }
+        let now = crate::now_ms();
+        let mut values = serde_json::Map::new();
+        let properties: Vec<PropertyRecord> = property_post_values(&request.params)
+            .into_iter()
+            .map(|(identifier, value, time)| {
+                values.insert(identifier.clone(), value.clone());
+                PropertyRecord {
+                    product_key: device.product_key.to_string(),
+                    device_name: device.device_name.to_string(),
+                    num: numeric_value(&value),
+                    identifier,
+                    value,
+                    ts: time.unwrap_or(now),
+                }
+            })
+            .collect();
+        let announce = vec![Envelope::device(
+            &device.product_key,
+            &device.device_name,
+            now,
+            DeviceEvent::Properties { values },
+        )];
+        self.commit_then_reply(publish, &request, METHOD, properties, Vec::new(), announce)
+            .await
+    }
+
+    async fn event_post(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        identifier: &str,
+        publish: &InboundPublish,
+    ) -> PublishVerdict {
+        let method = format!("thing.event.{identifier}.post");
+        let request = match self.parse_request(publish, &method).await {
+            Ok(r) => r,
+            Err(v) => return v,
+        };
+        let model = self
+            .registry
+            .get(&device.product_key)
+            .and_then(|p| p.thing_model.clone());
+        let Some(model) = model else {
+            let msg = format!("product '{}' has no thing model", device.product_key);
+            self.reply_now(&publish.topic, &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(&method)))
+                .await;
+            return refuse(msg);
+        };
+        let Some(event) = model.model.event(identifier) else {
+            let msg = format!("event '{identifier}' is not in the thing model");
+            self.reply_now(&publish.topic, &Reply::error(&request.id, code::METHOD_NOT_FOUND, &msg, Some(&method)))
+                .await;
+            return refuse(msg);
+        };
+        // Events carry their output parameters in params.value (Alink), or directly in params.
+        let params = request
+            .params
+            .get("value")
+            .cloned()
+            .unwrap_or_else(|| request.params.clone());
+        if let Err(e) = model.compiled.validate_event_post(identifier, &params) {
+            metrics::counter!("lotus_uplink_invalid_total").increment(1);
+            self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(&method)))
+                .await;
+            return refuse(e.to_string());
+        }
+        let ts = request
+            .params
+            .get("time")
+            .and_then(|t| t.as_i64())
+            .unwrap_or_else(crate::now_ms);
+        let event_type = event.event_type.as_str().to_string();
+        let record = EventRecord {
+            product_key: device.product_key.to_string(),
+            device_name: device.device_name.to_string(),
+            identifier: identifier.to_string(),
+            event_type: event_type.clone(),
+            params: params.clone(),
+            ts,
+        };
+        let announce = vec![Envelope::device(
+            &device.product_key,
+            &device.device_name,
+            ts,
+            DeviceEvent::Event {
+                identifier: identifier.to_string(),
+                event_type,
+                params,
+            },
+        )];
+        self.commit_then_reply(publish, &request, &method, Vec::new(), vec![record], announce)
+            .await
+    }
+
+    /// Hands writes to the group-commit writer; PUBACK, `_reply` and bus follow the commit.
+    async fn commit_then_reply(
+        &self,
+        publish: &InboundPublish,
+        request: &Request,
+        method: &str,
+        properties: Vec<PropertyRecord>,
+        events: Vec<EventRecord>,
+        announce: Vec<Envelope>,
+    ) -> PublishVerdict {
+        let reply = request.wants_reply().then(|| {
+            let r = Reply::success(&request.id, serde_json::json!({}), Some(method));
+            (
+                lotus_model::alink::downlink_topic::reply(&publish.topic),
+                Bytes::from(serde_json::to_vec(&r).expect("replies serialise")),
+            )
+        });
+        let (ack, waiter) = if publish.qos != lotus_mqtt::QoS::AtMostOnce {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let item = WriteItem {
+            properties,
+            events,
+            ack,
+            reply,
+            announce,
+        };
+        match self.writer.write(item).await {
+            Ok(()) => PublishVerdict::Route { ack: waiter },
+            Err(e) => PublishVerdict::Refuse {
+                code: IMPLEMENTATION_SPECIFIC_ERROR,
+                reason: e,
+            },
+        }
+    }
+
+    /// A device answers a downlink: complete the waiting call and record the reply.
+    fn device_reply(self: &Arc<Self>, device: &DeviceId, rrpc_id: Option<&str>, publish: &InboundPublish) -> PublishVerdict {
+        let reply: Reply = match serde_json::from_slice(&publish.payload) {
+            Ok(r) => r,
+            Err(e) => return refuse(format!("reply is not Alink JSON: {e}")),
+        };
+        let message_id = rrpc_id.map(str::to_string).unwrap_or_else(|| reply.id.clone());
+        let plane = self.clone();
+        let device = device.clone();
+        // Recording the reply is not on the device's critical path.
+        tokio::spawn(async move { plane.complete_call(&device, &message_id, reply).await });
+        PublishVerdict::Route { ack: None }
+    }
+
+    async fn device_info(self: &Arc<Self>, device: &DeviceId, update: bool, publish: &InboundPublish) -> PublishVerdict {
+        let method = if update { "thing.deviceinfo.update" } else { "thing.deviceinfo.delete" };
+        let request = match self.parse_request(publish, method).await {
+            Ok(r) => r,
+            Err(v) => return v,
+        };
+        // params: [{"attrKey": "k", "attrValue": "v"}, …] (delete: attrKey only)
+        let Some(items) = request.params.as_array() else {
+            let msg = "params must be an array of {attrKey, attrValue}";
+            self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, msg, Some(method)))
+                .await;
+            return refuse(msg);
+        };
+        let mut tags = serde_json::Map::new();
+        let mut keys = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some(key) = item.get("attrKey").and_then(|k| k.as_str()) else {
+                let msg = format!("params[{i}].attrKey: required string");
+                self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, &msg, Some(method)))
+                    .await;
+                return refuse(msg);
+            };
+            keys.push(key.to_string());
+            tags.insert(key.to_string(), item.get("attrValue").cloned().unwrap_or_default());
+        }
+        let result = if update {
+            self.store
+                .merge_device_tags(&device.product_key, &device.device_name, &tags)
+                .await
+        } else {
+            self.store
+                .delete_device_tags(&device.product_key, &device.device_name, &keys)
+                .await
+        };
+        let reply = match result {
+            Ok(()) => Reply::success(&request.id, serde_json::json!({}), Some(method)),
+            Err(e) => {
+                tracing::error!(device = %device, error = %e, "storing device tags failed");
+                Reply::error(&request.id, code::SERVER_ERROR, "could not store tags", Some(method))
+            }
+        };
+        if request.wants_reply() {
+            self.reply_now(&publish.topic, &reply).await;
+        }
+        PublishVerdict::Route { ack: None }
+    }
+}

@@ -1,0 +1,410 @@
+//! The command-line client: every command is one call to the node's REST API.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Log in and remember the token for later commands.
+    Login {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Or set LOTUS_PASSWORD.
+        #[arg(long, env = "LOTUS_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Products.
+    #[command(subcommand)]
+    Product(ProductCommand),
+    /// A product's thing model (Alink TSL).
+    #[command(subcommand, name = "thing-model")]
+    ThingModel(ThingModelCommand),
+    /// A product's topic classes.
+    #[command(subcommand, name = "topic-class")]
+    TopicClass(TopicClassCommand),
+    /// Devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// The node's HTTP address [default: the one used at login, else http://127.0.0.1:8080].
+    #[arg(long, env = "LOTUS_URL", global = true)]
+    url: Option<String>,
+    /// An API token [default: the one saved by `lotus login`].
+    #[arg(long, env = "LOTUS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ProductCommand {
+    Create {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        name: String,
+        /// direct, gateway or subdevice.
+        #[arg(long, default_value = "direct")]
+        node_type: String,
+        /// alink or custom.
+        #[arg(long, default_value = "alink")]
+        data_format: String,
+        #[arg(long)]
+        dynamic_registration: bool,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, default_value_t = 1)]
+        page: i64,
+        #[arg(long, default_value_t = 50)]
+        page_size: i64,
+    },
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+    },
+    Delete {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ThingModelCommand {
+    /// Upload a TSL JSON file (a new version).
+    Put {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        file: PathBuf,
+    },
+    /// Print the full TSL.
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TopicClassCommand {
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+    },
+    Add {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        /// e.g. /${productKey}/${deviceName}/user/alarm
+        #[arg(long)]
+        template: String,
+        /// pub, sub or all.
+        #[arg(long)]
+        operation: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Delete {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Register a device and print its secret (shown only once).
+    Create {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        /// Only this product's devices.
+        #[arg(long)]
+        product_key: Option<String>,
+        /// inactive, online, offline or disabled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: i64,
+        #[arg(long, default_value_t = 50)]
+        page_size: i64,
+    },
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        device_name: String,
+    },
+    Enable {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        device_name: String,
+    },
+    Disable {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        device_name: String,
+    },
+    /// Delete a device: its secret is revoked and it is disconnected.
+    Delete {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        device_name: String,
+    },
+    /// Latest property values.
+    Properties {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        device_name: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    url: String,
+    token: String,
+}
+
+fn session_file() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("lotus").join("session.json")
+}
+
+fn saved() -> Option<Saved> {
+    let text = std::fs::read_to_string(session_file()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(conn: &Connection) -> Client {
+        let saved = saved();
+        let url = conn
+            .url
+            .clone()
+            .or_else(|| saved.as_ref().map(|s| s.url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let token = conn.token.clone().or_else(|| saved.map(|s| s.token));
+        Client {
+            http: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Lotus node at {}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let detail = value
+                .get("detail")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                bail!("{detail} (run `lotus login`)");
+            }
+            bail!("{} {}: {detail}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        }
+        Ok(value)
+    }
+}
+
+fn print(v: &Value) {
+    if !v.is_null() {
+        println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
+}
+
+pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match cmd {
+        ClientCommand::Login { conn, username, password } => {
+            let client = Client::new(&conn);
+            let v = client
+                .call(Method::POST, "/api/v1/auth/login", Some(json!({"username": username, "password": password})))
+                .await?;
+            let token = v["token"].as_str().context("the node returned no token")?.to_string();
+            let path = session_file();
+            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+            std::fs::write(&path, serde_json::to_string(&Saved { url: client.url.clone(), token })?)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            println!("logged in to {} as {username}", client.url);
+        }
+        ClientCommand::Product(p) => match p {
+            ProductCommand::Create { conn, name, node_type, data_format, dynamic_registration, description } => print(
+                &Client::new(&conn)
+                    .call(Method::POST, "/api/v1/products", Some(json!({
+                        "name": name, "nodeType": node_type, "dataFormat": data_format,
+                        "dynamicRegistration": dynamic_registration, "description": description.unwrap_or_default(),
+                    })))
+                    .await?,
+            ),
+            ProductCommand::List { conn, page, page_size } => print(
+                &Client::new(&conn)
+                    .call(Method::GET, &format!("/api/v1/products?page={page}&pageSize={page_size}"), None)
+                    .await?,
+            ),
+            ProductCommand::Get { conn, product_key } => print(
+                &Client::new(&conn)
+                    .call(Method::GET, &format!("/api/v1/products/{}", enc(&product_key)), None)
+                    .await?,
+            ),
+            ProductCommand::Delete { conn, product_key } => {
+                Client::new(&conn)
+                    .call(Method::DELETE, &format!("/api/v1/products/{}", enc(&product_key)), None)
+                    .await?;
+                println!("deleted product {product_key}");
+            }
+        },
+        ClientCommand::ThingModel(t) => match t {
+            ThingModelCommand::Put { conn, product_key, file } => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let tsl: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+                print(
+                    &Client::new(&conn)
+                        .call(Method::PUT, &format!("/api/v1/products/{}/thing-model", enc(&product_key)), Some(tsl))
+                        .await?,
+                )
+            }
+            ThingModelCommand::Get { conn, product_key, version } => {
+                let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
+                print(
+                    &Client::new(&conn)
+                        .call(Method::GET, &format!("/api/v1/products/{}/thing-model{q}", enc(&product_key)), None)
+                        .await?,
+                )
+            }
+        },
+        ClientCommand::TopicClass(t) => match t {
+            TopicClassCommand::List { conn, product_key } => print(
+                &Client::new(&conn)
+                    .call(Method::GET, &format!("/api/v1/products/{}/topic-classes", enc(&product_key)), None)
+                    .await?,
+            ),
+            TopicClassCommand::Add { conn, product_key, template, operation, description } => print(
+                &Client::new(&conn)
+                    .call(
+                        Method::POST,
+                        &format!("/api/v1/products/{}/topic-classes", enc(&product_key)),
+                        Some(json!({"template": template, "operation": operation, "description": description})),
+                    )
+                    .await?,
+            ),
+            TopicClassCommand::Delete { conn, product_key, id } => {
+                Client::new(&conn)
+                    .call(Method::DELETE, &format!("/api/v1/products/{}/topic-classes/{}", enc(&product_key), enc(&id)), None)
+                    .await?;
+                println!("deleted topic class {id}");
+            }
+        },
+        ClientCommand::Device(d) => {
+            let dev = |pk: &str, dn: &str| format!("/api/v1/products/{}/devices/{}", enc(pk), enc(dn));
+            match d {
+                DeviceCommand::Create { conn, product_key, name } => print(
+                    &Client::new(&conn)
+                        .call(
+                            Method::POST,
+                            &format!("/api/v1/products/{}/devices", enc(&product_key)),
+                            Some(json!({"deviceName": name})),
+                        )
+                        .await?,
+                ),
+                DeviceCommand::List { conn, product_key, status, page, page_size } => {
+                    let mut q = format!("?page={page}&pageSize={page_size}");
+                    if let Some(p) = product_key {
+                        q.push_str(&format!("&productKey={}", enc(&p)));
+                    }
+                    if let Some(s) = status {
+                        q.push_str(&format!("&status={s}"));
+                    }
+                    print(&Client::new(&conn).call(Method::GET, &format!("/api/v1/devices{q}"), None).await?)
+                }
+                DeviceCommand::Get { conn, product_key, device_name } => {
+                    print(&Client::new(&conn).call(Method::GET, &dev(&product_key, &device_name), None).await?)
+                }
+                DeviceCommand::Enable { conn, product_key, device_name } => print(
+                    &Client::new(&conn)
+                        .call(Method::POST, &format!("{}/enable", dev(&product_key, &device_name)), None)
+                        .await?,
+                ),
+                DeviceCommand::Disable { conn, product_key, device_name } => print(
+                    &Client::new(&conn)
+                        .call(Method::POST, &format!("{}/disable", dev(&product_key, &device_name)), None)
+                        .await?,
+                ),
+                DeviceCommand::Delete { conn, product_key, device_name } => {
+                    Client::new(&conn)
+                        .call(Method::DELETE, &dev(&product_key, &device_name), None)
+                        .await?;
+                    println!("deleted device {device_name}; its secret is revoked");
+                }
+                DeviceCommand::Properties { conn, product_key, device_name } => print(
+                    &Client::new(&conn)
+                        .call(Method::GET, &format!("{}/properties", dev(&product_key, &device_name)), None)
+                        .await?,
+                ),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Node configuration: defaults, then a TOML file, then `LOTUS_*` environment variables, then
+//! command-line flags (each later source wins).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded database, the master key and other node files live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default: a file in data_dir) or `postgres://user:pass@host/db`.
+    pub database_url: Option<String>,
+    /// File holding the 32-byte key that encrypts secrets at rest (default: data_dir/master.key).
+    pub master_key_file: Option<PathBuf>,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub writer: WriterSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// MQTT over TCP.
+    pub listen: Vec<SocketAddr>,
+    /// MQTT over WebSocket.
+    pub ws_listen: Vec<SocketAddr>,
+    /// MQTT over TLS; only served when `tls_cert` and `tls_key` are set.
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Let generic MQTT clients without device credentials use topics outside the device
+    /// namespaces, like a plain broker.
+    pub allow_anonymous: bool,
+    pub max_packet_size: usize,
+    /// Messages kept per persistent session while its client is away.
+    pub session_queue_limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` or `text`.
+    pub format: String,
+    /// A tracing filter such as `info` or `lotus_mqtt=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long an API token stays valid.
+    pub session_ttl_secs: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterSettings {
+    /// Uplinks waiting for the group commit; when full, devices are slowed down.
+    pub queue_capacity: usize,
+    pub max_batch_rows: usize,
+}
+
+fn dual(port: u16) -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], port)),
+        SocketAddr::from(([0u16; 8], port)),
+    ]
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            master_key_file: None,
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            writer: WriterSettings::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: dual(8080) }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: dual(1883),
+            ws_listen: dual(8083),
+            tls_listen: dual(8883),
+            tls_cert: None,
+            tls_key: None,
+            allow_anonymous: false,
+            max_packet_size: 256 * 1024,
+            session_queue_limit: 1000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_secs: 12 * 3600,
+        }
+    }
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        let d = lotus_device::writer::WriterConfig::default();
+        WriterSettings {
+            queue_capacity: d.queue_capacity,
+            max_batch_rows: d.max_batch_rows,
+        }
+    }
+}
+
+/// Environment variables that are not configuration keys (read elsewhere).
+const NOT_CONFIG: [&str; 5] = ["CONFIG", "ADMIN_PASSWORD", "URL", "TOKEN", "PASSWORD"];
+
+impl Config {
+    /// Defaults ← TOML file ← `LOTUS_*` (nested keys with `__`, e.g. `LOTUS_MQTT__ALLOW_ANONYMOUS`) ← flags.
+    pub fn load(file: Option<&std::path::Path>, flags: Figment) -> Result<Config, figment::Error> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(figment::Error::from(format!(
+                    "configuration file {} does not exist",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig.merge(
+            Env::prefixed("LOTUS_")
+                .filter(|k| !NOT_CONFIG.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)))
+                .split("__"),
+        )
+        .merge(flags)
+        .extract()
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("lotus.db").display()))
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+}

@@ -1,0 +1,274 @@
+//! `lotus serve`: wires storage, bus, device plane, broker and API into one node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+use figment::providers::Serialized;
+use lotus_api::ApiState;
+use lotus_bus::LocalBus;
+use lotus_device::hooks::PlaneHooks;
+use lotus_device::writer::WriterConfig;
+use lotus_device::{DevicePlane, PlaneConfig};
+use lotus_mqtt::{Broker, BrokerConfig, bind_tcp};
+use lotus_storage::{SecretBox, Store};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::ServeArgs;
+use crate::config::Config;
+
+fn flag_overrides(a: &ServeArgs) -> serde_json::Value {
+    let mut root = serde_json::Map::new();
+    let mut mqtt = serde_json::Map::new();
+    let mut http = serde_json::Map::new();
+    let mut log = serde_json::Map::new();
+    if let Some(v) = &a.data_dir {
+        root.insert("data_dir".into(), json!(v));
+    }
+    if let Some(v) = &a.database_url {
+        root.insert("database_url".into(), json!(v));
+    }
+    if !a.http_listen.is_empty() {
+        http.insert("listen".into(), json!(a.http_listen));
+    }
+    if !a.mqtt_listen.is_empty() {
+        mqtt.insert("listen".into(), json!(a.mqtt_listen));
+    }
+    if !a.mqtt_ws_listen.is_empty() {
+        mqtt.insert("ws_listen".into(), json!(a.mqtt_ws_listen));
+    }
+    if !a.mqtt_tls_listen.is_empty() {
+        mqtt.insert("tls_listen".into(), json!(a.mqtt_tls_listen));
+    }
+    if let Some(v) = &a.tls_cert {
+        mqtt.insert("tls_cert".into(), json!(v));
+    }
+    if let Some(v) = &a.tls_key {
+        mqtt.insert("tls_key".into(), json!(v));
+    }
+    if a.allow_anonymous {
+        mqtt.insert("allow_anonymous".into(), json!(true));
+    }
+    if let Some(v) = &a.log_format {
+        log.insert("format".into(), json!(v));
+    }
+    if let Some(v) = &a.log_level {
+        log.insert("level".into(), json!(v));
+    }
+    for (k, m) in [("mqtt", mqtt), ("http", http), ("log", log)] {
+        if !m.is_empty() {
+            root.insert(k.into(), serde_json::Value::Object(m));
+        }
+    }
+    serde_json::Value::Object(root)
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log level '{}' is not a valid filter", config.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format.as_str() {
+        "json" => builder.json().flatten_event(true).init(),
+        "text" => builder.init(),
+        other => bail!("log format '{other}' unknown: use json or text"),
+    }
+    Ok(())
+}
+
+/// Binds every address; an IPv6 address on a host without IPv6 is skipped with a warning, but
+/// at least one address of each list must bind.
+fn bind_all(what: &str, addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        match bind_tcp(*addr) {
+            Ok(l) => out.push(l),
+            Err(e) if addr.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                tracing::warn!(%addr, error = %e, "IPv6 is not available here; skipping");
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen for {what} on {addr}")),
+        }
+    }
+    if out.is_empty() && !addrs.is_empty() {
+        bail!("no {what} address could be bound");
+    }
+    Ok(out)
+}
+
+fn local(ls: &[TcpListener]) -> Vec<String> {
+    ls.iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect()
+}
+
+async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
+    if store.user_count().await? > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match std::env::var("LOTUS_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (lotus_device::connect::generate_secret()[..20].to_string(), true),
+    };
+    let hash = tokio::task::spawn_blocking(move || {
+        let h = lotus_api::auth::hash_password(&password);
+        (h, password)
+    })
+    .await?;
+    store.create_user("admin", &hash.0, &["admin".to_string()]).await?;
+    if generated {
+        // Printed once, to the terminal, never logged: it is not stored in clear anywhere.
+        println!("\n  Created the administrator 'admin' with password: {}\n  Change it after logging in; it will not be shown again.\n", hash.1);
+    } else {
+        tracing::info!("created the administrator 'admin' with the password from LOTUS_ADMIN_PASSWORD");
+    }
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), figment::Figment::from(Serialized::defaults(flag_overrides(&args))))
+        .context("invalid configuration")?;
+    init_logging(&config)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let secrets = SecretBox::load_or_create(&config.master_key_file()).context("loading the master key")?;
+    let database_url = config.database_url();
+    let store = Store::open(&database_url, secrets)
+        .await
+        .with_context(|| format!("cannot open the database ({})", redact(&database_url)))?;
+    tracing::info!(backend = ?store.backend(), "storage ready");
+    bootstrap_admin(&store).await?;
+
+    let bus = Arc::new(LocalBus::new(65_536));
+    let plane_config = PlaneConfig {
+        writer: WriterConfig {
+            queue_capacity: config.writer.queue_capacity,
+            max_batch_rows: config.writer.max_batch_rows,
+        },
+        allow_anonymous: config.mqtt.allow_anonymous,
+    };
+    let (plane, tasks) = DevicePlane::start(store.clone(), bus, plane_config).await?;
+
+    let broker_config = BrokerConfig {
+        max_packet_size: config.mqtt.max_packet_size,
+        session_queue_limit: config.mqtt.session_queue_limit,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::new(broker_config, Arc::new(PlaneHooks(plane.clone())));
+    let replier = plane.attach_broker(broker.clone());
+
+    let mqtt = bind_all("MQTT", &config.mqtt.listen)?;
+    let ws = bind_all("MQTT over WebSocket", &config.mqtt.ws_listen)?;
+    let tls = match (&config.mqtt.tls_cert, &config.mqtt.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls_config = lotus_mqtt::load_tls_config(cert, key)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("loading the MQTT TLS certificate")?;
+            Some((bind_all("MQTT over TLS", &config.mqtt.tls_listen)?, tls_config))
+        }
+        (None, None) => None,
+        _ => bail!("MQTT over TLS needs both tls_cert and tls_key"),
+    };
+    let http = bind_all("HTTP", &config.http.listen)?;
+
+    let ready = json!({
+        "http": local(&http),
+        "mqtt": local(&mqtt),
+        "mqttWs": local(&ws),
+        "mqttTls": tls.as_ref().map(|(l, _)| local(l)).unwrap_or_default(),
+    });
+    let mut servers = Vec::new();
+    for l in mqtt {
+        servers.push(broker.serve_tcp(l));
+    }
+    for l in ws {
+        servers.push(broker.serve_websocket(l));
+    }
+    if let Some((listeners, tls_config)) = tls {
+        for l in listeners {
+            servers.push(broker.serve_tls(l, tls_config.clone()));
+        }
+    }
+
+    let state = ApiState::new(
+        store.clone(),
+        plane.clone(),
+        config.auth.session_ttl_secs * 1000,
+        Some(Arc::new(move || metrics.render())),
+    );
+    let shutting_down = state.shutting_down.clone();
+    let app = lotus_api::router(state);
+    let (stop_http_tx, stop_http) = tokio::sync::watch::channel(false);
+    let mut http_servers = Vec::new();
+    for l in http {
+        let app = app.clone();
+        let mut stop = stop_http.clone();
+        http_servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
+
+    tracing::info!(listening = %ready, "lotus is ready");
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, ready.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing device connections and flushing data");
+    shutting_down.store(true, Ordering::Relaxed);
+    broker.shutdown().await;
+    plane.flush().await;
+    let _ = stop_http_tx.send(true);
+    for s in http_servers {
+        let _ = s.await;
+    }
+    for s in servers {
+        s.abort();
+    }
+    replier.abort();
+    drop(tasks);
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Database URLs may carry a password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}

@@ -1,1 +1,0 @@
-//! placeholder: the thing model (Alink TSL) is written in thing_model.rs
