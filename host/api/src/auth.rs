@@ -1,7 +1,7 @@
 //! Operator log-in: Argon2id password hashes and opaque bearer tokens (stored only as SHA-256).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -27,7 +27,11 @@ pub fn hash_password(password: &str) -> String {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -55,7 +59,10 @@ pub struct LoginResponse {
 /// Log in with a username and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = crate::problem::Problem)))]
-pub async fn login(State(state): State<ApiState>, Json(req): Json<LoginRequest>) -> ApiResult<Json<LoginResponse>> {
+pub async fn login(
+    State(state): State<ApiState>,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
     let user = state.store.user_by_name(&req.username).await?;
     // Verify against a dummy hash for unknown users so timing does not reveal which names exist.
     let hash = user
@@ -104,21 +111,30 @@ pub struct Authenticated {
 impl FromRequestParts<ApiState> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>': log in at POST /api/v1/auth/login"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing 'Authorization: Bearer <token>': log in at POST /api/v1/auth/login",
+                )
+            })?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+        })?;
         let token_hash = token_hash(token.trim());
         let user = state
             .store
             .session_user(&token_hash, lotus_device::now_ms())
             .await?
-            .ok_or_else(|| ApiError::unauthorized("the token is unknown or expired: log in again"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the token is unknown or expired: log in again")
+            })?;
         Ok(Authenticated { user, token_hash })
     }
 }

@@ -99,23 +99,33 @@ fn generated_name() -> String {
         .collect()
 }
 
-async fn create_many(state: &ApiState, pk: &str, names: Vec<String>) -> ApiResult<Vec<DeviceCredentials>> {
+async fn create_many(
+    state: &ApiState,
+    pk: &str,
+    names: Vec<String>,
+) -> ApiResult<Vec<DeviceCredentials>> {
     product_or_404(state, pk).await?;
     let mut seen = std::collections::HashSet::new();
     for (i, name) in names.iter().enumerate() {
-        validate_device_name(name).map_err(|e| ApiError::unprocessable(format!("deviceNames[{i}]: {e}")))?;
+        validate_device_name(name)
+            .map_err(|e| ApiError::unprocessable(format!("deviceNames[{i}]: {e}")))?;
         if !seen.insert(name) {
-            return Err(ApiError::unprocessable(format!("deviceNames[{i}]: '{name}' appears twice")));
+            return Err(ApiError::unprocessable(format!(
+                "deviceNames[{i}]: '{name}' appears twice"
+            )));
         }
     }
-    let devices: Vec<(String, String)> = names.into_iter().map(|n| (n, generate_secret())).collect();
+    let devices: Vec<(String, String)> =
+        names.into_iter().map(|n| (n, generate_secret())).collect();
     state.store.create_devices(pk, &devices).await?;
     for (name, _) in &devices {
         state.plane.bus.publish(lotus_bus::Envelope::device(
             pk,
             name,
             lotus_device::now_ms(),
-            lotus_bus::DeviceEvent::Lifecycle { action: "created".into() },
+            lotus_bus::DeviceEvent::Lifecycle {
+                action: "created".into(),
+            },
         ));
     }
     Ok(devices
@@ -142,7 +152,8 @@ pub async fn create(
     let req: CreateDevice = if body.iter().all(u8::is_ascii_whitespace) {
         CreateDevice::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(format!("invalid body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::unprocessable(format!("invalid body: {e}")))?
     };
     let name = req.device_name.unwrap_or_else(generated_name);
     let mut created = create_many(&state, &pk, vec![name]).await?;
@@ -164,7 +175,9 @@ pub async fn create_batch(
         names.extend((0..n).map(|_| generated_name()));
     }
     if names.is_empty() || names.len() > 1000 {
-        return Err(ApiError::unprocessable("give 1 to 1000 devices (deviceNames and/or count)"));
+        return Err(ApiError::unprocessable(
+            "give 1 to 1000 devices (deviceNames and/or count)",
+        ));
     }
     let devices = create_many(&state, &pk, names).await?;
     Ok((StatusCode::CREATED, Json(CreatedDevices { devices })))
@@ -181,11 +194,17 @@ pub struct DeviceQuery {
     pub page_size: Option<i64>,
 }
 
-async fn list_filtered(state: &ApiState, pk: Option<String>, q: DeviceQuery) -> ApiResult<Json<Paged<Device>>> {
+async fn list_filtered(
+    state: &ApiState,
+    pk: Option<String>,
+    q: DeviceQuery,
+) -> ApiResult<Json<Paged<Device>>> {
     if let Some(s) = &q.status
         && !["inactive", "online", "offline", "disabled"].contains(&s.as_str())
     {
-        return Err(ApiError::bad_request("status must be inactive, online, offline or disabled"));
+        return Err(ApiError::bad_request(
+            "status must be inactive, online, offline or disabled",
+        ));
     }
     let (page, number, size) = PageQuery {
         page: q.page,
@@ -219,12 +238,15 @@ pub async fn list(
     list_filtered(&state, Some(pk), q).await
 }
 
+/// Query strings lose their types through `serde(flatten)`, so the fields are repeated.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllDevicesQuery {
     pub product_key: Option<String>,
-    #[serde(flatten)]
-    pub rest: DeviceQuery,
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub page: Option<i64>,
+    pub page_size: Option<i64>,
 }
 
 /// List devices across products.
@@ -235,7 +257,13 @@ pub async fn list_all(
     _user: Authenticated,
     Query(q): Query<AllDevicesQuery>,
 ) -> ApiResult<Json<Paged<Device>>> {
-    list_filtered(&state, q.product_key, q.rest).await
+    let rest = DeviceQuery {
+        name: q.name,
+        status: q.status,
+        page: q.page,
+        page_size: q.page_size,
+    };
+    list_filtered(&state, q.product_key, rest).await
 }
 
 async fn device_or_404(state: &ApiState, pk: &str, dn: &str) -> ApiResult<DeviceRow> {
@@ -291,9 +319,10 @@ pub async fn update(
 async fn set_enabled(state: &ApiState, pk: &str, dn: &str, enabled: bool) -> ApiResult<()> {
     state.store.set_device_enabled(pk, dn, enabled).await?;
     if !enabled {
-        state
-            .plane
-            .kick(&DeviceId::new(pk, dn), DisconnectReason::Kicked("the device was disabled".into()));
+        state.plane.kick(
+            &DeviceId::new(pk, dn),
+            DisconnectReason::Kicked("the device was disabled".into()),
+        );
     }
     state.plane.bus.publish(lotus_bus::Envelope::device(
         pk,
@@ -342,14 +371,17 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     device_or_404(&state, &pk, &dn).await?;
     state.store.delete_device(&pk, &dn).await?;
-    state
-        .plane
-        .kick(&DeviceId::new(&*pk, &*dn), DisconnectReason::CredentialRevoked);
+    state.plane.kick(
+        &DeviceId::new(&*pk, &*dn),
+        DisconnectReason::CredentialRevoked,
+    );
     state.plane.bus.publish(lotus_bus::Envelope::device(
         &pk,
         &dn,
         lotus_device::now_ms(),
-        lotus_bus::DeviceEvent::Lifecycle { action: "deleted".into() },
+        lotus_bus::DeviceEvent::Lifecycle {
+            action: "deleted".into(),
+        },
     ));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -375,7 +407,11 @@ pub async fn properties(
     let rows = state.store.latest_properties(&pk, &dn).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|(identifier, value, time)| PropertyValue { identifier, value, time })
+            .map(|(identifier, value, time)| PropertyValue {
+                identifier,
+                value,
+                time,
+            })
             .collect(),
     ))
 }
@@ -417,16 +453,22 @@ pub struct History {
 fn parse_interval(s: &str) -> ApiResult<i64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("interval '{s}' is not a duration: use e.g. 60000, 30s, 5m, 1h, 1d")))?;
+    let n: i64 = num.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "interval '{s}' is not a duration: use e.g. 60000, 30s, 5m, 1h, 1d"
+        ))
+    })?;
     let ms = match unit {
         "" | "ms" => n,
         "s" => n * 1000,
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        _ => return Err(ApiError::bad_request(format!("interval unit '{unit}' unknown: use ms, s, m, h or d"))),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "interval unit '{unit}' unknown: use ms, s, m, h or d"
+            )));
+        }
     };
     if ms < 1000 {
         return Err(ApiError::bad_request("interval must be at least 1s"));
@@ -452,7 +494,10 @@ pub async fn history(
         return Err(ApiError::bad_request("from must not be after to"));
     }
     let interval = q.interval.as_deref().map(parse_interval).transpose()?;
-    let agg_name = q.agg.clone().or_else(|| interval.map(|_| "avg".to_string()));
+    let agg_name = q
+        .agg
+        .clone()
+        .or_else(|| interval.map(|_| "avg".to_string()));
     let points = match (interval, agg_name.as_deref()) {
         (None, None) => {
             let limit = q.limit.unwrap_or(1000);
@@ -480,9 +525,12 @@ pub async fn history(
                     )));
                 }
             };
-            let interval = interval.ok_or_else(|| ApiError::bad_request("agg needs an interval"))?;
+            let interval =
+                interval.ok_or_else(|| ApiError::bad_request("agg needs an interval"))?;
             if (to - from) / interval > 10_000 {
-                return Err(ApiError::bad_request("more than 10000 buckets: widen the interval or narrow the range"));
+                return Err(ApiError::bad_request(
+                    "more than 10000 buckets: widen the interval or narrow the range",
+                ));
             }
             state
                 .store
@@ -612,13 +660,20 @@ pub async fn invoke_service(
     Path((pk, dn, call)): Path<(String, String, String)>,
     Json(req): Json<InvokeService>,
 ) -> ApiResult<Response> {
-    let identifier = call
-        .strip_suffix(":invoke")
-        .ok_or_else(|| ApiError::not_found(format!("unknown action '{call}': use {{identifier}}:invoke")))?;
+    let identifier = call.strip_suffix(":invoke").ok_or_else(|| {
+        ApiError::not_found(format!(
+            "unknown action '{call}': use {{identifier}}:invoke"
+        ))
+    })?;
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(100, 60_000));
     let outcome = state
         .plane
-        .invoke_service(&DeviceId::new(&*pk, &*dn), identifier, Value::Object(req.params), timeout)
+        .invoke_service(
+            &DeviceId::new(&*pk, &*dn),
+            identifier,
+            Value::Object(req.params),
+            timeout,
+        )
         .await?;
     Ok(match outcome {
         CallOutcome::Replied { message_id, reply } => Json(ServiceReply {
@@ -628,7 +683,9 @@ pub async fn invoke_service(
             message: reply.message,
         })
         .into_response(),
-        CallOutcome::Sent { message_id } => (StatusCode::ACCEPTED, Json(Accepted { message_id })).into_response(),
+        CallOutcome::Sent { message_id } => {
+            (StatusCode::ACCEPTED, Json(Accepted { message_id })).into_response()
+        }
     })
 }
 
@@ -676,7 +733,9 @@ pub async fn message(
         .store
         .get_downlink(&pk, &dn, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("message '{id}' not found for device '{dn}'")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("message '{id}' not found for device '{dn}'"))
+        })?;
     Ok(Json(row.into()))
 }
 
@@ -716,7 +775,9 @@ pub async fn get_shadow(
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Shadow>> {
     device_or_404(&state, &pk, &dn).await?;
-    Ok(Json(state.plane.shadow(&DeviceId::new(&*pk, &*dn)).await?.into()))
+    Ok(Json(
+        state.plane.shadow(&DeviceId::new(&*pk, &*dn)).await?.into(),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]

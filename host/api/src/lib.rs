@@ -33,7 +33,12 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(store: Store, plane: Arc<DevicePlane>, session_ttl_ms: i64, metrics: Option<MetricsRender>) -> Self {
+    pub fn new(
+        store: Store,
+        plane: Arc<DevicePlane>,
+        session_ttl_ms: i64,
+        metrics: Option<MetricsRender>,
+    ) -> Self {
         ApiState {
             store,
             plane,
@@ -81,10 +86,13 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        openapi.components.get_or_insert_with(Default::default).add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
     }
 }
 
@@ -94,7 +102,10 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/logout", post(auth::logout))
-        .route("/api/v1/products", post(products::create).get(products::list))
+        .route(
+            "/api/v1/products",
+            post(products::create).get(products::list),
+        )
         .route(
             "/api/v1/products/{productKey}",
             get(products::get)
@@ -124,26 +135,56 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/products/{productKey}/devices",
             post(devices::create).get(devices::list),
         )
-        .route("/api/v1/products/{productKey}/devices:batch", post(devices::create_batch))
+        .route(
+            "/api/v1/products/{productKey}/devices:batch",
+            post(devices::create_batch),
+        )
         .route("/api/v1/devices", get(devices::list_all))
-        .route(dev, get(devices::get).patch(devices::update).delete(devices::delete))
+        .route(
+            dev,
+            get(devices::get)
+                .patch(devices::update)
+                .delete(devices::delete),
+        )
         .route(&format!("{dev}/enable"), post(devices::enable))
         .route(&format!("{dev}/disable"), post(devices::disable))
         .route(&format!("{dev}/status-log"), get(devices::status_log))
         .route(&format!("{dev}/properties"), get(devices::properties))
-        .route(&format!("{dev}/properties:set"), post(devices::set_properties))
-        .route(&format!("{dev}/properties/{{identifier}}/history"), get(devices::history))
+        .route(
+            &format!("{dev}/properties:set"),
+            post(devices::set_properties),
+        )
+        .route(
+            &format!("{dev}/properties/{{identifier}}/history"),
+            get(devices::history),
+        )
         .route(&format!("{dev}/events"), get(devices::events))
-        .route(&format!("{dev}/services/{{call}}"), post(devices::invoke_service))
-        .route(&format!("{dev}/messages/{{messageId}}"), get(devices::message))
-        .route(&format!("{dev}/shadow"), get(devices::get_shadow).put(devices::put_shadow))
+        .route(
+            &format!("{dev}/services/{{call}}"),
+            post(devices::invoke_service),
+        )
+        .route(
+            &format!("{dev}/messages/{{messageId}}"),
+            get(devices::message),
+        )
+        .route(
+            &format!("{dev}/shadow"),
+            get(devices::get_shadow).put(devices::put_shadow),
+        )
         .route("/auth/register/device", post(registration::register_device))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .fallback(|| async { problem::ApiError::not_found("no such endpoint: see /api/v1/openapi.json") })
+        .fallback(|| async {
+            problem::ApiError::not_found("no such endpoint: see /api/v1/openapi.json")
+        })
         .with_state(state);
-    api.merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(4 * 1024 * 1024))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    api.merge(
+        utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+            .url("/api/v1/openapi.json", ApiDoc::openapi()),
+    )
+    .layer(tower_http::limit::RequestBodyLimitLayer::new(
+        4 * 1024 * 1024,
+    ))
+    .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -85,7 +85,10 @@ impl From<StorageError> for ApiError {
             StorageError::Conflict(m) => ApiError::conflict(m),
             other => {
                 tracing::error!(error = %other, "storage error");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable; retry later")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage is unavailable; retry later",
+                )
             }
         }
     }

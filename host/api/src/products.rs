@@ -163,10 +163,14 @@ pub async fn create(
         return Err(ApiError::unprocessable("name must be 1 to 64 characters"));
     }
     if req.replay_window_secs.is_some_and(|w| w <= 0) {
-        return Err(ApiError::unprocessable("replayWindowSecs must be positive (omit it to turn the window off)"));
+        return Err(ApiError::unprocessable(
+            "replayWindowSecs must be positive (omit it to turn the window off)",
+        ));
     }
     if req.allow_unregistered && !req.dynamic_registration {
-        return Err(ApiError::unprocessable("allowUnregistered needs dynamicRegistration"));
+        return Err(ApiError::unprocessable(
+            "allowUnregistered needs dynamicRegistration",
+        ));
     }
     let secret = random_alnum(16);
     let product = NewProduct {
@@ -187,7 +191,11 @@ pub async fn create(
             .create_topic_class(&row.product_key, &template, op, &description)
             .await?;
     }
-    state.plane.registry.refresh(&state.store, &row.product_key).await?;
+    state
+        .plane
+        .registry
+        .refresh(&state.store, &row.product_key)
+        .await?;
     tracing::info!(product = %row.product_key, "product created");
     let mut out = Product::from(row);
     out.product_secret = Some(secret);
@@ -215,7 +223,11 @@ pub async fn list(
 /// Get a product.
 #[utoipa::path(get, path = "/api/v1/products/{productKey}", tag = "products", security(("bearer" = [])),
     params(("productKey" = String, Path)), responses((status = 200, body = Product), (status = 404, body = crate::problem::Problem)))]
-pub async fn get(State(state): State<ApiState>, _user: Authenticated, Path(pk): Path<String>) -> ApiResult<Json<Product>> {
+pub async fn get(
+    State(state): State<ApiState>,
+    _user: Authenticated,
+    Path(pk): Path<String>,
+) -> ApiResult<Json<Product>> {
     Ok(Json(product_or_404(&state, &pk).await?.into()))
 }
 
@@ -239,7 +251,9 @@ pub async fn update(
         data_format: req.data_format,
         dynamic_registration: req.dynamic_registration,
         allow_unregistered: req.allow_unregistered,
-        replay_window_secs: req.replay_window_secs.map(|w| if w <= 0 { None } else { Some(w) }),
+        replay_window_secs: req
+            .replay_window_secs
+            .map(|w| if w <= 0 { None } else { Some(w) }),
         description: req.description,
     };
     let row = state.store.update_product(&pk, &update).await?;
@@ -250,7 +264,11 @@ pub async fn update(
 /// Delete a product (it must have no devices).
 #[utoipa::path(delete, path = "/api/v1/products/{productKey}", tag = "products", security(("bearer" = [])),
     params(("productKey" = String, Path)), responses((status = 204), (status = 409, body = crate::problem::Problem)))]
-pub async fn delete(State(state): State<ApiState>, _user: Authenticated, Path(pk): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<ApiState>,
+    _user: Authenticated,
+    Path(pk): Path<String>,
+) -> ApiResult<StatusCode> {
     product_or_404(&state, &pk).await?;
     state.store.delete_product(&pk).await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
@@ -277,9 +295,13 @@ pub async fn put_thing_model(
     Json(tsl): Json<Value>,
 ) -> ApiResult<Json<ThingModelSaved>> {
     product_or_404(&state, &pk).await?;
-    let model = ThingModel::parse(&tsl).map_err(|e| ApiError::unprocessable(format!("invalid thing model: {e}")))?;
+    let model = ThingModel::parse(&tsl)
+        .map_err(|e| ApiError::unprocessable(format!("invalid thing model: {e}")))?;
     // Store the normalised full TSL so exports are what Alibaba's SDKs load.
-    let version = state.store.put_thing_model(&pk, &model.to_full_tsl(&pk)).await?;
+    let version = state
+        .store
+        .put_thing_model(&pk, &model.to_full_tsl(&pk))
+        .await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
     tracing::info!(product = %pk, version, "thing model updated");
     Ok(Json(ThingModelSaved {
@@ -311,8 +333,12 @@ pub async fn get_thing_model(
         .thing_model(&pk, q.version)
         .await?
         .ok_or_else(|| match q.version {
-            Some(v) => ApiError::not_found(format!("product '{pk}' has no thing model version {v}")),
-            None => ApiError::not_found(format!("product '{pk}' has no thing model yet: PUT one first")),
+            Some(v) => {
+                ApiError::not_found(format!("product '{pk}' has no thing model version {v}"))
+            }
+            None => ApiError::not_found(format!(
+                "product '{pk}' has no thing model yet: PUT one first"
+            )),
         })?;
     Ok(Json(tsl))
 }
@@ -337,7 +363,10 @@ pub async fn thing_model_versions(
     Ok(Json(
         versions
             .into_iter()
-            .map(|(version, created_at)| ThingModelVersion { version, created_at })
+            .map(|(version, created_at)| ThingModelVersion {
+                version,
+                created_at,
+            })
             .collect(),
     ))
 }
@@ -404,7 +433,14 @@ pub async fn list_topic_classes(
             system: true,
         })
         .collect();
-    out.extend(state.store.list_topic_classes(&pk).await?.into_iter().map(custom_out));
+    out.extend(
+        state
+            .store
+            .list_topic_classes(&pk)
+            .await?
+            .into_iter()
+            .map(custom_out),
+    );
     Ok(Json(out))
 }
 
@@ -459,7 +495,13 @@ pub async fn update_topic_class(
     }
     let row = state
         .store
-        .update_topic_class(&pk, id, req.template.as_deref(), req.operation, req.description.as_deref())
+        .update_topic_class(
+            &pk,
+            id,
+            req.template.as_deref(),
+            req.operation,
+            req.description.as_deref(),
+        )
         .await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
     Ok(Json(custom_out(row)))

@@ -28,7 +28,10 @@ pub struct RegisterForm {
 #[utoipa::path(post, path = "/auth/register/device", tag = "device access",
     request_body(content = RegisterForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "`{\"code\":200,\"data\":{\"productKey\",\"deviceName\",\"deviceSecret\"}}` or `{\"code\":4xx,\"message\"}`", body = Object)))]
-pub async fn register_device(State(state): State<ApiState>, Form(form): Form<RegisterForm>) -> (StatusCode, axum::Json<Value>) {
+pub async fn register_device(
+    State(state): State<ApiState>,
+    Form(form): Form<RegisterForm>,
+) -> (StatusCode, axum::Json<Value>) {
     let method = match form.sign_method.as_deref() {
         None | Some("") => SignMethod::HmacSha256,
         Some(m) => match SignMethod::parse(m) {
@@ -36,14 +39,23 @@ pub async fn register_device(State(state): State<ApiState>, Form(form): Form<Reg
             None => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    axum::Json(json!({"code": 400, "message": format!("unsupported signMethod '{m}'")})),
+                    axum::Json(
+                        json!({"code": 400, "message": format!("unsupported signMethod '{m}'")}),
+                    ),
                 );
             }
         },
     };
     match state
         .plane
-        .register(&form.product_key, &form.device_name, &form.random, &form.sign, method, AuthType::Register)
+        .register(
+            &form.product_key,
+            &form.device_name,
+            &form.random,
+            &form.sign,
+            method,
+            AuthType::Register,
+        )
         .await
     {
         Ok(Registered::Secret { device_secret }) => (
@@ -52,9 +64,17 @@ pub async fn register_device(State(state): State<ApiState>, Form(form): Form<Reg
                 "productKey": form.product_key, "deviceName": form.device_name, "deviceSecret": device_secret
             }, "message": "success"})),
         ),
-        Ok(Registered::Token { .. }) => unreachable!("HTTPS registration asks for the device secret"),
-        Err(RegistrationError::Invalid(m)) => (StatusCode::BAD_REQUEST, axum::Json(json!({"code": 400, "message": m}))),
-        Err(RegistrationError::Forbidden(m)) => (StatusCode::FORBIDDEN, axum::Json(json!({"code": 403, "message": m}))),
+        Ok(Registered::Token { .. }) => {
+            unreachable!("HTTPS registration asks for the device secret")
+        }
+        Err(RegistrationError::Invalid(m)) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"code": 400, "message": m})),
+        ),
+        Err(RegistrationError::Forbidden(m)) => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"code": 403, "message": m})),
+        ),
         Err(RegistrationError::Storage(e)) => {
             tracing::error!(error = %e, "registration failed on storage");
             (

@@ -18,13 +18,28 @@ pub enum DeviceEvent {
     /// Came online or went offline.
     Status { online: bool, reason: String },
     /// Property values that were validated and committed to storage.
-    Properties { values: serde_json::Map<String, Value> },
+    Properties {
+        values: serde_json::Map<String, Value>,
+    },
     /// A thing-model event the device posted.
-    Event { identifier: String, event_type: String, params: Value },
+    Event {
+        identifier: String,
+        event_type: String,
+        params: Value,
+    },
     /// A device answered a downlink (property set, service call, RRPC).
-    Reply { message_id: String, method: String, code: i64, data: Value },
+    Reply {
+        message_id: String,
+        method: String,
+        code: i64,
+        data: Value,
+    },
     /// The shadow changed (desired by the platform or reported by the device).
-    Shadow { desired: Value, reported: Value, version: i64 },
+    Shadow {
+        desired: Value,
+        reported: Value,
+        version: i64,
+    },
     /// A message on one of the product's custom topics (payload as UTF-8 when it is text).
     Custom { topic: String, payload: String },
     /// Created, enabled, disabled or deleted through the API.
@@ -140,7 +155,9 @@ impl Subscription {
     pub async fn recv(&mut self) -> Received {
         loop {
             match self.rx.recv().await {
-                Ok(env) if subject_matches(&self.pattern, &env.subject) => return Received::Message(env),
+                Ok(env) if subject_matches(&self.pattern, &env.subject) => {
+                    return Received::Message(env);
+                }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics::counter!("lotus_bus_lagged_total").increment(n);
@@ -186,7 +203,10 @@ mod tests {
 
     #[test]
     fn subjects() {
-        assert_eq!(device_subject("pk", "a.b", "status"), "device.pk.a%2Eb.status");
+        assert_eq!(
+            device_subject("pk", "a.b", "status"),
+            "device.pk.a%2Eb.status"
+        );
         assert!(subject_matches("device.*.*.status", "device.pk.d.status"));
         assert!(subject_matches("device.>", "device.pk.d.status"));
         assert!(!subject_matches("device.*.status", "device.pk.d.status"));
@@ -196,8 +216,23 @@ mod tests {
     async fn delivers_matching_only() {
         let bus = LocalBus::new(16);
         let mut sub = bus.subscribe("device.*.*.status");
-        bus.publish(Envelope::device("pk", "d", 1, DeviceEvent::Lifecycle { action: "created".into() }));
-        bus.publish(Envelope::device("pk", "d", 2, DeviceEvent::Status { online: true, reason: "connected".into() }));
+        bus.publish(Envelope::device(
+            "pk",
+            "d",
+            1,
+            DeviceEvent::Lifecycle {
+                action: "created".into(),
+            },
+        ));
+        bus.publish(Envelope::device(
+            "pk",
+            "d",
+            2,
+            DeviceEvent::Status {
+                online: true,
+                reason: "connected".into(),
+            },
+        ));
         match sub.recv().await {
             Received::Message(m) => assert_eq!(m.at, 2),
             _ => panic!("expected a message"),

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use lotus_model::alink::{
-    AuthType, ClientIdParams, SignMethod, connect_sign_content, parse_username, register_sign_content,
-    timestamp_millis,
+    AuthType, ClientIdParams, SignMethod, connect_sign_content, parse_username,
+    register_sign_content, timestamp_millis,
 };
 use lotus_model::authz::{DeviceId, Principal};
 use lotus_model::product::validate_device_name;
@@ -46,7 +46,10 @@ pub enum Registered {
     /// `authType=register`: the pre-created device's own secret.
     Secret { device_secret: String },
     /// `authType=regnwl`: a client id and token to log in with (`authType=connwl`).
-    Token { client_id: String, device_token: String },
+    Token {
+        client_id: String,
+        device_token: String,
+    },
 }
 
 impl DevicePlane {
@@ -94,7 +97,10 @@ impl DevicePlane {
             .and_then(|p| std::str::from_utf8(p).ok())
             .unwrap_or("");
         let Some(product) = self.registry.get(product_key) else {
-            return reject(ConnectRejection::NotAuthorized, format!("unknown product '{product_key}'"));
+            return reject(
+                ConnectRejection::NotAuthorized,
+                format!("unknown product '{product_key}'"),
+            );
         };
         // Alibaba's default when a device omits signmethod.
         let method = params.sign_method.unwrap_or(SignMethod::HmacMd5);
@@ -129,7 +135,10 @@ impl DevicePlane {
                 let secret = match self.store.device_secret(product_key, device_name).await {
                     Ok(Some((secret, enabled))) => {
                         if !enabled {
-                            return reject(ConnectRejection::NotAuthorized, "the device is disabled");
+                            return reject(
+                                ConnectRejection::NotAuthorized,
+                                "the device is disabled",
+                            );
                         }
                         secret
                     }
@@ -156,7 +165,10 @@ impl DevicePlane {
                     method.verify(secret.expose().as_bytes(), &content, password)
                 };
                 if !valid {
-                    return reject(ConnectRejection::BadCredentials, "signature does not match the device secret");
+                    return reject(
+                        ConnectRejection::BadCredentials,
+                        "signature does not match the device secret",
+                    );
                 }
                 if let Some(window) = product.replay_window_secs {
                     let Some(ts) = params.timestamp.as_deref().and_then(timestamp_millis) else {
@@ -191,10 +203,9 @@ impl DevicePlane {
         method: SignMethod,
         auth_type: AuthType,
     ) -> Result<Registered, RegistrationError> {
-        let product = self
-            .registry
-            .get(product_key)
-            .ok_or_else(|| RegistrationError::Forbidden(format!("unknown product '{product_key}'")))?;
+        let product = self.registry.get(product_key).ok_or_else(|| {
+            RegistrationError::Forbidden(format!("unknown product '{product_key}'"))
+        })?;
         if !product.dynamic_registration {
             return Err(RegistrationError::Forbidden(format!(
                 "dynamic registration is not enabled for product '{product_key}'"
@@ -207,7 +218,9 @@ impl DevicePlane {
             .store
             .product_secret(product_key)
             .await?
-            .ok_or_else(|| RegistrationError::Forbidden(format!("unknown product '{product_key}'")))?;
+            .ok_or_else(|| {
+                RegistrationError::Forbidden(format!("unknown product '{product_key}'"))
+            })?;
         let content = register_sign_content(device_name, product_key, random);
         if !method.verify(product_secret.expose().as_bytes(), &content, sign) {
             return Err(RegistrationError::Forbidden(
@@ -232,18 +245,26 @@ impl DevicePlane {
                     Some(_) => {
                         self.store.delete_device(product_key, device_name).await?;
                         self.store
-                            .create_devices(product_key, &[(device_name.to_string(), token.clone())])
+                            .create_devices(
+                                product_key,
+                                &[(device_name.to_string(), token.clone())],
+                            )
                             .await?;
                     }
                     None => {
                         validate_device_name(device_name).map_err(RegistrationError::Invalid)?;
                         self.store
-                            .create_devices(product_key, &[(device_name.to_string(), token.clone())])
+                            .create_devices(
+                                product_key,
+                                &[(device_name.to_string(), token.clone())],
+                            )
                             .await?;
                     }
                 }
                 Ok(Registered::Token {
-                    client_id: format!("{product_key}.{device_name}|authType=connwl,securemode=-2,_ss=1,ext=3|"),
+                    client_id: format!(
+                        "{product_key}.{device_name}|authType=connwl,securemode=-2,_ss=1,ext=3|"
+                    ),
                     device_token: token,
                 })
             }
@@ -261,7 +282,9 @@ impl DevicePlane {
                     )));
                 }
                 if !device.enabled {
-                    return Err(RegistrationError::Forbidden(format!("device '{device_name}' is disabled")));
+                    return Err(RegistrationError::Forbidden(format!(
+                        "device '{device_name}' is disabled"
+                    )));
                 }
                 let (secret, _) = self
                     .store

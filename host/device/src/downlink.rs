@@ -27,13 +27,18 @@ pub enum CallOutcome {
 }
 
 impl DevicePlane {
-    fn model_of(&self, device: &DeviceId) -> Result<Arc<crate::registry::ThingModelEntry>, PlaneError> {
-        let product = self
-            .registry
-            .get(&device.product_key)
-            .ok_or_else(|| PlaneError::NotFound(format!("product '{}' not found", device.product_key)))?;
+    fn model_of(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Arc<crate::registry::ThingModelEntry>, PlaneError> {
+        let product = self.registry.get(&device.product_key).ok_or_else(|| {
+            PlaneError::NotFound(format!("product '{}' not found", device.product_key))
+        })?;
         product.thing_model.clone().ok_or_else(|| {
-            PlaneError::Invalid(format!("product '{}' has no thing model", device.product_key))
+            PlaneError::Invalid(format!(
+                "product '{}' has no thing model",
+                device.product_key
+            ))
         })
     }
 
@@ -82,7 +87,9 @@ impl DevicePlane {
             sys: None,
         };
         let payload = serde_json::to_vec(&request).expect("requests serialise");
-        let delivered = self.send_to_device(&topic, payload.into(), QoS::AtLeastOnce).await;
+        let delivered = self
+            .send_to_device(&topic, payload.into(), QoS::AtLeastOnce)
+            .await;
         if delivered == 0 {
             self.store
                 .complete_downlink(
@@ -102,7 +109,11 @@ impl DevicePlane {
     }
 
     /// Sets read-write properties (asynchronous: the reply is stored under the message id).
-    pub async fn set_properties(&self, device: &DeviceId, params: Value) -> Result<String, PlaneError> {
+    pub async fn set_properties(
+        &self,
+        device: &DeviceId,
+        params: Value,
+    ) -> Result<String, PlaneError> {
         let model = self.model_of(device)?;
         model.compiled.validate_property_set(&params)?;
         self.ensure_device(device).await?;
@@ -184,7 +195,11 @@ impl DevicePlane {
 
     /// A reply arrived from the device.
     pub(crate) async fn complete_call(&self, device: &DeviceId, message_id: &str, reply: Reply) {
-        let status = if reply.code == lotus_model::alink::code::SUCCESS { "replied" } else { "failed" };
+        let status = if reply.code == lotus_model::alink::code::SUCCESS {
+            "replied"
+        } else {
+            "failed"
+        };
         match self
             .store
             .complete_downlink(
@@ -200,8 +215,12 @@ impl DevicePlane {
             .await
         {
             Ok(true) => {}
-            Ok(false) => tracing::debug!(device = %device, message_id, "reply to an unknown message"),
-            Err(e) => tracing::error!(device = %device, error = %e, "storing a device reply failed"),
+            Ok(false) => {
+                tracing::debug!(device = %device, message_id, "reply to an unknown message")
+            }
+            Err(e) => {
+                tracing::error!(device = %device, error = %e, "storing a device reply failed")
+            }
         }
         let method = reply.method.clone().unwrap_or_default();
         self.bus.publish(Envelope::device(

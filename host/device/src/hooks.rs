@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use lotus_model::authz::{Decision, Principal, TopicAction};
 use lotus_mqtt::{
-    AuthOutcome, BrokerHooks, ClientContext, ConnectRequest, DisconnectReason, InboundPublish, PublishVerdict,
+    AuthOutcome, BrokerHooks, ClientContext, ConnectRequest, DisconnectReason, InboundPublish,
+    PublishVerdict,
 };
 
 use crate::DevicePlane;
@@ -18,7 +19,9 @@ impl BrokerHooks for PlaneHooks {
     }
 
     fn authorize(&self, client: &ClientContext, action: TopicAction, topic: &str) -> Decision {
-        self.0.authorizer.authorize_topic(&client.principal, action, topic)
+        self.0
+            .authorizer
+            .authorize_topic(&client.principal, action, topic)
     }
 
     async fn on_publish(&self, client: &ClientContext, publish: &InboundPublish) -> PublishVerdict {
@@ -31,6 +34,20 @@ impl BrokerHooks for PlaneHooks {
     fn on_connected(&self, client: &ClientContext) {
         if let Principal::Device(device) = &client.principal {
             self.0.status.connected(device, client.connection_id);
+        }
+    }
+
+    fn on_subscribed(&self, client: &ClientContext, filter: &str) {
+        if let Principal::Device(device) = &client.principal
+            && filter
+                == lotus_model::alink::downlink_topic::shadow_get(
+                    &device.product_key,
+                    &device.device_name,
+                )
+        {
+            let plane = self.0.clone();
+            let device = device.clone();
+            tokio::spawn(async move { plane.send_shadow_delta(&device).await });
         }
     }
 

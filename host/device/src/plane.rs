@@ -18,20 +18,11 @@ use crate::registry::Registry;
 use crate::status::StatusTracker;
 use crate::writer::{TelemetryWriter, WriterConfig};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PlaneConfig {
     pub writer: WriterConfig,
     /// Admit MQTT clients without device credentials to topics outside the device namespaces.
     pub allow_anonymous: bool,
-}
-
-impl Default for PlaneConfig {
-    fn default() -> Self {
-        PlaneConfig {
-            writer: WriterConfig::default(),
-            allow_anonymous: false,
-        }
-    }
 }
 
 /// Errors the API maps to HTTP problems.
@@ -86,11 +77,17 @@ impl DevicePlane {
     ) -> Result<(Arc<Self>, PlaneTasks), StorageError> {
         let registry = Registry::load(&store).await?;
         let (replies_tx, replies_rx) = mpsc::channel(4096);
-        let (writer, writer_task) =
-            TelemetryWriter::start(store.clone(), bus.clone(), replies_tx, config.writer.clone());
+        let (writer, writer_task) = TelemetryWriter::start(
+            store.clone(),
+            bus.clone(),
+            replies_tx,
+            config.writer.clone(),
+        );
         let (status, status_task) = StatusTracker::start(store.clone(), bus.clone());
         // Devices left "online" by a crash are offline until they reconnect.
-        let stale = store.mark_all_offline("node_restart", crate::now_ms()).await?;
+        let stale = store
+            .mark_all_offline("node_restart", crate::now_ms())
+            .await?;
         if stale > 0 {
             tracing::info!(devices = stale, "marked devices offline after restart");
         }
@@ -120,7 +117,10 @@ impl DevicePlane {
     }
 
     /// Connects the plane to the broker that serves its devices (they refer to each other).
-    pub fn attach_broker(self: &Arc<Self>, broker: Broker<PlaneHooks>) -> tokio::task::JoinHandle<()> {
+    pub fn attach_broker(
+        self: &Arc<Self>,
+        broker: Broker<PlaneHooks>,
+    ) -> tokio::task::JoinHandle<()> {
         let _ = self.broker.set(broker.clone());
         let mut rx = self
             .replies_rx
@@ -129,7 +129,9 @@ impl DevicePlane {
             .expect("attach_broker is called once");
         tokio::spawn(async move {
             while let Some((topic, payload)) = rx.recv().await {
-                broker.publish(&topic, payload, QoS::AtMostOnce, false).await;
+                broker
+                    .publish(&topic, payload, QoS::AtMostOnce, false)
+                    .await;
             }
         })
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use lotus_model::product::{DataFormat, NodeType};
 use lotus_model::thing_model::{CompiledThingModel, ThingModel};
 use lotus_model::topic::{TopicClass, TopicClassSource, system_topic_classes};
-use lotus_storage::{ProductRow, Store, StorageError, TopicClassRow};
+use lotus_storage::{ProductRow, StorageError, Store, TopicClassRow};
 use parking_lot::RwLock;
 
 /// A product's thing model as the uplink uses it.
@@ -43,7 +43,10 @@ impl Registry {
         let registry = Arc::new(Registry::default());
         let mut classes: HashMap<String, Vec<TopicClassRow>> = HashMap::new();
         for row in store.all_topic_classes().await? {
-            classes.entry(row.product_key.clone()).or_default().push(row);
+            classes
+                .entry(row.product_key.clone())
+                .or_default()
+                .push(row);
         }
         let mut offset = 0;
         loop {
@@ -54,7 +57,10 @@ impl Registry {
             for row in rows {
                 let custom = classes.remove(&row.product_key).unwrap_or_default();
                 let entry = build_entry(store, &row, custom).await?;
-                registry.products.write().insert(row.product_key.clone(), Arc::new(entry));
+                registry
+                    .products
+                    .write()
+                    .insert(row.product_key.clone(), Arc::new(entry));
             }
             offset += n;
             if n == 0 || offset >= total {
@@ -104,7 +110,11 @@ async fn build_entry(
         Some((version, tsl, _)) => match ThingModel::parse(&tsl) {
             Ok(model) => {
                 let compiled = model.compile();
-                Some(Arc::new(ThingModelEntry { version, model, compiled }))
+                Some(Arc::new(ThingModelEntry {
+                    version,
+                    model,
+                    compiled,
+                }))
             }
             Err(e) => {
                 // Stored models were validated on upload; this only happens if validation
@@ -130,9 +140,16 @@ async fn build_entry(
 pub fn compile_topic_classes(custom: &[TopicClassRow]) -> Arc<[TopicClass]> {
     let mut classes = system_topic_classes();
     for row in custom {
-        match TopicClass::custom(row.id.to_string(), &row.template, row.operation, &row.description) {
+        match TopicClass::custom(
+            row.id.to_string(),
+            &row.template,
+            row.operation,
+            &row.description,
+        ) {
             Ok(c) => classes.push(c),
-            Err(e) => tracing::error!(product = %row.product_key, template = %row.template, error = %e, "skipping invalid stored topic class"),
+            Err(e) => {
+                tracing::error!(product = %row.product_key, template = %row.template, error = %e, "skipping invalid stored topic class")
+            }
         }
     }
     classes.into()

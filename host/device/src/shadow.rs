@@ -138,7 +138,12 @@ impl DevicePlane {
             row.updated_at = now;
             if self
                 .store
-                .put_shadow(&device.product_key, &device.device_name, &row, exists.then_some(previous))
+                .put_shadow(
+                    &device.product_key,
+                    &device.device_name,
+                    &row,
+                    exists.then_some(previous),
+                )
                 .await?
             {
                 self.announce_shadow(device, &row);
@@ -148,7 +153,9 @@ impl DevicePlane {
                 return Ok(view(&row));
             }
         }
-        Err(PlaneError::Invalid("the shadow is changing too fast; retry".into()))
+        Err(PlaneError::Invalid(
+            "the shadow is changing too fast; retry".into(),
+        ))
     }
 
     fn announce_shadow(&self, device: &DeviceId, row: &ShadowRow) {
@@ -191,7 +198,11 @@ impl DevicePlane {
             .get_shadow(&device.product_key, &device.device_name)
             .await
         {
-            Ok(Some(row)) if delta(&row.desired, &row.reported).as_object().is_some_and(|d| !d.is_empty()) => {
+            Ok(Some(row))
+                if delta(&row.desired, &row.reported)
+                    .as_object()
+                    .is_some_and(|d| !d.is_empty()) =>
+            {
                 self.send_control(device, &row).await;
             }
             Ok(_) => {}
@@ -200,8 +211,15 @@ impl DevicePlane {
     }
 
     /// A message on `/shadow/update/{pk}/{dn}`.
-    pub(crate) async fn shadow_from_device(self: &Arc<Self>, device: &DeviceId, payload: &[u8]) -> PublishVerdict {
-        let refuse = |m: String| PublishVerdict::Refuse { code: 0x99, reason: m };
+    pub(crate) async fn shadow_from_device(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        payload: &[u8],
+    ) -> PublishVerdict {
+        let refuse = |m: String| PublishVerdict::Refuse {
+            code: 0x99,
+            reason: m,
+        };
         let msg: Value = match serde_json::from_slice(payload) {
             Ok(v) => v,
             Err(e) => {
@@ -213,8 +231,14 @@ impl DevicePlane {
         let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
         let result = match method {
             "get" => self.shadow_get_for_device(device).await,
-            "update" | "delete" => self.shadow_update_from_device(device, &msg, method == "delete").await,
-            other => Err((400, format!("unknown shadow method '{other}': use update, get or delete"))),
+            "update" | "delete" => {
+                self.shadow_update_from_device(device, &msg, method == "delete")
+                    .await
+            }
+            other => Err((
+                400,
+                format!("unknown shadow method '{other}': use update, get or delete"),
+            )),
         };
         match result {
             Ok(body) => {
@@ -269,25 +293,32 @@ impl DevicePlane {
                 && v != -1
                 && v <= row.version
             {
-                return Err((409, format!("version conflict: {v} is not newer than the shadow's version {}", row.version)));
+                return Err((
+                    409,
+                    format!(
+                        "version conflict: {v} is not newer than the shadow's version {}",
+                        row.version
+                    ),
+                ));
             }
             let now = crate::now_ms();
-            let changes = |part: &str, target: &mut Value, stamp: &mut Option<i64>| match state.get(part) {
-                Some(Value::String(s)) if s == "null" => {
-                    *target = json!({});
-                    *stamp = Some(now);
-                }
-                Some(Value::Object(m)) => {
-                    let m: Map<String, Value> = if delete {
-                        m.keys().map(|k| (k.clone(), Value::Null)).collect()
-                    } else {
-                        m.clone()
-                    };
-                    merge(target, &m);
-                    *stamp = Some(now);
-                }
-                _ => {}
-            };
+            let changes =
+                |part: &str, target: &mut Value, stamp: &mut Option<i64>| match state.get(part) {
+                    Some(Value::String(s)) if s == "null" => {
+                        *target = json!({});
+                        *stamp = Some(now);
+                    }
+                    Some(Value::Object(m)) => {
+                        let m: Map<String, Value> = if delete {
+                            m.keys().map(|k| (k.clone(), Value::Null)).collect()
+                        } else {
+                            m.clone()
+                        };
+                        merge(target, &m);
+                        *stamp = Some(now);
+                    }
+                    _ => {}
+                };
             changes("reported", &mut row.reported, &mut row.reported_updated_at);
             changes("desired", &mut row.desired, &mut row.desired_updated_at);
             row.version = match version {
@@ -297,7 +328,12 @@ impl DevicePlane {
             row.updated_at = now;
             if self
                 .store
-                .put_shadow(&device.product_key, &device.device_name, &row, exists.then_some(previous))
+                .put_shadow(
+                    &device.product_key,
+                    &device.device_name,
+                    &row,
+                    exists.then_some(previous),
+                )
                 .await
                 .map_err(storage)?
             {

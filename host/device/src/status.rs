@@ -10,11 +10,16 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use lotus_bus::{Bus, DeviceEvent, Envelope};
 use lotus_model::authz::DeviceId;
-use lotus_storage::Store;
+use lotus_storage::{StorageError, Store};
 use tokio::sync::{mpsc, oneshot};
 
 enum Change {
-    Status { device: DeviceId, online: bool, reason: String, at: i64 },
+    Status {
+        device: DeviceId,
+        online: bool,
+        reason: String,
+        at: i64,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -32,15 +37,39 @@ impl StatusTracker {
         let task = tokio::spawn(async move {
             while let Some(change) = rx.recv().await {
                 match change {
-                    Change::Status { device, online, reason, at } => {
+                    Change::Status {
+                        device,
+                        online,
+                        reason,
+                        at,
+                    } => {
                         let mut attempt = 0;
-                        while let Err(e) = store
-                            .record_status(&device.product_key, &device.device_name, online, &reason, at)
-                            .await
-                        {
-                            attempt += 1;
-                            tracing::error!(device = %device, error = %e, attempt, "could not store a status change; retrying");
-                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt.min(25))).await;
+                        loop {
+                            match store
+                                .record_status(
+                                    &device.product_key,
+                                    &device.device_name,
+                                    online,
+                                    &reason,
+                                    at,
+                                )
+                                .await
+                            {
+                                Ok(()) => break,
+                                // The database is unreachable: keep the change until it is back.
+                                Err(e @ StorageError::Database(_)) => {
+                                    attempt += 1;
+                                    tracing::error!(device = %device, error = %e, attempt, "could not store a status change; retrying");
+                                    tokio::time::sleep(std::time::Duration::from_millis(
+                                        200 * attempt.min(25),
+                                    ))
+                                    .await;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(device = %device, error = %e, "status change not stored");
+                                    break;
+                                }
+                            }
                         }
                         bus.publish(Envelope::device(
                             &device.product_key,

@@ -32,7 +32,11 @@ fn refuse(reason: impl Into<String>) -> PublishVerdict {
 
 impl DevicePlane {
     /// Handles one publish from an authenticated device (already authorised for the topic).
-    pub async fn uplink(self: &Arc<Self>, device: &DeviceId, publish: &InboundPublish) -> PublishVerdict {
+    pub async fn uplink(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        publish: &InboundPublish,
+    ) -> PublishVerdict {
         metrics::counter!("lotus_uplink_messages_total").increment(1);
         let Some((pk, dn, kind)) = parse_uplink_topic(&publish.topic) else {
             return PublishVerdict::Route { ack: None };
@@ -43,15 +47,20 @@ impl DevicePlane {
         }
         match kind {
             UplinkTopic::PropertyPost => self.property_post(device, publish).await,
-            UplinkTopic::EventPost { identifier } => self.event_post(device, identifier, publish).await,
+            UplinkTopic::EventPost { identifier } => {
+                self.event_post(device, identifier, publish).await
+            }
             UplinkTopic::PropertySetReply
             | UplinkTopic::PropertyGetReply
             | UplinkTopic::ServiceReply { .. }
             | UplinkTopic::RawDownReply => self.device_reply(device, None, publish),
-            UplinkTopic::RrpcResponse { message_id } => self.device_reply(device, Some(message_id), publish),
+            UplinkTopic::RrpcResponse { message_id } => {
+                self.device_reply(device, Some(message_id), publish)
+            }
             UplinkTopic::ShadowUpdate => self.shadow_from_device(device, &publish.payload).await,
             UplinkTopic::DeviceInfoUpdate | UplinkTopic::DeviceInfoDelete => {
-                self.device_info(device, kind == UplinkTopic::DeviceInfoUpdate, publish).await
+                self.device_info(device, kind == UplinkTopic::DeviceInfoUpdate, publish)
+                    .await
             }
             UplinkTopic::RawUp => {
                 // The codec seam: raw payloads need the product's codec plugin to become Alink
@@ -87,22 +96,34 @@ impl DevicePlane {
     pub(crate) async fn reply_now(&self, request_topic: &str, reply: &Reply) {
         let topic = lotus_model::alink::downlink_topic::reply(request_topic);
         let payload = serde_json::to_vec(reply).expect("replies serialise");
-        self.send_to_device(&topic, payload.into(), lotus_mqtt::QoS::AtMostOnce).await;
+        self.send_to_device(&topic, payload.into(), lotus_mqtt::QoS::AtMostOnce)
+            .await;
     }
 
-    async fn parse_request(&self, publish: &InboundPublish, method: &str) -> Result<Request, PublishVerdict> {
+    async fn parse_request(
+        &self,
+        publish: &InboundPublish,
+        method: &str,
+    ) -> Result<Request, PublishVerdict> {
         match serde_json::from_slice::<Request>(&publish.payload) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let msg = format!("payload is not an Alink JSON request: {e}");
-                self.reply_now(&publish.topic, &Reply::error("", code::REQUEST_ERROR, &msg, Some(method)))
-                    .await;
+                self.reply_now(
+                    &publish.topic,
+                    &Reply::error("", code::REQUEST_ERROR, &msg, Some(method)),
+                )
+                .await;
                 Err(refuse(msg))
             }
         }
     }
 
-    async fn property_post(self: &Arc<Self>, device: &DeviceId, publish: &InboundPublish) -> PublishVerdict {
+    async fn property_post(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        publish: &InboundPublish,
+    ) -> PublishVerdict {
         const METHOD: &str = "thing.event.property.post";
         let request = match self.parse_request(publish, METHOD).await {
             Ok(r) => r,
@@ -117,14 +138,20 @@ impl DevicePlane {
                 "product '{}' has no thing model: upload one before devices post properties",
                 device.product_key
             );
-            self.reply_now(&publish.topic, &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(METHOD)))
-                .await;
+            self.reply_now(
+                &publish.topic,
+                &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(METHOD)),
+            )
+            .await;
             return refuse(msg);
         };
         if let Err(e) = model.compiled.validate_property_post(&request.params) {
             metrics::counter!("lotus_uplink_invalid_total").increment(1);
-            self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(METHOD)))
-                .await;
+            self.reply_now(
+                &publish.topic,
+                &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(METHOD)),
+            )
+            .await;
             return refuse(e.to_string());
         }
         let now = crate::now_ms();
@@ -170,14 +197,20 @@ impl DevicePlane {
             .and_then(|p| p.thing_model.clone());
         let Some(model) = model else {
             let msg = format!("product '{}' has no thing model", device.product_key);
-            self.reply_now(&publish.topic, &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(&method)))
-                .await;
+            self.reply_now(
+                &publish.topic,
+                &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(&method)),
+            )
+            .await;
             return refuse(msg);
         };
         let Some(event) = model.model.event(identifier) else {
             let msg = format!("event '{identifier}' is not in the thing model");
-            self.reply_now(&publish.topic, &Reply::error(&request.id, code::METHOD_NOT_FOUND, &msg, Some(&method)))
-                .await;
+            self.reply_now(
+                &publish.topic,
+                &Reply::error(&request.id, code::METHOD_NOT_FOUND, &msg, Some(&method)),
+            )
+            .await;
             return refuse(msg);
         };
         // Events carry their output parameters in params.value (Alink), or directly in params.
@@ -188,8 +221,11 @@ impl DevicePlane {
             .unwrap_or_else(|| request.params.clone());
         if let Err(e) = model.compiled.validate_event_post(identifier, &params) {
             metrics::counter!("lotus_uplink_invalid_total").increment(1);
-            self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(&method)))
-                .await;
+            self.reply_now(
+                &publish.topic,
+                &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(&method)),
+            )
+            .await;
             return refuse(e.to_string());
         }
         let ts = request
@@ -216,8 +252,15 @@ impl DevicePlane {
                 params,
             },
         )];
-        self.commit_then_reply(publish, &request, &method, Vec::new(), vec![record], announce)
-            .await
+        self.commit_then_reply(
+            publish,
+            &request,
+            &method,
+            Vec::new(),
+            vec![record],
+            announce,
+        )
+        .await
     }
 
     /// Hands writes to the group-commit writer; PUBACK, `_reply` and bus follow the commit.
@@ -260,12 +303,19 @@ impl DevicePlane {
     }
 
     /// A device answers a downlink: complete the waiting call and record the reply.
-    fn device_reply(self: &Arc<Self>, device: &DeviceId, rrpc_id: Option<&str>, publish: &InboundPublish) -> PublishVerdict {
+    fn device_reply(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        rrpc_id: Option<&str>,
+        publish: &InboundPublish,
+    ) -> PublishVerdict {
         let reply: Reply = match serde_json::from_slice(&publish.payload) {
             Ok(r) => r,
             Err(e) => return refuse(format!("reply is not Alink JSON: {e}")),
         };
-        let message_id = rrpc_id.map(str::to_string).unwrap_or_else(|| reply.id.clone());
+        let message_id = rrpc_id
+            .map(str::to_string)
+            .unwrap_or_else(|| reply.id.clone());
         let plane = self.clone();
         let device = device.clone();
         // Recording the reply is not on the device's critical path.
@@ -273,8 +323,17 @@ impl DevicePlane {
         PublishVerdict::Route { ack: None }
     }
 
-    async fn device_info(self: &Arc<Self>, device: &DeviceId, update: bool, publish: &InboundPublish) -> PublishVerdict {
-        let method = if update { "thing.deviceinfo.update" } else { "thing.deviceinfo.delete" };
+    async fn device_info(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        update: bool,
+        publish: &InboundPublish,
+    ) -> PublishVerdict {
+        let method = if update {
+            "thing.deviceinfo.update"
+        } else {
+            "thing.deviceinfo.delete"
+        };
         let request = match self.parse_request(publish, method).await {
             Ok(r) => r,
             Err(v) => return v,
@@ -282,8 +341,11 @@ impl DevicePlane {
         // params: [{"attrKey": "k", "attrValue": "v"}, …] (delete: attrKey only)
         let Some(items) = request.params.as_array() else {
             let msg = "params must be an array of {attrKey, attrValue}";
-            self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, msg, Some(method)))
-                .await;
+            self.reply_now(
+                &publish.topic,
+                &Reply::error(&request.id, code::PARAM_ERROR, msg, Some(method)),
+            )
+            .await;
             return refuse(msg);
         };
         let mut tags = serde_json::Map::new();
@@ -291,12 +353,18 @@ impl DevicePlane {
         for (i, item) in items.iter().enumerate() {
             let Some(key) = item.get("attrKey").and_then(|k| k.as_str()) else {
                 let msg = format!("params[{i}].attrKey: required string");
-                self.reply_now(&publish.topic, &Reply::error(&request.id, code::PARAM_ERROR, &msg, Some(method)))
-                    .await;
+                self.reply_now(
+                    &publish.topic,
+                    &Reply::error(&request.id, code::PARAM_ERROR, &msg, Some(method)),
+                )
+                .await;
                 return refuse(msg);
             };
             keys.push(key.to_string());
-            tags.insert(key.to_string(), item.get("attrValue").cloned().unwrap_or_default());
+            tags.insert(
+                key.to_string(),
+                item.get("attrValue").cloned().unwrap_or_default(),
+            );
         }
         let result = if update {
             self.store
@@ -311,7 +379,12 @@ impl DevicePlane {
             Ok(()) => Reply::success(&request.id, serde_json::json!({}), Some(method)),
             Err(e) => {
                 tracing::error!(device = %device, error = %e, "storing device tags failed");
-                Reply::error(&request.id, code::SERVER_ERROR, "could not store tags", Some(method))
+                Reply::error(
+                    &request.id,
+                    code::SERVER_ERROR,
+                    "could not store tags",
+                    Some(method),
+                )
             }
         };
         if request.wants_reply() {

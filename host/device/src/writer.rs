@@ -71,7 +71,8 @@ impl TelemetryWriter {
 
     /// Queues an item, waiting while the queue is full.
     pub async fn write(&self, item: WriteItem) -> Result<(), String> {
-        metrics::gauge!("lotus_writer_queue_depth").set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+        metrics::gauge!("lotus_writer_queue_depth")
+            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
         self.tx
             .send(Command::Write(item))
             .await
@@ -134,20 +135,26 @@ async fn run(
 /// Writes the batch, retrying until it succeeds: acknowledging before that would lose data.
 async fn commit(store: &Store, items: &mut [WriteItem]) {
     let batch = TelemetryBatch {
-        properties: items.iter_mut().flat_map(|i| i.properties.drain(..)).collect(),
+        properties: items
+            .iter_mut()
+            .flat_map(|i| i.properties.drain(..))
+            .collect(),
         events: items.iter_mut().flat_map(|i| i.events.drain(..)).collect(),
     };
     if batch.properties.is_empty() && batch.events.is_empty() {
         return;
     }
-    metrics::histogram!("lotus_writer_batch_rows").record((batch.properties.len() + batch.events.len()) as f64);
+    metrics::histogram!("lotus_writer_batch_rows")
+        .record((batch.properties.len() + batch.events.len()) as f64);
     let mut backoff = Duration::from_millis(50);
     loop {
         let started = Instant::now();
         match store.write_batch(&batch).await {
             Ok(()) => {
-                metrics::histogram!("lotus_writer_commit_seconds").record(started.elapsed().as_secs_f64());
-                metrics::counter!("lotus_writer_rows_total").increment((batch.properties.len() + batch.events.len()) as u64);
+                metrics::histogram!("lotus_writer_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("lotus_writer_rows_total")
+                    .increment((batch.properties.len() + batch.events.len()) as u64);
                 return;
             }
             Err(e) => {

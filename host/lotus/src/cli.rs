@@ -227,7 +227,12 @@ impl Client {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -255,7 +260,11 @@ impl Client {
             if status == reqwest::StatusCode::UNAUTHORIZED {
                 bail!("{detail} (run `lotus login`)");
             }
-            bail!("{} {}: {detail}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+            bail!(
+                "{} {}: {detail}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
         }
         Ok(value)
     }
@@ -268,7 +277,10 @@ fn print(v: &Value) {
 }
 
 fn enc(s: &str) -> String {
-    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
+    s.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('?', "%3F")
+        .replace('#', "%23")
 }
 
 pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {

@@ -148,24 +148,32 @@ const NOT_CONFIG: [&str; 5] = ["CONFIG", "ADMIN_PASSWORD", "URL", "TOKEN", "PASS
 
 impl Config {
     /// Defaults ← TOML file ← `LOTUS_*` (nested keys with `__`, e.g. `LOTUS_MQTT__ALLOW_ANONYMOUS`) ← flags.
-    pub fn load(file: Option<&std::path::Path>, flags: Figment) -> Result<Config, figment::Error> {
+    pub fn load(
+        file: Option<&std::path::Path>,
+        flags: Figment,
+    ) -> Result<Config, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(figment::Error::from(format!(
+                return Err(Box::new(figment::Error::from(format!(
                     "configuration file {} does not exist",
                     f.display()
-                )));
+                ))));
             }
             fig = fig.merge(Toml::file(f));
         }
         fig.merge(
             Env::prefixed("LOTUS_")
-                .filter(|k| !NOT_CONFIG.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)))
+                .filter(|k| {
+                    !NOT_CONFIG
+                        .iter()
+                        .any(|n| k.as_str().eq_ignore_ascii_case(n))
+                })
                 .split("__"),
         )
         .merge(flags)
         .extract()
+        .map_err(Box::new)
     }
 
     pub fn database_url(&self) -> String {

@@ -111,34 +111,52 @@ async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
     }
     let (password, generated) = match std::env::var("LOTUS_ADMIN_PASSWORD") {
         Ok(p) if !p.is_empty() => (p, false),
-        _ => (lotus_device::connect::generate_secret()[..20].to_string(), true),
+        _ => (
+            lotus_device::connect::generate_secret()[..20].to_string(),
+            true,
+        ),
     };
     let hash = tokio::task::spawn_blocking(move || {
         let h = lotus_api::auth::hash_password(&password);
         (h, password)
     })
     .await?;
-    store.create_user("admin", &hash.0, &["admin".to_string()]).await?;
+    store
+        .create_user("admin", &hash.0, &["admin".to_string()])
+        .await?;
     if generated {
         // Printed once, to the terminal, never logged: it is not stored in clear anywhere.
-        println!("\n  Created the administrator 'admin' with password: {}\n  Change it after logging in; it will not be shown again.\n", hash.1);
+        println!(
+            "\n  Created the administrator 'admin' with password: {}\n  Change it after logging in; it will not be shown again.\n",
+            hash.1
+        );
     } else {
-        tracing::info!("created the administrator 'admin' with the password from LOTUS_ADMIN_PASSWORD");
+        tracing::info!(
+            "created the administrator 'admin' with the password from LOTUS_ADMIN_PASSWORD"
+        );
     }
     Ok(())
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref(), figment::Figment::from(Serialized::defaults(flag_overrides(&args))))
-        .context("invalid configuration")?;
+    let config = Config::load(
+        args.config.as_deref(),
+        figment::Figment::from(Serialized::defaults(flag_overrides(&args))),
+    )
+    .context("invalid configuration")?;
     init_logging(&config)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let secrets = SecretBox::load_or_create(&config.master_key_file()).context("loading the master key")?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let secrets =
+        SecretBox::load_or_create(config.master_key_file()).context("loading the master key")?;
     let database_url = config.database_url();
     let store = Store::open(&database_url, secrets)
         .await
@@ -171,7 +189,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let tls_config = lotus_mqtt::load_tls_config(cert, key)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .context("loading the MQTT TLS certificate")?;
-            Some((bind_all("MQTT over TLS", &config.mqtt.tls_listen)?, tls_config))
+            Some((
+                bind_all("MQTT over TLS", &config.mqtt.tls_listen)?,
+                tls_config,
+            ))
         }
         (None, None) => None,
         _ => bail!("MQTT over TLS needs both tls_cert and tls_key"),
@@ -222,7 +243,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     tracing::info!(listening = %ready, "lotus is ready");
     if let Some(path) = &args.ready_file {
-        std::fs::write(path, ready.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, ready.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
 
     shutdown_signal().await;

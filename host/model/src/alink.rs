@@ -152,7 +152,9 @@ impl ClientIdParams {
                         "register" => AuthType::Register,
                         "regnwl" => AuthType::RegisterNoWhitelist,
                         "connwl" => AuthType::TokenLogin,
-                        other => return Err(CredentialError::UnsupportedAuthType(other.to_string())),
+                        other => {
+                            return Err(CredentialError::UnsupportedAuthType(other.to_string()));
+                        }
                     }
                 }
                 _ => {}
@@ -194,7 +196,11 @@ pub fn register_sign_content(device_name: &str, product_key: &str, random: &str)
 pub fn timestamp_millis(ts: &str) -> Option<i64> {
     let n: i64 = ts.trim().parse().ok()?;
     // Anything below 10^11 cannot be milliseconds since 1973, so it is seconds.
-    Some(if n.abs() < 100_000_000_000 { n * 1000 } else { n })
+    Some(if n.abs() < 100_000_000_000 {
+        n * 1000
+    } else {
+        n
+    })
 }
 
 /// An Alink request `{"id","version","params","method"}`. Ids arrive as strings or numbers.
@@ -279,7 +285,12 @@ impl Reply {
         }
     }
 
-    pub fn error(id: impl Into<String>, code: i64, message: impl fmt::Display, method: Option<&str>) -> Self {
+    pub fn error(
+        id: impl Into<String>,
+        code: i64,
+        message: impl fmt::Display,
+        method: Option<&str>,
+    ) -> Self {
         Reply {
             id: id.into(),
             code,
@@ -295,18 +306,26 @@ impl Reply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UplinkTopic<'a> {
     PropertyPost,
-    EventPost { identifier: &'a str },
+    EventPost {
+        identifier: &'a str,
+    },
     PropertySetReply,
     PropertyGetReply,
-    ServiceReply { identifier: &'a str },
-    RrpcResponse { message_id: &'a str },
+    ServiceReply {
+        identifier: &'a str,
+    },
+    RrpcResponse {
+        message_id: &'a str,
+    },
     RawUp,
     RawDownReply,
     DeviceInfoUpdate,
     DeviceInfoDelete,
     ShadowUpdate,
     /// `/{pk}/{dn}/user/…`
-    Custom { suffix: &'a str },
+    Custom {
+        suffix: &'a str,
+    },
 }
 
 /// The device a topic belongs to and what it carries. `None` for topics outside the device
@@ -329,12 +348,18 @@ pub fn parse_uplink_topic(topic: &str) -> Option<(&str, &str, UplinkTopic<'_>)> 
                 "thing/deviceinfo/update" => UplinkTopic::DeviceInfoUpdate,
                 "thing/deviceinfo/delete" => UplinkTopic::DeviceInfoDelete,
                 t => {
-                    if let Some(id) = t.strip_prefix("thing/event/").and_then(|s| s.strip_suffix("/post")) {
+                    if let Some(id) = t
+                        .strip_prefix("thing/event/")
+                        .and_then(|s| s.strip_suffix("/post"))
+                    {
                         if id.contains('/') {
                             return None;
                         }
                         UplinkTopic::EventPost { identifier: id }
-                    } else if let Some(id) = t.strip_prefix("thing/service/").and_then(|s| s.strip_suffix("_reply")) {
+                    } else if let Some(id) = t
+                        .strip_prefix("thing/service/")
+                        .and_then(|s| s.strip_suffix("_reply"))
+                    {
                         if id.contains('/') {
                             return None;
                         }
@@ -415,7 +440,10 @@ mod tests {
         assert_eq!(p.timestamp.as_deref(), Some("1700000000000"));
         assert_eq!(p.auth_type, AuthType::Device);
 
-        let r = ClientIdParams::parse("d.pk|random=abc,authType=register,securemode=2,signmethod=hmacsha256|").unwrap();
+        let r = ClientIdParams::parse(
+            "d.pk|random=abc,authType=register,securemode=2,signmethod=hmacsha256|",
+        )
+        .unwrap();
         assert_eq!(r.auth_type, AuthType::Register);
         assert_eq!(r.random.as_deref(), Some("abc"));
 
@@ -431,8 +459,15 @@ mod tests {
     fn signs_like_alibaba() {
         // Reference value computed with Python's hmac module over the same content.
         let content = connect_sign_content("dev1", "dev1", "a1B2c3", Some("1700000000000"));
-        assert_eq!(content, "clientIddev1deviceNamedev1productKeya1B2c3timestamp1700000000000");
-        for m in [SignMethod::HmacSha1, SignMethod::HmacSha256, SignMethod::HmacMd5] {
+        assert_eq!(
+            content,
+            "clientIddev1deviceNamedev1productKeya1B2c3timestamp1700000000000"
+        );
+        for m in [
+            SignMethod::HmacSha1,
+            SignMethod::HmacSha256,
+            SignMethod::HmacMd5,
+        ] {
             let s = m.sign(b"secret", &content);
             assert!(m.verify(b"secret", &content, &s));
             assert!(m.verify(b"secret", &content, &s.to_uppercase()));
@@ -460,17 +495,32 @@ mod tests {
         );
         assert_eq!(
             parse_uplink_topic("/sys/pk/dn/thing/event/Fault/post"),
-            Some(("pk", "dn", UplinkTopic::EventPost { identifier: "Fault" }))
+            Some((
+                "pk",
+                "dn",
+                UplinkTopic::EventPost {
+                    identifier: "Fault"
+                }
+            ))
         );
         assert_eq!(
             parse_uplink_topic("/sys/pk/dn/thing/service/Reboot_reply"),
-            Some(("pk", "dn", UplinkTopic::ServiceReply { identifier: "Reboot" }))
+            Some((
+                "pk",
+                "dn",
+                UplinkTopic::ServiceReply {
+                    identifier: "Reboot"
+                }
+            ))
         );
         assert_eq!(
             parse_uplink_topic("/sys/pk/dn/rrpc/response/42"),
             Some(("pk", "dn", UplinkTopic::RrpcResponse { message_id: "42" }))
         );
-        assert_eq!(parse_uplink_topic("/shadow/update/pk/dn"), Some(("pk", "dn", UplinkTopic::ShadowUpdate)));
+        assert_eq!(
+            parse_uplink_topic("/shadow/update/pk/dn"),
+            Some(("pk", "dn", UplinkTopic::ShadowUpdate))
+        );
         assert_eq!(
             parse_uplink_topic("/pk/dn/user/update"),
             Some(("pk", "dn", UplinkTopic::Custom { suffix: "update" }))
@@ -481,7 +531,10 @@ mod tests {
 
     #[test]
     fn request_ids_may_be_numbers() {
-        let r: Request = serde_json::from_str(r#"{"id":123,"params":{"a":1},"method":"thing.event.property.post"}"#).unwrap();
+        let r: Request = serde_json::from_str(
+            r#"{"id":123,"params":{"a":1},"method":"thing.event.property.post"}"#,
+        )
+        .unwrap();
         assert_eq!(r.id, "123");
         assert!(r.wants_reply());
         let r: Request = serde_json::from_str(r#"{"id":"1","params":{},"sys":{"ack":0}}"#).unwrap();

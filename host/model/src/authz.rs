@@ -91,6 +91,5 @@ impl Decision {
 /// Decides whether a principal may use a topic. Called on the hot path: implementations must
 /// not block and should cache.
 pub trait TopicAuthorizer: Send + Sync + 'static {
-    fn authorize_topic(&self, principal: &Principal, action: TopicAction, topic: &str)
-    -> Decision;
+    fn authorize_topic(&self, principal: &Principal, action: TopicAction, topic: &str) -> Decision;
 }

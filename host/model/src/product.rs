@@ -62,7 +62,9 @@ impl DataFormat {
 pub fn validate_device_name(name: &str) -> Result<(), String> {
     let len = name.chars().count();
     if !(4..=32).contains(&len) {
-        return Err(format!("deviceName must be 4 to 32 characters long (got {len})"));
+        return Err(format!(
+            "deviceName must be 4 to 32 characters long (got {len})"
+        ));
     }
     if let Some(c) = name
         .chars()

@@ -24,12 +24,15 @@ pub enum TopicOperation {
 
 impl TopicOperation {
     pub fn allows(self, action: TopicAction) -> bool {
-        match (self, action) {
-            (TopicOperation::All, _) => true,
-            (TopicOperation::Pub, TopicAction::Publish) => true,
-            (TopicOperation::Sub, TopicAction::Subscribe | TopicAction::Deliver) => true,
-            _ => false,
-        }
+        matches!(
+            (self, action),
+            (TopicOperation::All, _)
+                | (TopicOperation::Pub, TopicAction::Publish)
+                | (
+                    TopicOperation::Sub,
+                    TopicAction::Subscribe | TopicAction::Deliver
+                )
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -71,7 +74,9 @@ impl Level {
             Level::ProductKey => *device.product_key == *level,
             Level::DeviceName => *device.device_name == *level,
             Level::AnyOne | Level::Rest => true,
-            Level::AnyWithSuffix(suffix) => level.len() > suffix.len() && level.ends_with(&**suffix),
+            Level::AnyWithSuffix(suffix) => {
+                level.len() > suffix.len() && level.ends_with(&**suffix)
+            }
         }
     }
 }
@@ -108,9 +113,13 @@ pub enum TopicError {
     MisplacedPlus,
     #[error("a topic name must not contain wildcards ('+' or '#')")]
     WildcardInName,
-    #[error("unknown placeholder '{0}': use ${{productKey}}, ${{deviceName}} or ${{…}} for any one level")]
+    #[error(
+        "unknown placeholder '{0}': use ${{productKey}}, ${{deviceName}} or ${{…}} for any one level"
+    )]
     UnknownPlaceholder(String),
-    #[error("a custom topic class must start with /${{productKey}}/${{deviceName}}/user/ (got '{0}')")]
+    #[error(
+        "a custom topic class must start with /${{productKey}}/${{deviceName}}/user/ (got '{0}')"
+    )]
     NotInUserNamespace(String),
 }
 
@@ -290,29 +299,144 @@ pub fn system_topic_classes() -> Vec<TopicClass> {
     use TopicOperation::{Pub, Sub};
     const SYS: &str = "/sys/${productKey}/${deviceName}";
     let defs: &[(&str, String, TopicOperation, &str)] = &[
-        ("sys.property.post", format!("{SYS}/thing/event/property/post"), Pub, "Device reports properties"),
-        ("sys.property.post_reply", format!("{SYS}/thing/event/property/post_reply"), Sub, "Platform answers a property report"),
-        ("sys.event.post", format!("{SYS}/thing/event/${{tsl.event.identifier}}/post"), Pub, "Device reports an event"),
-        ("sys.event.post_reply", format!("{SYS}/thing/event/${{tsl.event.identifier}}/post_reply"), Sub, "Platform answers an event report"),
-        ("sys.property.set", format!("{SYS}/thing/service/property/set"), Sub, "Platform sets properties"),
-        ("sys.property.set_reply", format!("{SYS}/thing/service/property/set_reply"), Pub, "Device answers a property set"),
-        ("sys.property.get", format!("{SYS}/thing/service/property/get"), Sub, "Platform reads properties"),
-        ("sys.property.get_reply", format!("{SYS}/thing/service/property/get_reply"), Pub, "Device answers a property read"),
-        ("sys.service.call", format!("{SYS}/thing/service/${{tsl.service.identifier}}"), Sub, "Platform invokes a service"),
-        ("sys.service.reply", format!("{SYS}/thing/service/${{tsl.service.identifier}}_reply"), Pub, "Device answers a service call"),
-        ("sys.rrpc.request", format!("{SYS}/rrpc/request/${{messageId}}"), Sub, "Synchronous call to the device"),
-        ("sys.rrpc.response", format!("{SYS}/rrpc/response/${{messageId}}"), Pub, "Device answers a synchronous call"),
-        ("sys.raw.up", format!("{SYS}/thing/model/up_raw"), Pub, "Device reports raw data (decoded by the product's codec)"),
-        ("sys.raw.up_reply", format!("{SYS}/thing/model/up_raw_reply"), Sub, "Platform answers a raw report"),
-        ("sys.raw.down", format!("{SYS}/thing/model/down_raw"), Sub, "Platform sends raw data"),
-        ("sys.raw.down_reply", format!("{SYS}/thing/model/down_raw_reply"), Pub, "Device answers raw data"),
-        ("sys.deviceinfo.update", format!("{SYS}/thing/deviceinfo/update"), Pub, "Device reports tags"),
-        ("sys.deviceinfo.update_reply", format!("{SYS}/thing/deviceinfo/update_reply"), Sub, "Platform answers a tag report"),
-        ("sys.deviceinfo.delete", format!("{SYS}/thing/deviceinfo/delete"), Pub, "Device deletes tags"),
-        ("sys.deviceinfo.delete_reply", format!("{SYS}/thing/deviceinfo/delete_reply"), Sub, "Platform answers a tag deletion"),
-        ("shadow.update", "/shadow/update/${productKey}/${deviceName}".to_string(), Pub, "Device updates or reads its shadow"),
-        ("shadow.get", "/shadow/get/${productKey}/${deviceName}".to_string(), Sub, "Platform sends the shadow to the device"),
-        ("ext.error", "/ext/error/${productKey}/${deviceName}".to_string(), Sub, "Platform reports errors to the device"),
+        (
+            "sys.property.post",
+            format!("{SYS}/thing/event/property/post"),
+            Pub,
+            "Device reports properties",
+        ),
+        (
+            "sys.property.post_reply",
+            format!("{SYS}/thing/event/property/post_reply"),
+            Sub,
+            "Platform answers a property report",
+        ),
+        (
+            "sys.event.post",
+            format!("{SYS}/thing/event/${{tsl.event.identifier}}/post"),
+            Pub,
+            "Device reports an event",
+        ),
+        (
+            "sys.event.post_reply",
+            format!("{SYS}/thing/event/${{tsl.event.identifier}}/post_reply"),
+            Sub,
+            "Platform answers an event report",
+        ),
+        (
+            "sys.property.set",
+            format!("{SYS}/thing/service/property/set"),
+            Sub,
+            "Platform sets properties",
+        ),
+        (
+            "sys.property.set_reply",
+            format!("{SYS}/thing/service/property/set_reply"),
+            Pub,
+            "Device answers a property set",
+        ),
+        (
+            "sys.property.get",
+            format!("{SYS}/thing/service/property/get"),
+            Sub,
+            "Platform reads properties",
+        ),
+        (
+            "sys.property.get_reply",
+            format!("{SYS}/thing/service/property/get_reply"),
+            Pub,
+            "Device answers a property read",
+        ),
+        (
+            "sys.service.call",
+            format!("{SYS}/thing/service/${{tsl.service.identifier}}"),
+            Sub,
+            "Platform invokes a service",
+        ),
+        (
+            "sys.service.reply",
+            format!("{SYS}/thing/service/${{tsl.service.identifier}}_reply"),
+            Pub,
+            "Device answers a service call",
+        ),
+        (
+            "sys.rrpc.request",
+            format!("{SYS}/rrpc/request/${{messageId}}"),
+            Sub,
+            "Synchronous call to the device",
+        ),
+        (
+            "sys.rrpc.response",
+            format!("{SYS}/rrpc/response/${{messageId}}"),
+            Pub,
+            "Device answers a synchronous call",
+        ),
+        (
+            "sys.raw.up",
+            format!("{SYS}/thing/model/up_raw"),
+            Pub,
+            "Device reports raw data (decoded by the product's codec)",
+        ),
+        (
+            "sys.raw.up_reply",
+            format!("{SYS}/thing/model/up_raw_reply"),
+            Sub,
+            "Platform answers a raw report",
+        ),
+        (
+            "sys.raw.down",
+            format!("{SYS}/thing/model/down_raw"),
+            Sub,
+            "Platform sends raw data",
+        ),
+        (
+            "sys.raw.down_reply",
+            format!("{SYS}/thing/model/down_raw_reply"),
+            Pub,
+            "Device answers raw data",
+        ),
+        (
+            "sys.deviceinfo.update",
+            format!("{SYS}/thing/deviceinfo/update"),
+            Pub,
+            "Device reports tags",
+        ),
+        (
+            "sys.deviceinfo.update_reply",
+            format!("{SYS}/thing/deviceinfo/update_reply"),
+            Sub,
+            "Platform answers a tag report",
+        ),
+        (
+            "sys.deviceinfo.delete",
+            format!("{SYS}/thing/deviceinfo/delete"),
+            Pub,
+            "Device deletes tags",
+        ),
+        (
+            "sys.deviceinfo.delete_reply",
+            format!("{SYS}/thing/deviceinfo/delete_reply"),
+            Sub,
+            "Platform answers a tag deletion",
+        ),
+        (
+            "shadow.update",
+            "/shadow/update/${productKey}/${deviceName}".to_string(),
+            Pub,
+            "Device updates or reads its shadow",
+        ),
+        (
+            "shadow.get",
+            "/shadow/get/${productKey}/${deviceName}".to_string(),
+            Sub,
+            "Platform sends the shadow to the device",
+        ),
+        (
+            "ext.error",
+            "/ext/error/${productKey}/${deviceName}".to_string(),
+            Sub,
+            "Platform reports errors to the device",
+        ),
     ];
     defs.iter()
         .map(|(id, t, op, d)| {
@@ -324,9 +448,21 @@ pub fn system_topic_classes() -> Vec<TopicClass> {
 /// The custom classes a new product starts with (as on Alibaba's platform).
 pub fn default_custom_topic_classes() -> Vec<(String, TopicOperation, String)> {
     vec![
-        ("/${productKey}/${deviceName}/user/update".into(), TopicOperation::Pub, "Device reports custom data".into()),
-        ("/${productKey}/${deviceName}/user/update/error".into(), TopicOperation::Pub, "Device reports errors".into()),
-        ("/${productKey}/${deviceName}/user/get".into(), TopicOperation::Sub, "Device receives custom data".into()),
+        (
+            "/${productKey}/${deviceName}/user/update".into(),
+            TopicOperation::Pub,
+            "Device reports custom data".into(),
+        ),
+        (
+            "/${productKey}/${deviceName}/user/update/error".into(),
+            TopicOperation::Pub,
+            "Device reports errors".into(),
+        ),
+        (
+            "/${productKey}/${deviceName}/user/get".into(),
+            TopicOperation::Sub,
+            "Device receives custom data".into(),
+        ),
     ]
 }
 
@@ -361,20 +497,25 @@ impl<S: TopicClassSource> TopicClassAuthorizer<S> {
         let Some(classes) = self.source.topic_classes(&device.product_key) else {
             return Decision::Deny("the device's product no longer exists".into());
         };
-        let permitted = classes
-            .iter()
-            .filter(|c| c.operation.allows(action))
-            .any(|c| match action {
-                TopicAction::Subscribe => c.covers_filter(device, topic),
-                TopicAction::Publish | TopicAction::Deliver => c.matches_name(device, topic),
-            });
+        let permitted =
+            classes
+                .iter()
+                .filter(|c| c.operation.allows(action))
+                .any(|c| match action {
+                    TopicAction::Subscribe => c.covers_filter(device, topic),
+                    TopicAction::Publish | TopicAction::Deliver => c.matches_name(device, topic),
+                });
         if permitted {
             Decision::Allow
         } else {
             Decision::Deny(
                 match action {
-                    TopicAction::Publish => "no topic class of the product lets this device publish here",
-                    TopicAction::Subscribe => "no topic class of the product lets this device subscribe to this filter",
+                    TopicAction::Publish => {
+                        "no topic class of the product lets this device publish here"
+                    }
+                    TopicAction::Subscribe => {
+                        "no topic class of the product lets this device subscribe to this filter"
+                    }
                     TopicAction::Deliver => "the device may no longer receive this topic",
                 }
                 .into(),
@@ -386,7 +527,12 @@ impl<S: TopicClassSource> TopicClassAuthorizer<S> {
         if action == TopicAction::Publish && topic.starts_with('$') {
             return Decision::Deny("topics starting with '$' are reserved for the broker".into());
         }
-        let first = topic.strip_prefix('/').unwrap_or(topic).split('/').next().unwrap_or("");
+        let first = topic
+            .strip_prefix('/')
+            .unwrap_or(topic)
+            .split('/')
+            .next()
+            .unwrap_or("");
         let wildcard = first == "+" || first == "#";
         if wildcard && action == TopicAction::Subscribe {
             // Deliveries are checked one by one, so a wildcard never leaks device topics.
@@ -448,8 +594,14 @@ mod tests {
     #[test]
     fn filter_validation() {
         assert!(validate_topic_filter("a/#").is_ok());
-        assert_eq!(validate_topic_filter("a/#/b"), Err(TopicError::MisplacedHash));
-        assert_eq!(validate_topic_filter("a/b+"), Err(TopicError::MisplacedPlus));
+        assert_eq!(
+            validate_topic_filter("a/#/b"),
+            Err(TopicError::MisplacedHash)
+        );
+        assert_eq!(
+            validate_topic_filter("a/b+"),
+            Err(TopicError::MisplacedPlus)
+        );
         assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInName));
     }
 
@@ -458,43 +610,107 @@ mod tests {
         let a = authorizer();
         let d1 = dev("d1");
         let ok = |p: &Principal, act, t: &str| a.authorize_topic(p, act, t).is_allowed();
-        assert!(ok(&d1, TopicAction::Publish, "/sys/pk1/d1/thing/event/property/post"));
-        assert!(!ok(&d1, TopicAction::Publish, "/sys/pk1/d2/thing/event/property/post"));
-        assert!(!ok(&d1, TopicAction::Subscribe, "/sys/pk1/d1/thing/event/property/post"));
-        assert!(ok(&d1, TopicAction::Subscribe, "/sys/pk1/d1/thing/service/property/set"));
-        assert!(ok(&d1, TopicAction::Subscribe, "/sys/pk1/d1/rrpc/request/+"));
-        assert!(ok(&d1, TopicAction::Publish, "/sys/pk1/d1/thing/event/alarm/post"));
+        assert!(ok(
+            &d1,
+            TopicAction::Publish,
+            "/sys/pk1/d1/thing/event/property/post"
+        ));
+        assert!(!ok(
+            &d1,
+            TopicAction::Publish,
+            "/sys/pk1/d2/thing/event/property/post"
+        ));
+        assert!(!ok(
+            &d1,
+            TopicAction::Subscribe,
+            "/sys/pk1/d1/thing/event/property/post"
+        ));
+        assert!(ok(
+            &d1,
+            TopicAction::Subscribe,
+            "/sys/pk1/d1/thing/service/property/set"
+        ));
+        assert!(ok(
+            &d1,
+            TopicAction::Subscribe,
+            "/sys/pk1/d1/rrpc/request/+"
+        ));
+        assert!(ok(
+            &d1,
+            TopicAction::Publish,
+            "/sys/pk1/d1/thing/event/alarm/post"
+        ));
         assert!(!ok(&d1, TopicAction::Subscribe, "#"));
-        assert!(!ok(&d1, TopicAction::Subscribe, "/sys/+/+/thing/service/property/set"));
-        assert!(!ok(&d1, TopicAction::Subscribe, "/sys/pk1/+/thing/service/property/set"));
+        assert!(!ok(
+            &d1,
+            TopicAction::Subscribe,
+            "/sys/+/+/thing/service/property/set"
+        ));
+        assert!(!ok(
+            &d1,
+            TopicAction::Subscribe,
+            "/sys/pk1/+/thing/service/property/set"
+        ));
         assert!(!ok(&d1, TopicAction::Subscribe, "/sys/pk1/d1/#"));
         assert!(ok(&d1, TopicAction::Publish, "/pk1/d1/user/update"));
         assert!(!ok(&d1, TopicAction::Publish, "/pk1/d2/user/update"));
         assert!(ok(&d1, TopicAction::Deliver, "/pk1/d1/user/get"));
         assert!(!ok(&d1, TopicAction::Deliver, "/pk1/d2/user/get"));
-        assert!(!ok(&dev("x"), TopicAction::Publish, "/sys/pk2/x/thing/event/property/post"));
-        assert!(ok(&d1, TopicAction::Publish, "/sys/pk1/d1/thing/service/Reboot_reply"));
-        assert!(!ok(&d1, TopicAction::Publish, "/sys/pk1/d1/thing/service/_reply"));
+        assert!(!ok(
+            &dev("x"),
+            TopicAction::Publish,
+            "/sys/pk2/x/thing/event/property/post"
+        ));
+        assert!(ok(
+            &d1,
+            TopicAction::Publish,
+            "/sys/pk1/d1/thing/service/Reboot_reply"
+        ));
+        assert!(!ok(
+            &d1,
+            TopicAction::Publish,
+            "/sys/pk1/d1/thing/service/_reply"
+        ));
     }
 
     #[test]
     fn anonymous_kept_out_of_device_namespaces() {
         let a = authorizer();
-        let anon = Principal::Anonymous { client_id: "c".into() };
+        let anon = Principal::Anonymous {
+            client_id: "c".into(),
+        };
         let ok = |act, t: &str| a.authorize_topic(&anon, act, t).is_allowed();
         assert!(ok(TopicAction::Publish, "city/lights"));
         assert!(!ok(TopicAction::Publish, "$SYS/x"));
-        assert!(!ok(TopicAction::Publish, "/sys/pk1/d1/thing/event/property/post"));
+        assert!(!ok(
+            TopicAction::Publish,
+            "/sys/pk1/d1/thing/event/property/post"
+        ));
         assert!(!ok(TopicAction::Publish, "/pk1/d1/user/update"));
         assert!(ok(TopicAction::Subscribe, "#"));
-        assert!(!ok(TopicAction::Deliver, "/sys/pk1/d1/thing/service/property/set"));
+        assert!(!ok(
+            TopicAction::Deliver,
+            "/sys/pk1/d1/thing/service/property/set"
+        ));
         assert!(ok(TopicAction::Deliver, "city/lights"));
     }
 
     #[test]
     fn custom_classes_must_stay_in_user_namespace() {
-        assert!(TopicClass::custom("1", "/${productKey}/${deviceName}/user/x", TopicOperation::Pub, "").is_ok());
-        assert!(TopicClass::custom("1", "/sys/${productKey}/+/x", TopicOperation::Pub, "").is_err());
-        assert!(TopicClass::custom("1", "/${productKey}/+/user/x", TopicOperation::Pub, "").is_err());
+        assert!(
+            TopicClass::custom(
+                "1",
+                "/${productKey}/${deviceName}/user/x",
+                TopicOperation::Pub,
+                ""
+            )
+            .is_ok()
+        );
+        assert!(
+            TopicClass::custom("1", "/sys/${productKey}/+/x", TopicOperation::Pub, "").is_err()
+        );
+        assert!(
+            TopicClass::custom("1", "/${productKey}/+/user/x", TopicOperation::Pub, "").is_err()
+        );
     }
 }

@@ -84,8 +84,8 @@ pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<FixedHeader>, DecodeErro
     ))
 }
 
-/// A will message from CONNECT.
-#[derive(Debug, Clone)]
+/// A will message from CONNECT. (No `Debug`: it holds a payload.)
+#[derive(Clone)]
 pub(crate) struct WillPacket {
     pub topic: String,
     pub payload: Bytes,
@@ -96,8 +96,8 @@ pub(crate) struct WillPacket {
     pub properties: Option<PublishProperties>,
 }
 
-/// CONNECT of either version.
-#[derive(Debug, Clone)]
+/// CONNECT of either version. (No `Debug`: it holds the password.)
+#[derive(Clone)]
 pub(crate) struct ConnectPacket {
     pub version: MqttVersion,
     pub client_id: String,
@@ -114,7 +114,6 @@ pub(crate) struct ConnectPacket {
 }
 
 /// What the first packet turned out to be.
-#[derive(Debug)]
 pub(crate) enum FirstPacket {
     Connect(Box<ConnectPacket>),
     /// A CONNECT of a protocol level this broker does not speak (MQTT 3.1 is level 3).

@@ -67,8 +67,8 @@ impl Transport {
     }
 }
 
-/// A CONNECT as the authenticator sees it.
-#[derive(Debug, Clone)]
+/// A CONNECT as the authenticator sees it. Its `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct ConnectRequest<'a> {
     /// The client identifier; for an empty one the broker assigns an identifier first and this
     /// is the assigned one.
@@ -80,6 +80,21 @@ pub struct ConnectRequest<'a> {
     pub peer: SocketAddr,
     pub clean_start: bool,
     pub keep_alive: u16,
+}
+
+impl fmt::Debug for ConnectRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectRequest")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|_| "<redacted>"))
+            .field("protocol", &self.protocol)
+            .field("transport", &self.transport)
+            .field("peer", &self.peer)
+            .field("clean_start", &self.clean_start)
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
 }
 
 /// Why a CONNECT was refused; mapped to the version's CONNACK code.
@@ -128,8 +143,8 @@ impl ConnectRejection {
     }
 }
 
-/// The authenticator's answer to a CONNECT.
-#[derive(Debug)]
+/// The authenticator's answer to a CONNECT. Its `Debug` leaves the reply payload out (it
+/// carries a device secret).
 pub enum AuthOutcome {
     /// Admit the client. `session_key` names the session for takeover and persistence (for
     /// example `device:pk/dn`): a second CONNECT with the same key closes the first connection.
@@ -147,6 +162,31 @@ pub enum AuthOutcome {
     ReplyAndClose { topic: String, payload: Bytes },
 }
 
+impl fmt::Debug for AuthOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthOutcome::Accept {
+                principal,
+                session_key,
+            } => f
+                .debug_struct("Accept")
+                .field("principal", principal)
+                .field("session_key", session_key)
+                .finish(),
+            AuthOutcome::Reject { code, reason } => f
+                .debug_struct("Reject")
+                .field("code", code)
+                .field("reason", reason)
+                .finish(),
+            AuthOutcome::ReplyAndClose { topic, payload } => f
+                .debug_struct("ReplyAndClose")
+                .field("topic", topic)
+                .field("payload_len", &payload.len())
+                .finish(),
+        }
+    }
+}
+
 /// Who is on a connection, as every later hook call sees it.
 #[derive(Debug, Clone)]
 pub struct ClientContext {
@@ -160,8 +200,8 @@ pub struct ClientContext {
     pub peer: SocketAddr,
 }
 
-/// An authorised PUBLISH received from a client.
-#[derive(Debug, Clone)]
+/// An authorised PUBLISH received from a client. Its `Debug` shows the payload's length only.
+#[derive(Clone)]
 pub struct InboundPublish {
     pub topic: Arc<str>,
     pub payload: Bytes,
@@ -170,6 +210,18 @@ pub struct InboundPublish {
     /// MQTT 5 properties (response topic, correlation data, user properties, content type,
     /// message expiry); they are passed on to MQTT 5 subscribers.
     pub properties: Option<PublishProperties>,
+}
+
+impl fmt::Debug for InboundPublish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundPublish")
+            .field("topic", &self.topic)
+            .field("payload_len", &self.payload.len())
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("properties", &self.properties.is_some())
+            .finish()
+    }
 }
 
 /// Resolves when the platform has durably stored a message: only then is it acknowledged.
@@ -278,6 +330,11 @@ pub trait BrokerHooks: Send + Sync + 'static {
     ) -> impl Future<Output = PublishVerdict> + Send;
 
     fn on_connected(&self, client: &ClientContext);
+
+    /// A subscription was granted (after the filter is in place, so a publish made in response
+    /// reaches the client). Lets the platform send state a device asks for by subscribing,
+    /// such as its shadow's delta. Must not block.
+    fn on_subscribed(&self, _client: &ClientContext, _filter: &str) {}
 
     fn on_disconnected(&self, client: &ClientContext, reason: &DisconnectReason);
 }

@@ -54,7 +54,10 @@ impl Metrics {
         }
     }
 
-    /// Counts a CONNECT outcome (`accepted`, `bad_credentials`, `timeout`, …).
+    /// Counts a CONNECT outcome: `accepted`, `reply_and_close`, a refusal
+    /// (`bad_credentials`, `not_authorized`, `client_id_not_valid`, `server_unavailable`,
+    /// `banned`, `bad_authentication_method`, `unsupported_protocol`), or a failure before
+    /// CONNECT (`protocol_error`, `timeout`, `tls_error`, `websocket_error`).
     pub fn connect(&self, result: &'static str) {
         counter!(CONNECTS, "result" => result).increment(1);
     }

@@ -1,9 +1,12 @@
-//! The subscription trie: which sessions want a topic.
+//! Which sessions want a topic.
 //!
-//! One node per filter level; `+` and `#` have their own slots so that matching a topic walks
-//! only the branches that can match, comparing `&str` slices of the topic without allocating.
-//! The trie sits behind one `RwLock`: publishers only take the read side (many at once), and
-//! only SUBSCRIBE / UNSUBSCRIBE / session end take the write side.
+//! Filters without wildcards (most device subscriptions: `/sys/{pk}/{dn}/…/set`) live in one
+//! hash table keyed by the whole filter, so a publish finds them with a single lookup and
+//! each costs one small entry. Filters with wildcards live in a trie, one node per level,
+//! where `+` and `#` have their own slots: matching walks only the branches that can match,
+//! comparing `&str` slices of the topic without allocating. Both sit behind one `RwLock`:
+//! publishers only take the read side (many at once); SUBSCRIBE, UNSUBSCRIBE and session end
+//! take the write side.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -116,10 +119,14 @@ impl Subscribers {
         };
         match entries.iter_mut().find(|e| e.session.id == session.id) {
             Some(e) => e.opts = opts,
-            None => entries.push(Entry {
-                session: session.clone(),
-                opts,
-            }),
+            None => {
+                // Most filters have one subscriber: do not reserve room for four.
+                entries.reserve_exact(1);
+                entries.push(Entry {
+                    session: session.clone(),
+                    opts,
+                });
+            }
         }
     }
 
@@ -172,39 +179,122 @@ fn remove_entry(entries: &mut Vec<Entry>, session_id: u64) -> bool {
     }
 }
 
+/// Children of a trie node: a short list while there are few (a chain of unique levels is
+/// the common case and costs one small allocation per level), a hash table once there are
+/// many (a level of device names under a product).
+enum Children {
+    Few(Vec<(Box<str>, Node)>),
+    Many(HashMap<Box<str>, Node>),
+}
+
+const FEW_CHILDREN: usize = 8;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(v) => v.is_empty(),
+            Children::Many(m) => m.is_empty(),
+        }
+    }
+
+    fn get(&self, level: &str) -> Option<&Node> {
+        match self {
+            Children::Few(v) => v.iter().find(|(l, _)| &**l == level).map(|(_, n)| n),
+            Children::Many(m) => m.get(level),
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match self {
+            Children::Few(v) => v.iter_mut().find(|(l, _)| &**l == level).map(|(_, n)| n),
+            Children::Many(m) => m.get_mut(level),
+        }
+    }
+
+    fn get_or_insert(&mut self, level: &str) -> &mut Node {
+        if let Children::Few(v) = self
+            && v.len() >= FEW_CHILDREN
+            && !v.iter().any(|(l, _)| &**l == level)
+        {
+            *self = Children::Many(std::mem::take(v).into_iter().collect());
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.iter().position(|(l, _)| &**l == level) {
+                    Some(i) => i,
+                    None => {
+                        v.reserve_exact(1);
+                        v.push((level.into(), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Few(v) => v.retain(|(l, _)| &**l != level),
+            Children::Many(m) => {
+                m.remove(level);
+            }
+        }
+    }
+}
+
+/// Subscribers of the filters that end at a trie node.
 #[derive(Default)]
-struct Node {
-    children: HashMap<Box<str>, Node>,
-    plus: Option<Box<Node>>,
+struct Leaf {
     /// Filters ending at this node.
     exact: Subscribers,
     /// Filters ending with `/#` below this node (or `#` at the root).
     hash: Subscribers,
 }
 
+#[derive(Default)]
+struct Node {
+    children: Children,
+    plus: Option<Box<Node>>,
+    /// Boxed: most nodes are inner levels with no subscriber of their own.
+    leaf: Option<Box<Leaf>>,
+}
+
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.plus.is_none()
-            && self.exact.is_empty()
-            && self.hash.is_empty()
+        self.children.is_empty() && self.plus.is_none() && self.leaf.is_none()
     }
 
-    fn collect<'t>(
+    fn leaf(&mut self) -> &mut Leaf {
+        self.leaf.get_or_insert_with(Default::default)
+    }
+
+    fn collect(
         &self,
-        mut rest: std::str::Split<'t, char>,
+        mut rest: std::str::Split<'_, char>,
         at_root: bool,
         dollar: bool,
         out: &mut Vec<Target>,
     ) {
         // Wildcards in the first level never match topics starting with '$' (MQTT 4.7.2).
         let wildcards = !(at_root && dollar);
-        if wildcards {
+        if wildcards && let Some(leaf) = &self.leaf {
             // `a/#` also matches `a` itself, so `#` subscribers match before looking further.
-            self.hash.collect(out);
+            leaf.hash.collect(out);
         }
         match rest.next() {
-            None => self.exact.collect(out),
+            None => {
+                if let Some(leaf) = &self.leaf {
+                    leaf.exact.collect(out);
+                }
+            }
             Some(level) => {
                 if let Some(child) = self.children.get(level) {
                     child.collect(rest.clone(), false, dollar, out);
@@ -215,80 +305,136 @@ impl Node {
             }
         }
     }
+}
 
-    /// Removes a subscription; returns whether it existed. Empty branches are pruned so that
-    /// short-lived unique filters do not leave nodes behind.
-    fn remove(
-        &mut self,
-        mut levels: std::str::Split<'_, char>,
-        group: Option<&str>,
-        session_id: u64,
-    ) -> bool {
-        match levels.next() {
-            None => self.exact.remove(group, session_id),
-            Some("#") => self.hash.remove(group, session_id),
-            Some("+") => {
-                let Some(plus) = self.plus.as_mut() else {
-                    return false;
-                };
-                let removed = plus.remove(levels, group, session_id);
-                if plus.is_empty() {
-                    self.plus = None;
-                }
-                removed
-            }
-            Some(level) => {
-                let Some(child) = self.children.get_mut(level) else {
-                    return false;
-                };
-                let removed = child.remove(levels, group, session_id);
-                if child.is_empty() {
-                    self.children.remove(level);
-                }
-                removed
-            }
-        }
-    }
+#[derive(Default)]
+struct Tables {
+    /// Filters without wildcards, by the whole filter.
+    literal: HashMap<Box<str>, Subscribers>,
+    /// Filters with wildcards.
+    wildcard: Node,
 }
 
 /// All subscriptions of all sessions.
 #[derive(Default)]
 pub(crate) struct Router {
-    root: RwLock<Node>,
+    tables: RwLock<Tables>,
+}
+
+fn has_wildcard(path: &str) -> bool {
+    path.contains(['+', '#'])
 }
 
 impl Router {
     /// Adds or replaces (same session, same filter) a subscription.
     pub fn subscribe(&self, filter: &Filter<'_>, session: &Arc<Session>, opts: SubOptions) {
-        let mut root = self.root.write();
-        let mut node = &mut *root;
+        let mut tables = self.tables.write();
+        if !has_wildcard(filter.path) {
+            let subscribers = match tables.literal.get_mut(filter.path) {
+                Some(s) => s,
+                None => tables.literal.entry(filter.path.into()).or_default(),
+            };
+            return subscribers.upsert(filter.group, session, opts);
+        }
+        let mut node = &mut tables.wildcard;
         for level in filter.path.split('/') {
             node = match level {
-                "#" => return node.hash.upsert(filter.group, session, opts),
+                "#" => return node.leaf().hash.upsert(filter.group, session, opts),
                 "+" => node.plus.get_or_insert_with(Default::default),
-                l => node.children.entry(l.into()).or_default(),
+                l => node.children.get_or_insert(l),
             };
         }
-        node.exact.upsert(filter.group, session, opts);
+        node.leaf().exact.upsert(filter.group, session, opts);
     }
 
     pub fn unsubscribe(&self, filter: &Filter<'_>, session_id: u64) -> bool {
-        self.root
-            .write()
-            .remove(filter.path.split('/'), filter.group, session_id)
+        let mut tables = self.tables.write();
+        if !has_wildcard(filter.path) {
+            let Some(subscribers) = tables.literal.get_mut(filter.path) else {
+                return false;
+            };
+            let removed = subscribers.remove(filter.group, session_id);
+            if subscribers.is_empty() {
+                tables.literal.remove(filter.path);
+            }
+            return removed;
+        }
+        remove(
+            &mut tables.wildcard,
+            filter.path.split('/'),
+            filter.group,
+            session_id,
+        )
     }
 
     /// Appends every subscription matching `topic` (one pick per shared group).
     pub fn collect(&self, topic: &str, out: &mut Vec<Target>) {
-        self.root
-            .read()
-            .collect(topic.split('/'), true, topic.starts_with('$'), out);
+        let tables = self.tables.read();
+        if let Some(subscribers) = tables.literal.get(topic) {
+            subscribers.collect(out);
+        }
+        if !tables.wildcard.is_empty() {
+            tables
+                .wildcard
+                .collect(topic.split('/'), true, topic.starts_with('$'), out);
+        }
     }
 
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.root.read().is_empty()
+        let tables = self.tables.read();
+        tables.literal.is_empty() && tables.wildcard.is_empty()
     }
+}
+
+/// Removes a wildcard subscription below `node`; returns whether it existed. Empty branches
+/// are pruned so that short-lived unique filters do not leave nodes behind.
+fn remove(
+    node: &mut Node,
+    mut levels: std::str::Split<'_, char>,
+    group: Option<&str>,
+    session_id: u64,
+) -> bool {
+    match levels.next() {
+        None => remove_from_leaf(node, false, group, session_id),
+        Some("#") => remove_from_leaf(node, true, group, session_id),
+        Some("+") => {
+            let Some(plus) = node.plus.as_mut() else {
+                return false;
+            };
+            let removed = remove(plus, levels, group, session_id);
+            if plus.is_empty() {
+                node.plus = None;
+            }
+            removed
+        }
+        Some(level) => {
+            let Some(child) = node.children.get_mut(level) else {
+                return false;
+            };
+            let removed = remove(child, levels, group, session_id);
+            if child.is_empty() {
+                node.children.remove(level);
+            }
+            removed
+        }
+    }
+}
+
+fn remove_from_leaf(node: &mut Node, hash: bool, group: Option<&str>, session_id: u64) -> bool {
+    let Some(leaf) = node.leaf.as_mut() else {
+        return false;
+    };
+    let subscribers = if hash {
+        &mut leaf.hash
+    } else {
+        &mut leaf.exact
+    };
+    let removed = subscribers.remove(group, session_id);
+    if leaf.exact.is_empty() && leaf.hash.is_empty() {
+        node.leaf = None;
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -356,6 +502,38 @@ mod tests {
             assert!(r.unsubscribe(&parse_filter(f).unwrap(), 1), "{f}");
         }
         assert!(!r.unsubscribe(&parse_filter("a/b/c").unwrap(), 1));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn wide_levels_switch_to_a_hash_table_and_back_out() {
+        let r = Router::default();
+        let sessions: Vec<_> = (0..40).map(session).collect();
+        for (i, s) in sessions.iter().enumerate() {
+            r.subscribe(
+                &parse_filter(&format!("/sys/pk/d{i}/rrpc/+")).unwrap(),
+                s,
+                opts(QoS::AtLeastOnce),
+            );
+            r.subscribe(
+                &parse_filter(&format!("/sys/pk/d{i}/set")).unwrap(),
+                s,
+                opts(QoS::AtMostOnce),
+            );
+        }
+        assert_eq!(
+            matches(&r, "/sys/pk/d17/rrpc/42"),
+            vec![(17, QoS::AtLeastOnce)]
+        );
+        assert_eq!(matches(&r, "/sys/pk/d39/set"), vec![(39, QoS::AtMostOnce)]);
+        assert_eq!(matches(&r, "/sys/pk/d40/set"), vec![]);
+        for (i, s) in sessions.iter().enumerate() {
+            assert!(r.unsubscribe(
+                &parse_filter(&format!("/sys/pk/d{i}/rrpc/+")).unwrap(),
+                s.id
+            ));
+            assert!(r.unsubscribe(&parse_filter(&format!("/sys/pk/d{i}/set")).unwrap(), s.id));
+        }
         assert!(r.is_empty());
     }
 

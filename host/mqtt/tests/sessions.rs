@@ -52,6 +52,39 @@ async fn persistent_session_receives_what_was_published_while_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_delivery_is_resent_with_dup_on_resume() {
+    let b = start().await;
+    let mut opts = v4_options("forgetful", Some("alice"), b.tcp);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    let mut c = V4::connected(opts.clone()).await;
+    c.subscribe("retry/#", rumqttc::QoS::AtLeastOnce).await;
+    b.broker
+        .publish(
+            "retry/1",
+            Bytes::from_static(b"again"),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    let first = c.expect_publish().await;
+    assert!(!first.dup);
+    // Gone without acknowledging.
+    drop(c);
+    b.hooks.disconnected("forgetful").await;
+
+    opts.set_manual_acks(false);
+    let (mut c, ack) = V4::connect(opts).await.unwrap();
+    assert!(ack.session_present);
+    let again = c.expect_publish().await;
+    assert!(again.dup);
+    assert_eq!(
+        (again.pkid, &again.payload[..]),
+        (first.pkid, &b"again"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_session_expiry_keeps_the_session_and_clean_start_drops_it() {
     let b = start().await;
     let mut opts = v5_options("v5keeper", Some("alice"), b.tcp);

@@ -102,7 +102,10 @@ impl Store {
             )));
         }
         for chunk in devices.chunks(NAMES_PER_LOOKUP) {
-            let mut sql = Sql::new(self.backend(), "SELECT device_name FROM devices WHERE product_key = ");
+            let mut sql = Sql::new(
+                self.backend(),
+                "SELECT device_name FROM devices WHERE product_key = ",
+            );
             sql.push_arg(product_key).push(" AND device_name IN (");
             for (i, (name, _)) in chunk.iter().enumerate() {
                 if i > 0 {
@@ -170,7 +173,11 @@ impl Store {
             .collect())
     }
 
-    pub async fn get_device(&self, product_key: &str, device_name: &str) -> Result<Option<DeviceRow>> {
+    pub async fn get_device(
+        &self,
+        product_key: &str,
+        device_name: &str,
+    ) -> Result<Option<DeviceRow>> {
         sqlx::query(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE product_key = $1 AND device_name = $2"
         ))

@@ -56,8 +56,9 @@ fn topic_class_row(row: &AnyRow) -> Result<TopicClassRow> {
         id: row.try_get("id")?,
         product_key: row.try_get("product_key")?,
         template: row.try_get("template")?,
-        operation: TopicOperation::parse(&operation)
-            .ok_or_else(|| StorageError::Corrupt(format!("unknown topic operation '{operation}'")))?,
+        operation: TopicOperation::parse(&operation).ok_or_else(|| {
+            StorageError::Corrupt(format!("unknown topic operation '{operation}'"))
+        })?,
         description: row.try_get("description")?,
     })
 }
@@ -138,7 +139,10 @@ impl Store {
                 .fetch_optional(self.read())
                 .await?;
         sealed
-            .map(|s| self.secrets().open(&product_secret_context(product_key), &s))
+            .map(|s| {
+                self.secrets()
+                    .open(&product_secret_context(product_key), &s)
+            })
             .transpose()
     }
 
@@ -170,10 +174,12 @@ impl Store {
             sql.push(", data_format = ").push_arg(format.as_str());
         }
         if let Some(dynamic) = u.dynamic_registration {
-            sql.push(", dynamic_registration = ").push_arg(i64::from(dynamic));
+            sql.push(", dynamic_registration = ")
+                .push_arg(i64::from(dynamic));
         }
         if let Some(allow) = u.allow_unregistered {
-            sql.push(", allow_unregistered = ").push_arg(i64::from(allow));
+            sql.push(", allow_unregistered = ")
+                .push_arg(i64::from(allow));
         }
         if let Some(window) = u.replay_window_secs {
             sql.push(", replay_window_secs = ").push_arg(window);
@@ -201,10 +207,11 @@ impl Store {
             ))
         };
         let mut tx = self.write().begin().await?;
-        let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE product_key = $1")
-            .bind(product_key)
-            .fetch_one(&mut *tx)
-            .await?;
+        let devices: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE product_key = $1")
+                .bind(product_key)
+                .fetch_one(&mut *tx)
+                .await?;
         if devices > 0 {
             return Err(in_use(devices));
         }
@@ -383,8 +390,11 @@ impl Store {
         operation: Option<TopicOperation>,
         description: Option<&str>,
     ) -> Result<TopicClassRow> {
-        let not_found =
-            || StorageError::NotFound(format!("topic class {id} of product '{product_key}' not found"));
+        let not_found = || {
+            StorageError::NotFound(format!(
+                "topic class {id} of product '{product_key}' not found"
+            ))
+        };
         // `id = id` keeps the statement valid when nothing is to change.
         let mut sql = Sql::new(self.backend(), "UPDATE topic_classes SET id = id");
         if let Some(t) = template {

@@ -237,7 +237,11 @@ mod tests {
         assert!(!sealed.contains("s3cret"));
         assert_eq!(b.open("device:pk/d1", &sealed).unwrap().expose(), "s3cret");
         assert!(b.open("device:pk/d2", &sealed).is_err());
-        assert_ne!(sealed, b.seal("device:pk/d1", "s3cret").unwrap(), "fresh nonce each time");
+        assert_ne!(
+            sealed,
+            b.seal("device:pk/d1", "s3cret").unwrap(),
+            "fresh nonce each time"
+        );
         assert!(SecretBox::random().open("device:pk/d1", &sealed).is_err());
     }
 

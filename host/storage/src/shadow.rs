@@ -7,7 +7,11 @@ use crate::sql::{json, to_json};
 use crate::{ShadowRow, Store};
 
 impl Store {
-    pub async fn get_shadow(&self, product_key: &str, device_name: &str) -> Result<Option<ShadowRow>> {
+    pub async fn get_shadow(
+        &self,
+        product_key: &str,
+        device_name: &str,
+    ) -> Result<Option<ShadowRow>> {
         sqlx::query(
             "SELECT desired, reported, version, desired_updated_at, reported_updated_at, \
              updated_at FROM shadows WHERE product_key = $1 AND device_name = $2",

@@ -149,8 +149,9 @@ pub(crate) fn flag(row: &AnyRow, column: &str) -> Result<bool> {
 /// A TEXT column holding JSON.
 pub(crate) fn json<T: DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T> {
     let text: String = row.try_get(column)?;
-    serde_json::from_str(&text)
-        .map_err(|e| StorageError::Corrupt(format!("column {column} does not hold valid JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| {
+        StorageError::Corrupt(format!("column {column} does not hold valid JSON: {e}"))
+    })
 }
 
 /// A nullable TEXT column holding JSON.

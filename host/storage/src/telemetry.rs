@@ -120,7 +120,13 @@ impl Store {
         .fetch_all(self.read())
         .await?
         .iter()
-        .map(|row| Ok((row.try_get("identifier")?, json(row, "value")?, row.try_get("ts")?)))
+        .map(|row| {
+            Ok((
+                row.try_get("identifier")?,
+                json(row, "value")?,
+                row.try_get("ts")?,
+            ))
+        })
         .collect()
     }
 
@@ -326,5 +332,7 @@ fn newest_per_property(properties: &[PropertyRecord]) -> Vec<(&PropertyRecord, S
     }
     let mut out: Vec<_> = newest.into_iter().collect();
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    out.into_iter().map(|(_, p)| (p, to_json(&p.value))).collect()
+    out.into_iter()
+        .map(|(_, p)| (p, to_json(&p.value)))
+        .collect()
 }

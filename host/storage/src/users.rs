@@ -76,7 +76,12 @@ impl Store {
     }
 
     /// Stores a session and drops the expired ones, so the table does not grow without bound.
-    pub async fn create_session(&self, token_hash: &str, user_id: i64, expires_at: i64) -> Result<()> {
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        expires_at: i64,
+    ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.write().begin().await?;
         sqlx::query(

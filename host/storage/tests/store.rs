@@ -187,7 +187,10 @@ async fn reopen_keeps_data(s: &Store, url: &str) {
 async fn users_and_sessions(s: &Store, _url: &str) {
     assert_eq!(s.user_count().await.unwrap(), 0);
     let roles = vec!["admin".to_string(), "viewer".to_string()];
-    let user = s.create_user("alice", "$argon2id$hash", &roles).await.unwrap();
+    let user = s
+        .create_user("alice", "$argon2id$hash", &roles)
+        .await
+        .unwrap();
     assert_eq!(user.roles, roles);
     assert_conflict(s.create_user("alice", "x", &[]).await, "alice");
     assert_eq!(s.user_count().await.unwrap(), 1);
@@ -198,17 +201,30 @@ async fn users_and_sessions(s: &Store, _url: &str) {
     // Expiry is checked against the caller's clock; creating a session purges expired ones
     // by the real clock.
     let now = lotus_test_harness::now_ms();
-    s.create_session("tok-a", user.id, now + 60_000).await.unwrap();
+    s.create_session("tok-a", user.id, now + 60_000)
+        .await
+        .unwrap();
     let current = s.session_user("tok-a", now).await.unwrap().unwrap();
     assert_eq!(current.username, "alice");
-    assert!(s.session_user("tok-a", now + 60_000).await.unwrap().is_none(), "expired");
+    assert!(
+        s.session_user("tok-a", now + 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
     assert!(s.session_user("unknown", now).await.unwrap().is_none());
     assert_not_found(s.create_session("tok-b", user.id + 100, now + 60_000).await);
 
     // Already expired by the real clock: purged at once, so not found even at an earlier time.
     s.create_session("tok-old", user.id, now - 1).await.unwrap();
-    assert!(s.session_user("tok-old", now - 10).await.unwrap().is_none(), "purged");
-    s.create_session("tok-c", user.id, now + 60_000).await.unwrap();
+    assert!(
+        s.session_user("tok-old", now - 10).await.unwrap().is_none(),
+        "purged"
+    );
+    s.create_session("tok-c", user.id, now + 60_000)
+        .await
+        .unwrap();
     assert!(s.session_user("tok-c", now).await.unwrap().is_some());
     s.delete_session("tok-c").await.unwrap();
     assert!(s.session_user("tok-c", now).await.unwrap().is_none());
@@ -234,15 +250,34 @@ async fn products_crud_and_encrypted_secret(s: &Store, url: &str) {
     let stored = raw_column(url, "SELECT secret_enc FROM products").await;
     assert_eq!(stored.len(), 3);
     for enc in stored {
-        assert!(!enc.contains("product-secret"), "plain secret stored: {enc}");
+        assert!(
+            !enc.contains("product-secret"),
+            "plain secret stored: {enc}"
+        );
         assert!(enc.len() > 2 * (12 + 16), "nonce and tag are stored: {enc}");
     }
 
     // Paging is stable and counts everything.
-    let (page1, total) = s.list_products(Page { offset: 0, limit: 2 }).await.unwrap();
-    let (page2, _) = s.list_products(Page { offset: 2, limit: 2 }).await.unwrap();
+    let (page1, total) = s
+        .list_products(Page {
+            offset: 0,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    let (page2, _) = s
+        .list_products(Page {
+            offset: 2,
+            limit: 2,
+        })
+        .await
+        .unwrap();
     assert_eq!(total, 3);
-    let keys: Vec<_> = page1.iter().chain(&page2).map(|p| p.product_key.as_str()).collect();
+    let keys: Vec<_> = page1
+        .iter()
+        .chain(&page2)
+        .map(|p| p.product_key.as_str())
+        .collect();
     assert_eq!(keys, ["pk1", "pk2", "pk3"]);
 
     let updated = s
@@ -280,14 +315,23 @@ async fn products_crud_and_encrypted_secret(s: &Store, url: &str) {
     assert_not_found(s.update_product("nope", &ProductUpdate::default()).await);
 
     // A product with devices cannot go; without them it can, with its models and classes.
-    s.create_devices("pk1", &[("lamp-1".into(), "s".into())]).await.unwrap();
+    s.create_devices("pk1", &[("lamp-1".into(), "s".into())])
+        .await
+        .unwrap();
     assert_eq!(s.get_product("pk1").await.unwrap().unwrap().device_count, 1);
     assert_conflict(s.delete_product("pk1").await, "delete them first");
     s.delete_device("pk1", "lamp-1").await.unwrap();
-    s.put_thing_model("pk1", &json!({"properties": []})).await.unwrap();
-    s.create_topic_class("pk1", "/${productKey}/${deviceName}/user/a", TopicOperation::Pub, "")
+    s.put_thing_model("pk1", &json!({"properties": []}))
         .await
         .unwrap();
+    s.create_topic_class(
+        "pk1",
+        "/${productKey}/${deviceName}/user/a",
+        TopicOperation::Pub,
+        "",
+    )
+    .await
+    .unwrap();
     s.delete_product("pk1").await.unwrap();
     assert!(s.get_product("pk1").await.unwrap().is_none());
     assert!(s.thing_model("pk1", None).await.unwrap().is_none());
@@ -322,7 +366,14 @@ async fn thing_model_versions(s: &Store, _url: &str) {
         .map(|(v, _)| v)
         .collect();
     assert_eq!(versions, [1, 2]);
-    assert_eq!(s.get_product("pk").await.unwrap().unwrap().thing_model_version, Some(2));
+    assert_eq!(
+        s.get_product("pk")
+            .await
+            .unwrap()
+            .unwrap()
+            .thing_model_version,
+        Some(2)
+    );
     assert_not_found(s.put_thing_model("nope", &v1).await);
 }
 
@@ -342,51 +393,80 @@ async fn topic_classes_crud(s: &Store, _url: &str) {
         .await
         .unwrap();
     assert_conflict(
-        s.create_topic_class("pk", &t("update"), TopicOperation::Sub, "").await,
+        s.create_topic_class("pk", &t("update"), TopicOperation::Sub, "")
+            .await,
         "user/update",
     );
     assert_not_found(
         s.create_topic_class("nope", &t("x"), TopicOperation::Pub, "")
             .await,
     );
-    assert_eq!(s.list_topic_classes("pk").await.unwrap(), [a.clone(), b.clone()]);
+    assert_eq!(
+        s.list_topic_classes("pk").await.unwrap(),
+        [a.clone(), b.clone()]
+    );
 
     let changed = s
-        .update_topic_class("pk", b.id, Some(&t("get2")), Some(TopicOperation::All), None)
+        .update_topic_class(
+            "pk",
+            b.id,
+            Some(&t("get2")),
+            Some(TopicOperation::All),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(changed.template, t("get2"));
     assert_eq!(changed.operation, TopicOperation::All);
     assert_eq!(changed.description, "down", "unset fields stay");
-    let same = s.update_topic_class("pk", b.id, None, None, None).await.unwrap();
+    let same = s
+        .update_topic_class("pk", b.id, None, None, None)
+        .await
+        .unwrap();
     assert_eq!(same, changed);
     assert_conflict(
-        s.update_topic_class("pk", b.id, Some(&t("update")), None, None).await,
+        s.update_topic_class("pk", b.id, Some(&t("update")), None, None)
+            .await,
         "user/update",
     );
-    assert_not_found(s.update_topic_class("pk2", b.id, None, None, Some("x")).await);
+    assert_not_found(
+        s.update_topic_class("pk2", b.id, None, None, Some("x"))
+            .await,
+    );
 
     s.delete_topic_class("pk", a.id).await.unwrap();
     assert_not_found(s.delete_topic_class("pk", a.id).await);
     assert_eq!(s.list_topic_classes("pk").await.unwrap(), [changed]);
     let all = s.all_topic_classes().await.unwrap();
     assert_eq!(
-        all.iter().map(|c| c.product_key.as_str()).collect::<Vec<_>>(),
+        all.iter()
+            .map(|c| c.product_key.as_str())
+            .collect::<Vec<_>>(),
         ["pk", "pk2"]
     );
 }
 
 async fn devices_create_and_conflicts(s: &Store, url: &str) {
     product_with_devices(s, "pk", 3).await;
-    let more: Vec<(String, String)> = vec![("new-1".into(), "a".into()), ("d001".into(), "b".into())];
+    let more: Vec<(String, String)> =
+        vec![("new-1".into(), "a".into()), ("d001".into(), "b".into())];
     assert_conflict(s.create_devices("pk", &more).await, "d001");
-    assert!(s.get_device("pk", "new-1").await.unwrap().is_none(), "all or none");
+    assert!(
+        s.get_device("pk", "new-1").await.unwrap().is_none(),
+        "all or none"
+    );
     let twice = vec![("x-1".into(), "a".into()), ("x-1".into(), "b".into())];
     assert_conflict(s.create_devices("pk", &twice).await, "x-1");
-    assert_not_found(s.create_devices("nope", &[("x-1".into(), "a".into())]).await);
+    assert_not_found(
+        s.create_devices("nope", &[("x-1".into(), "a".into())])
+            .await,
+    );
     assert!(s.create_devices("pk", &[]).await.unwrap().is_empty());
 
-    let rows = s.create_devices("pk", &[("new-1".into(), "new-secret".into())]).await.unwrap();
+    let rows = s
+        .create_devices("pk", &[("new-1".into(), "new-secret".into())])
+        .await
+        .unwrap();
     assert_eq!(rows[0].status(), DeviceStatus::Inactive);
     assert_eq!(s.get_device("pk", "new-1").await.unwrap().unwrap(), rows[0]);
 
@@ -399,15 +479,28 @@ async fn devices_create_and_conflicts(s: &Store, url: &str) {
     }
 
     // A large batch goes in one transaction, in several statements.
-    let many: Vec<(String, String)> = (0..1200).map(|i| (format!("bulk-{i:04}"), format!("s{i}"))).collect();
+    let many: Vec<(String, String)> = (0..1200)
+        .map(|i| (format!("bulk-{i:04}"), format!("s{i}")))
+        .collect();
     assert_eq!(s.create_devices("pk", &many).await.unwrap().len(), 1200);
     let (_, total) = s
-        .list_devices(&DeviceFilter::default(), Page { offset: 0, limit: 1 })
+        .list_devices(
+            &DeviceFilter::default(),
+            Page {
+                offset: 0,
+                limit: 1,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(total, 1204);
     assert_eq!(
-        s.device_secret("pk", "bulk-1199").await.unwrap().unwrap().0.expose(),
+        s.device_secret("pk", "bulk-1199")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .expose(),
         "s1199"
     );
 }
@@ -415,9 +508,15 @@ async fn devices_create_and_conflicts(s: &Store, url: &str) {
 async fn devices_filters_and_paging(s: &Store, _url: &str) {
     product_with_devices(s, "pk", 25).await;
     s.create_product(&product("other")).await.unwrap();
-    s.create_devices("other", &[("Lamp_%1".into(), "x".into()), ("lamp-2".into(), "y".into())])
-        .await
-        .unwrap();
+    s.create_devices(
+        "other",
+        &[
+            ("Lamp_%1".into(), "x".into()),
+            ("lamp-2".into(), "y".into()),
+        ],
+    )
+    .await
+    .unwrap();
 
     let in_pk = DeviceFilter {
         product_key: Some("pk".into()),
@@ -425,14 +524,20 @@ async fn devices_filters_and_paging(s: &Store, _url: &str) {
     };
     let mut names = Vec::new();
     for offset in (0..25).step_by(10) {
-        let (rows, total) = s.list_devices(&in_pk, Page { offset, limit: 10 }).await.unwrap();
+        let (rows, total) = s
+            .list_devices(&in_pk, Page { offset, limit: 10 })
+            .await
+            .unwrap();
         assert_eq!(total, 25);
         names.extend(rows.into_iter().map(|r| r.device_name));
     }
     let expected: Vec<String> = (0..25).map(|i| format!("d{i:03}")).collect();
     assert_eq!(names, expected, "pages cover every device once, in order");
 
-    let (all, total) = s.list_devices(&DeviceFilter::default(), Page::default()).await.unwrap();
+    let (all, total) = s
+        .list_devices(&DeviceFilter::default(), Page::default())
+        .await
+        .unwrap();
     assert_eq!((all.len(), total), (27, 27));
 
     let like = |n: &str| DeviceFilter {
@@ -441,15 +546,30 @@ async fn devices_filters_and_paging(s: &Store, _url: &str) {
     };
     let (rows, total) = s.list_devices(&like("01"), Page::default()).await.unwrap();
     assert_eq!(total, 11, "d001, d010…d019: {rows:?}");
-    let (rows, _) = s.list_devices(&like("LAMP"), Page::default()).await.unwrap();
+    let (rows, _) = s
+        .list_devices(&like("LAMP"), Page::default())
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 2, "case-insensitive");
     let (rows, _) = s.list_devices(&like("_%"), Page::default()).await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.device_name.as_str()).collect::<Vec<_>>(), ["Lamp_%1"], "wildcards are literal");
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.device_name.as_str())
+            .collect::<Vec<_>>(),
+        ["Lamp_%1"],
+        "wildcards are literal"
+    );
 
     s.set_device_enabled("pk", "d003", false).await.unwrap();
-    s.record_status("pk", "d004", true, "connect", T0).await.unwrap();
-    s.record_status("pk", "d005", true, "connect", T0).await.unwrap();
-    s.record_status("pk", "d005", false, "keepalive_timeout", T0 + 1).await.unwrap();
+    s.record_status("pk", "d004", true, "connect", T0)
+        .await
+        .unwrap();
+    s.record_status("pk", "d005", true, "connect", T0)
+        .await
+        .unwrap();
+    s.record_status("pk", "d005", false, "keepalive_timeout", T0 + 1)
+        .await
+        .unwrap();
     let status = |st: &str| DeviceFilter {
         product_key: Some("pk".into()),
         status: Some(st.into()),
@@ -458,13 +578,25 @@ async fn devices_filters_and_paging(s: &Store, _url: &str) {
     let names_with = |rows: Vec<lotus_storage::DeviceRow>| {
         rows.into_iter().map(|r| r.device_name).collect::<Vec<_>>()
     };
-    let (rows, _) = s.list_devices(&status("disabled"), Page::default()).await.unwrap();
+    let (rows, _) = s
+        .list_devices(&status("disabled"), Page::default())
+        .await
+        .unwrap();
     assert_eq!(names_with(rows), ["d003"]);
-    let (rows, _) = s.list_devices(&status("online"), Page::default()).await.unwrap();
+    let (rows, _) = s
+        .list_devices(&status("online"), Page::default())
+        .await
+        .unwrap();
     assert_eq!(names_with(rows), ["d004"]);
-    let (rows, _) = s.list_devices(&status("offline"), Page::default()).await.unwrap();
+    let (rows, _) = s
+        .list_devices(&status("offline"), Page::default())
+        .await
+        .unwrap();
     assert_eq!(names_with(rows), ["d005"]);
-    let (_, total) = s.list_devices(&status("inactive"), Page::default()).await.unwrap();
+    let (_, total) = s
+        .list_devices(&status("inactive"), Page::default())
+        .await
+        .unwrap();
     assert_eq!(total, 22);
     assert!(matches!(
         s.list_devices(&status("sleeping"), Page::default()).await,
@@ -477,28 +609,48 @@ async fn device_enable_status_and_tags(s: &Store, _url: &str) {
     let d = || async { s.get_device("pk", "d000").await.unwrap().unwrap() };
     assert_eq!(d().await.status(), DeviceStatus::Inactive);
 
-    s.record_status("pk", "d000", true, "connect", T0).await.unwrap();
+    s.record_status("pk", "d000", true, "connect", T0)
+        .await
+        .unwrap();
     let online = d().await;
     assert_eq!(online.status(), DeviceStatus::Online);
     assert_eq!(online.status().to_string(), "online");
-    assert_eq!((online.first_online_at, online.last_online_at), (Some(T0), Some(T0)));
+    assert_eq!(
+        (online.first_online_at, online.last_online_at),
+        (Some(T0), Some(T0))
+    );
 
-    s.record_status("pk", "d000", false, "keepalive_timeout", T0 + 10).await.unwrap();
+    s.record_status("pk", "d000", false, "keepalive_timeout", T0 + 10)
+        .await
+        .unwrap();
     let offline = d().await;
     assert_eq!(offline.status(), DeviceStatus::Offline);
     assert_eq!(offline.last_offline_at, Some(T0 + 10));
-    assert_eq!(offline.last_offline_reason.as_deref(), Some("keepalive_timeout"));
+    assert_eq!(
+        offline.last_offline_reason.as_deref(),
+        Some("keepalive_timeout")
+    );
 
-    s.record_status("pk", "d000", true, "connect", T0 + 20).await.unwrap();
+    s.record_status("pk", "d000", true, "connect", T0 + 20)
+        .await
+        .unwrap();
     let again = d().await;
     assert_eq!(again.first_online_at, Some(T0), "first time stays");
     assert_eq!(again.last_online_at, Some(T0 + 20));
     let log = s.status_log("pk", "d000", 2).await.unwrap();
     assert_eq!(log.len(), 2);
-    assert!(log[0].online && log[0].at == T0 + 20, "newest first: {log:?}");
-    assert_eq!((log[1].online, log[1].reason.as_str()), (false, "keepalive_timeout"));
+    assert!(
+        log[0].online && log[0].at == T0 + 20,
+        "newest first: {log:?}"
+    );
+    assert_eq!(
+        (log[1].online, log[1].reason.as_str()),
+        (false, "keepalive_timeout")
+    );
     // A status for a device that is gone is logged without error.
-    s.record_status("pk", "ghost", false, "deleted", T0).await.unwrap();
+    s.record_status("pk", "ghost", false, "deleted", T0)
+        .await
+        .unwrap();
 
     s.set_device_enabled("pk", "d000", false).await.unwrap();
     assert_eq!(d().await.status(), DeviceStatus::Disabled);
@@ -508,7 +660,12 @@ async fn device_enable_status_and_tags(s: &Store, _url: &str) {
     assert_not_found(s.set_device_enabled("pk", "nope", true).await);
 
     let updated = s
-        .update_device("pk", "d000", Some("Main street 1"), Some(&json!({"zone": "north", "pole": 7})))
+        .update_device(
+            "pk",
+            "d000",
+            Some("Main street 1"),
+            Some(&json!({"zone": "north", "pole": 7})),
+        )
         .await
         .unwrap();
     assert_eq!(updated.nickname.as_deref(), Some("Main street 1"));
@@ -526,8 +683,13 @@ async fn device_enable_status_and_tags(s: &Store, _url: &str) {
     add.insert("pole".into(), json!(8));
     add.insert("fw".into(), json!("1.2"));
     s.merge_device_tags("pk", "d000", &add).await.unwrap();
-    assert_eq!(d().await.tags, json!({"zone": "north", "pole": 8, "fw": "1.2"}));
-    s.delete_device_tags("pk", "d000", &["zone".into(), "absent".into()]).await.unwrap();
+    assert_eq!(
+        d().await.tags,
+        json!({"zone": "north", "pole": 8, "fw": "1.2"})
+    );
+    s.delete_device_tags("pk", "d000", &["zone".into(), "absent".into()])
+        .await
+        .unwrap();
     assert_eq!(d().await.tags, json!({"pole": 8, "fw": "1.2"}));
     assert_not_found(s.merge_device_tags("pk", "nope", &add).await);
 }
@@ -535,9 +697,13 @@ async fn device_enable_status_and_tags(s: &Store, _url: &str) {
 async fn mark_all_offline_after_a_crash(s: &Store, _url: &str) {
     product_with_devices(s, "pk", 4).await;
     for dn in ["d000", "d001", "d002"] {
-        s.record_status("pk", dn, true, "connect", T0).await.unwrap();
+        s.record_status("pk", dn, true, "connect", T0)
+            .await
+            .unwrap();
     }
-    s.record_status("pk", "d002", false, "client_disconnect", T0 + 1).await.unwrap();
+    s.record_status("pk", "d002", false, "client_disconnect", T0 + 1)
+        .await
+        .unwrap();
     assert_eq!(s.mark_all_offline("node_restart", T0 + 5).await.unwrap(), 2);
     for dn in ["d000", "d001"] {
         let d = s.get_device("pk", dn).await.unwrap().unwrap();
@@ -545,10 +711,16 @@ async fn mark_all_offline_after_a_crash(s: &Store, _url: &str) {
         assert_eq!(d.last_offline_reason.as_deref(), Some("node_restart"));
         assert_eq!(d.last_offline_at, Some(T0 + 5));
         let log = s.status_log("pk", dn, 10).await.unwrap();
-        assert_eq!((log[0].online, log[0].reason.as_str()), (false, "node_restart"));
+        assert_eq!(
+            (log[0].online, log[0].reason.as_str()),
+            (false, "node_restart")
+        );
     }
     let untouched = s.get_device("pk", "d002").await.unwrap().unwrap();
-    assert_eq!(untouched.last_offline_reason.as_deref(), Some("client_disconnect"));
+    assert_eq!(
+        untouched.last_offline_reason.as_deref(),
+        Some("client_disconnect")
+    );
     assert_eq!(s.mark_all_offline("node_restart", T0 + 6).await.unwrap(), 0);
 }
 
@@ -575,14 +747,39 @@ async fn delete_device_keeps_history(s: &Store, _url: &str) {
     assert!(s.device_secret("pk", "d000").await.unwrap().is_none());
     assert!(s.latest_properties("pk", "d000").await.unwrap().is_empty());
     assert!(s.get_shadow("pk", "d000").await.unwrap().is_none());
-    assert_eq!(s.property_history("pk", "d000", "t", 0, i64::MAX, 10).await.unwrap().len(), 1);
-    assert_eq!(s.device_events("pk", "d000", 0, i64::MAX, None, 10).await.unwrap().len(), 1);
-    assert!(s.get_device("pk", "d001").await.unwrap().is_some(), "others stay");
+    assert_eq!(
+        s.property_history("pk", "d000", "t", 0, i64::MAX, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.device_events("pk", "d000", 0, i64::MAX, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.get_device("pk", "d001").await.unwrap().is_some(),
+        "others stay"
+    );
     assert_not_found(s.delete_device("pk", "d000").await);
 
     // The same name can be registered again, with a new secret.
-    s.create_devices("pk", &[("d000".into(), "fresh".into())]).await.unwrap();
-    assert_eq!(s.device_secret("pk", "d000").await.unwrap().unwrap().0.expose(), "fresh");
+    s.create_devices("pk", &[("d000".into(), "fresh".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.device_secret("pk", "d000")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .expose(),
+        "fresh"
+    );
 }
 
 async fn write_batch_latest_and_history(s: &Store, _url: &str) {
@@ -643,14 +840,30 @@ async fn write_batch_latest_and_history(s: &Store, _url: &str) {
         .unwrap();
     assert_eq!(
         raw,
-        (10..=14).map(|i| (T0 + i * 1000, json!(i))).collect::<Vec<_>>(),
+        (10..=14)
+            .map(|i| (T0 + i * 1000, json!(i)))
+            .collect::<Vec<_>>(),
         "both ends inclusive, ascending"
     );
-    let limited = s.property_history("pk", "d002", "temp", 0, i64::MAX, 3).await.unwrap();
-    assert_eq!(limited.iter().map(|p| p.0).collect::<Vec<_>>(), [T0, T0 + 1000, T0 + 2000]);
-    let points = s.property_history("pk", "d000", "temp", 0, i64::MAX, 10_000).await.unwrap();
+    let limited = s
+        .property_history("pk", "d002", "temp", 0, i64::MAX, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        limited.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [T0, T0 + 1000, T0 + 2000]
+    );
+    let points = s
+        .property_history("pk", "d000", "temp", 0, i64::MAX, 10_000)
+        .await
+        .unwrap();
     assert_eq!(points.len(), 1001, "the late value is in the history");
-    assert!(s.property_history("pk", "d000", "nope", 0, i64::MAX, 10).await.unwrap().is_empty());
+    assert!(
+        s.property_history("pk", "d000", "nope", 0, i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     s.write_batch(&TelemetryBatch::default()).await.unwrap();
 }
 
@@ -700,7 +913,11 @@ async fn aggregations(s: &Store, _url: &str) {
     let cut = agg("temp", T0 + 25_000, T0 + 44_000, 10_000, Aggregation::Count).await;
     assert_eq!(
         cut,
-        [(T0 + 20_000, json!(5)), (T0 + 30_000, json!(10)), (T0 + 40_000, json!(5))]
+        [
+            (T0 + 20_000, json!(5)),
+            (T0 + 30_000, json!(10)),
+            (T0 + 40_000, json!(5))
+        ]
     );
     let whole = agg("temp", T0, to, 3_600_000, Aggregation::Avg).await;
     assert_eq!(whole, [(T0 - T0 % 3_600_000, json!(49.5))]);
@@ -717,9 +934,14 @@ async fn aggregations(s: &Store, _url: &str) {
     let old = agg("old", -10_000, 10_000, 1000, Aggregation::Count).await;
     assert_eq!(old, [(-2000, json!(1)), (-1000, json!(1)), (0, json!(1))]);
 
-    assert!(agg("nope", T0, to, 10_000, Aggregation::Max).await.is_empty());
+    assert!(
+        agg("nope", T0, to, 10_000, Aggregation::Max)
+            .await
+            .is_empty()
+    );
     assert!(matches!(
-        s.property_aggregate("pk", "d000", "temp", T0, to, 0, Aggregation::Avg).await,
+        s.property_aggregate("pk", "d000", "temp", T0, to, 0, Aggregation::Avg)
+            .await,
         Err(StorageError::Invalid(_))
     ));
 }
@@ -727,7 +949,13 @@ async fn aggregations(s: &Store, _url: &str) {
 async fn events_query(s: &Store, _url: &str) {
     product_with_devices(s, "pk", 2).await;
     let events: Vec<_> = (0..10)
-        .map(|i| event("d000", if i % 3 == 0 { "alarm" } else { "heartbeat" }, T0 + i * 1000))
+        .map(|i| {
+            event(
+                "d000",
+                if i % 3 == 0 { "alarm" } else { "heartbeat" },
+                T0 + i * 1000,
+            )
+        })
         .chain([event("d001", "alarm", T0)])
         .collect();
     s.write_batch(&TelemetryBatch {
@@ -737,17 +965,35 @@ async fn events_query(s: &Store, _url: &str) {
     .await
     .unwrap();
 
-    let all = s.device_events("pk", "d000", T0, T0 + 9000, None, 100).await.unwrap();
+    let all = s
+        .device_events("pk", "d000", T0, T0 + 9000, None, 100)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 10);
     assert!(all.windows(2).all(|w| w[0].ts > w[1].ts), "newest first");
     assert_eq!(all[0].params, json!({"at": T0 + 9000}));
-    let alarms = s.device_events("pk", "d000", T0, T0 + 9000, Some("alarm"), 100).await.unwrap();
-    assert_eq!(alarms.iter().map(|e| e.ts - T0).collect::<Vec<_>>(), [9000, 6000, 3000, 0]);
+    let alarms = s
+        .device_events("pk", "d000", T0, T0 + 9000, Some("alarm"), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        alarms.iter().map(|e| e.ts - T0).collect::<Vec<_>>(),
+        [9000, 6000, 3000, 0]
+    );
     assert!(alarms.iter().all(|e| e.event_type == "alert"));
-    let window = s.device_events("pk", "d000", T0 + 2000, T0 + 4000, None, 100).await.unwrap();
+    let window = s
+        .device_events("pk", "d000", T0 + 2000, T0 + 4000, None, 100)
+        .await
+        .unwrap();
     assert_eq!(window.len(), 3);
-    let limited = s.device_events("pk", "d000", 0, i64::MAX, None, 2).await.unwrap();
-    assert_eq!(limited.iter().map(|e| e.ts - T0).collect::<Vec<_>>(), [9000, 8000]);
+    let limited = s
+        .device_events("pk", "d000", 0, i64::MAX, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        limited.iter().map(|e| e.ts - T0).collect::<Vec<_>>(),
+        [9000, 8000]
+    );
 }
 
 async fn shadow_optimistic_concurrency(s: &Store, _url: &str) {
@@ -762,15 +1008,24 @@ async fn shadow_optimistic_concurrency(s: &Store, _url: &str) {
         updated_at: T0,
     };
     assert!(s.put_shadow("pk", "d000", &row, None).await.unwrap());
-    assert!(!s.put_shadow("pk", "d000", &row, None).await.unwrap(), "already created");
+    assert!(
+        !s.put_shadow("pk", "d000", &row, None).await.unwrap(),
+        "already created"
+    );
     assert_eq!(s.get_shadow("pk", "d000").await.unwrap().unwrap(), row);
 
     row.reported = json!({"brightness": 80});
     row.reported_updated_at = Some(T0 + 5);
     row.version = 2;
-    assert!(!s.put_shadow("pk", "d000", &row, Some(7)).await.unwrap(), "stale version");
+    assert!(
+        !s.put_shadow("pk", "d000", &row, Some(7)).await.unwrap(),
+        "stale version"
+    );
     assert!(s.put_shadow("pk", "d000", &row, Some(1)).await.unwrap());
-    assert!(!s.put_shadow("pk", "d000", &row, Some(1)).await.unwrap(), "lost the race");
+    assert!(
+        !s.put_shadow("pk", "d000", &row, Some(1)).await.unwrap(),
+        "lost the race"
+    );
     assert_eq!(s.get_shadow("pk", "d000").await.unwrap().unwrap(), row);
 }
 
@@ -791,43 +1046,102 @@ async fn downlinks(s: &Store, _url: &str) {
     };
     s.insert_downlink(&sent("m1")).await.unwrap();
     assert_conflict(s.insert_downlink(&sent("m1")).await, "m1");
-    assert_eq!(s.get_downlink("pk", "d000", "m1").await.unwrap().unwrap(), sent("m1"));
+    assert_eq!(
+        s.get_downlink("pk", "d000", "m1").await.unwrap().unwrap(),
+        sent("m1")
+    );
     assert!(s.get_downlink("pk", "d000", "m9").await.unwrap().is_none());
 
     let data = json!({"LightSwitch": 1});
-    assert!(s
-        .complete_downlink("pk", "d000", "m1", "replied", Some(200), Some(&data), None, T0 + 50)
+    assert!(
+        s.complete_downlink(
+            "pk",
+            "d000",
+            "m1",
+            "replied",
+            Some(200),
+            Some(&data),
+            None,
+            T0 + 50
+        )
         .await
-        .unwrap());
+        .unwrap()
+    );
     let replied = s.get_downlink("pk", "d000", "m1").await.unwrap().unwrap();
     assert_eq!(replied.status, "replied");
-    assert_eq!((replied.reply_code, replied.reply_data.as_ref()), (Some(200), Some(&data)));
+    assert_eq!(
+        (replied.reply_code, replied.reply_data.as_ref()),
+        (Some(200), Some(&data))
+    );
     assert_eq!(replied.replied_at, Some(T0 + 50));
     // The reply is final: neither a late timeout nor a duplicate reply changes it.
-    assert!(!s
-        .complete_downlink("pk", "d000", "m1", "timeout", None, None, Some("late"), T0 + 99)
+    assert!(
+        !s.complete_downlink(
+            "pk",
+            "d000",
+            "m1",
+            "timeout",
+            None,
+            None,
+            Some("late"),
+            T0 + 99
+        )
         .await
-        .unwrap());
-    assert!(!s
-        .complete_downlink("pk", "d000", "m9", "replied", Some(200), None, None, T0)
-        .await
-        .unwrap());
-    assert_eq!(s.get_downlink("pk", "d000", "m1").await.unwrap().unwrap(), replied);
+        .unwrap()
+    );
+    assert!(
+        !s.complete_downlink("pk", "d000", "m9", "replied", Some(200), None, None, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_downlink("pk", "d000", "m1").await.unwrap().unwrap(),
+        replied
+    );
 
     // A reply that arrives after its timeout was recorded still counts.
     s.insert_downlink(&sent("m2")).await.unwrap();
-    assert!(s
-        .complete_downlink("pk", "d000", "m2", "timeout", None, None, Some("no reply"), T0 + 5000)
+    assert!(
+        s.complete_downlink(
+            "pk",
+            "d000",
+            "m2",
+            "timeout",
+            None,
+            None,
+            Some("no reply"),
+            T0 + 5000
+        )
         .await
-        .unwrap());
+        .unwrap()
+    );
     let timed_out = s.get_downlink("pk", "d000", "m2").await.unwrap().unwrap();
-    assert_eq!((timed_out.status.as_str(), timed_out.reply_message.as_deref()), ("timeout", Some("no reply")));
-    assert!(s
-        .complete_downlink("pk", "d000", "m2", "failed", Some(9201), None, Some("busy"), T0 + 6000)
+    assert_eq!(
+        (
+            timed_out.status.as_str(),
+            timed_out.reply_message.as_deref()
+        ),
+        ("timeout", Some("no reply"))
+    );
+    assert!(
+        s.complete_downlink(
+            "pk",
+            "d000",
+            "m2",
+            "failed",
+            Some(9201),
+            None,
+            Some("busy"),
+            T0 + 6000
+        )
         .await
-        .unwrap());
+        .unwrap()
+    );
     let failed = s.get_downlink("pk", "d000", "m2").await.unwrap().unwrap();
-    assert_eq!((failed.status.as_str(), failed.reply_code), ("failed", Some(9201)));
+    assert_eq!(
+        (failed.status.as_str(), failed.reply_code),
+        ("failed", Some(9201))
+    );
 }
 
 #[tokio::test]
@@ -841,7 +1155,9 @@ async fn unknown_url_scheme_is_refused_with_advice() {
 
 #[tokio::test]
 async fn in_memory_sqlite_works() {
-    let s = Store::open("sqlite::memory:", SecretBox::random()).await.unwrap();
+    let s = Store::open("sqlite::memory:", SecretBox::random())
+        .await
+        .unwrap();
     s.create_product(&product("pk")).await.unwrap();
     assert_eq!(s.list_products(Page::default()).await.unwrap().1, 1);
     s.close().await;

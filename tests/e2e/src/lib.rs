@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 /// A street-light controller as a vendor would model it on Alibaba's platform
 /// (`fixtures/street-light.tsl.json`, also used in the README).
 pub fn street_light_tsl() -> Value {
-    serde_json::from_str(include_str!("../fixtures/street-light.tsl.json")).expect("the fixture is JSON")
+    serde_json::from_str(include_str!("../fixtures/street-light.tsl.json"))
+        .expect("the fixture is JSON")
 }
 
 /// A node with one street-light product (thing model uploaded) and `devices` devices.
@@ -24,14 +25,20 @@ impl Fixture {
         Self::start_with(NodeOptions::default(), devices, json!({})).await
     }
 
-    pub async fn start_with(options: NodeOptions, devices: usize, product_extra: Value) -> anyhow::Result<Fixture> {
+    pub async fn start_with(
+        options: NodeOptions,
+        devices: usize,
+        product_extra: Value,
+    ) -> anyhow::Result<Fixture> {
         let mut node = LotusNode::start(options).await?;
         node.login().await?;
         let mut body = json!({"name": "Street light", "nodeType": "direct", "dataFormat": "alink"});
         if let (Some(b), Some(extra)) = (body.as_object_mut(), product_extra.as_object()) {
             b.extend(extra.clone());
         }
-        let product = node.expect(Method::POST, "/api/v1/products", Some(body), 201).await?;
+        let product = node
+            .expect(Method::POST, "/api/v1/products", Some(body), 201)
+            .await?;
         let pk = product["productKey"].as_str().unwrap().to_string();
         let secret = product["productSecret"].as_str().unwrap().to_string();
         node.expect(
@@ -69,7 +76,10 @@ impl Fixture {
     }
 
     pub fn device_path(&self, i: usize) -> String {
-        format!("/api/v1/products/{}/devices/{}", self.product_key, self.devices[i].device_name)
+        format!(
+            "/api/v1/products/{}/devices/{}",
+            self.product_key, self.devices[i].device_name
+        )
     }
 
     /// Polls the device until its status is `status` (bounded).
@@ -78,15 +88,25 @@ impl Fixture {
     }
 
     /// Polls the device until `ready` holds for it (bounded).
-    pub async fn wait_device(&self, i: usize, ready: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    pub async fn wait_device(
+        &self,
+        i: usize,
+        ready: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let d = self.node.expect(Method::GET, &self.device_path(i), None, 200).await?;
+            let d = self
+                .node
+                .expect(Method::GET, &self.device_path(i), None, 200)
+                .await?;
             if ready(&d) {
                 return Ok(d);
             }
             if std::time::Instant::now() > deadline {
-                anyhow::bail!("device {} did not reach the expected state: {d}", self.devices[i].device_name);
+                anyhow::bail!(
+                    "device {} did not reach the expected state: {d}",
+                    self.devices[i].device_name
+                );
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

@@ -9,10 +9,18 @@ use serde_json::json;
 async fn login_problems_openapi_and_operations() -> anyhow::Result<()> {
     let mut node = LotusNode::start(NodeOptions::default()).await?;
     // No token.
-    let p = node.expect(Method::GET, "/api/v1/products", None, 401).await?;
+    let p = node
+        .expect(Method::GET, "/api/v1/products", None, 401)
+        .await?;
     assert!(p["detail"].as_str().unwrap().contains("Bearer"));
     // Wrong password.
-    node.expect(Method::POST, "/api/v1/auth/login", Some(json!({"username": "admin", "password": "nope"})), 401).await?;
+    node.expect(
+        Method::POST,
+        "/api/v1/auth/login",
+        Some(json!({"username": "admin", "password": "nope"})),
+        401,
+    )
+    .await?;
     node.login().await?;
 
     // Malformed bodies get problem+json naming what is wrong.
@@ -29,43 +37,141 @@ async fn login_problems_openapi_and_operations() -> anyhow::Result<()> {
 
     // A malformed thing model names the bad element.
     let p = node
-        .expect(Method::POST, "/api/v1/products", Some(json!({"name": "Meter", "nodeType": "direct", "dataFormat": "alink"})), 201)
+        .expect(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({"name": "Meter", "nodeType": "direct", "dataFormat": "alink"})),
+            201,
+        )
         .await?;
     let pk = p["productKey"].as_str().unwrap();
     let mut tsl = street_light_tsl();
     tsl["properties"][1]["dataType"]["specs"]["min"] = json!("500");
-    let bad = node.expect(Method::PUT, &format!("/api/v1/products/{pk}/thing-model"), Some(tsl), 422).await?;
-    assert!(bad["detail"].as_str().unwrap().contains("properties[1]"), "{bad}");
+    let bad = node
+        .expect(
+            Method::PUT,
+            &format!("/api/v1/products/{pk}/thing-model"),
+            Some(tsl),
+            422,
+        )
+        .await?;
+    assert!(
+        bad["detail"].as_str().unwrap().contains("properties[1]"),
+        "{bad}"
+    );
 
     // Versioned, exported as full TSL with the generated post event and set/get services.
-    node.expect(Method::PUT, &format!("/api/v1/products/{pk}/thing-model"), Some(street_light_tsl()), 200).await?;
-    let saved = node.expect(Method::PUT, &format!("/api/v1/products/{pk}/thing-model"), Some(street_light_tsl()), 200).await?;
+    node.expect(
+        Method::PUT,
+        &format!("/api/v1/products/{pk}/thing-model"),
+        Some(street_light_tsl()),
+        200,
+    )
+    .await?;
+    let saved = node
+        .expect(
+            Method::PUT,
+            &format!("/api/v1/products/{pk}/thing-model"),
+            Some(street_light_tsl()),
+            200,
+        )
+        .await?;
     assert_eq!(saved["version"], 2);
-    let full = node.expect(Method::GET, &format!("/api/v1/products/{pk}/thing-model"), None, 200).await?;
+    let full = node
+        .expect(
+            Method::GET,
+            &format!("/api/v1/products/{pk}/thing-model"),
+            None,
+            200,
+        )
+        .await?;
     assert_eq!(full["profile"]["productKey"], pk);
-    assert!(full["events"].as_array().unwrap().iter().any(|e| e["identifier"] == "post"));
-    let services: Vec<&str> = full["services"].as_array().unwrap().iter().map(|s| s["identifier"].as_str().unwrap()).collect();
-    assert!(services.contains(&"set") && services.contains(&"get"), "{services:?}");
-    let versions = node.expect(Method::GET, &format!("/api/v1/products/{pk}/thing-model/versions"), None, 200).await?;
+    assert!(
+        full["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["identifier"] == "post")
+    );
+    let services: Vec<&str> = full["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["identifier"].as_str().unwrap())
+        .collect();
+    assert!(
+        services.contains(&"set") && services.contains(&"get"),
+        "{services:?}"
+    );
+    let versions = node
+        .expect(
+            Method::GET,
+            &format!("/api/v1/products/{pk}/thing-model/versions"),
+            None,
+            200,
+        )
+        .await?;
     assert_eq!(versions.as_array().unwrap().len(), 2);
 
     // Paging and filters.
-    node.expect(Method::POST, &format!("/api/v1/products/{pk}/devices:batch"), Some(json!({"count": 25})), 201).await?;
-    let page = node.expect(Method::GET, &format!("/api/v1/products/{pk}/devices?page=2&pageSize=10"), None, 200).await?;
+    node.expect(
+        Method::POST,
+        &format!("/api/v1/products/{pk}/devices:batch"),
+        Some(json!({"count": 25})),
+        201,
+    )
+    .await?;
+    let page = node
+        .expect(
+            Method::GET,
+            &format!("/api/v1/products/{pk}/devices?page=2&pageSize=10"),
+            None,
+            200,
+        )
+        .await?;
     assert_eq!(page["total"], 25);
     assert_eq!(page["items"].as_array().unwrap().len(), 10);
-    let inactive = node.expect(Method::GET, &format!("/api/v1/devices?productKey={pk}&status=inactive&pageSize=100"), None, 200).await?;
+    let inactive = node
+        .expect(
+            Method::GET,
+            &format!("/api/v1/devices?productKey={pk}&status=inactive&pageSize=100"),
+            None,
+            200,
+        )
+        .await?;
     assert_eq!(inactive["total"], 25);
-    node.expect(Method::GET, "/api/v1/devices?status=sleeping", None, 400).await?;
+    node.expect(Method::GET, "/api/v1/devices?status=sleeping", None, 400)
+        .await?;
     // Duplicate names conflict, all or nothing.
-    node.expect(Method::POST, &format!("/api/v1/products/{pk}/devices"), Some(json!({"deviceName": "meter-1"})), 201).await?;
-    node.expect(Method::POST, &format!("/api/v1/products/{pk}/devices:batch"), Some(json!({"deviceNames": ["meter-2", "meter-1"]})), 409).await?;
-    node.expect(Method::GET, &format!("/api/v1/products/{pk}/devices/meter-2"), None, 404).await?;
+    node.expect(
+        Method::POST,
+        &format!("/api/v1/products/{pk}/devices"),
+        Some(json!({"deviceName": "meter-1"})),
+        201,
+    )
+    .await?;
+    node.expect(
+        Method::POST,
+        &format!("/api/v1/products/{pk}/devices:batch"),
+        Some(json!({"deviceNames": ["meter-2", "meter-1"]})),
+        409,
+    )
+    .await?;
+    node.expect(
+        Method::GET,
+        &format!("/api/v1/products/{pk}/devices/meter-2"),
+        None,
+        404,
+    )
+    .await?;
     // A product with devices cannot be deleted.
-    node.expect(Method::DELETE, &format!("/api/v1/products/{pk}"), None, 409).await?;
+    node.expect(Method::DELETE, &format!("/api/v1/products/{pk}"), None, 409)
+        .await?;
 
     // OpenAPI 3.1 and Swagger UI.
-    let doc = node.expect(Method::GET, "/api/v1/openapi.json", None, 200).await?;
+    let doc = node
+        .expect(Method::GET, "/api/v1/openapi.json", None, 200)
+        .await?;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/api/v1/products/{productKey}/thing-model"].is_object());
     let ui = reqwest::get(format!("{}/api/docs/", node.http)).await?;
@@ -73,9 +179,22 @@ async fn login_problems_openapi_and_operations() -> anyhow::Result<()> {
     assert!(ui.text().await?.contains("swagger"));
 
     // Operations.
-    assert_eq!(reqwest::get(format!("{}/healthz", node.http)).await?.status(), 200);
-    assert_eq!(reqwest::get(format!("{}/readyz", node.http)).await?.status(), 200);
-    let metrics = reqwest::get(format!("{}/metrics", node.http)).await?.text().await?;
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", node.http))
+            .await?
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", node.http))
+            .await?
+            .status(),
+        200
+    );
+    let metrics = reqwest::get(format!("{}/metrics", node.http))
+        .await?
+        .text()
+        .await?;
     assert!(metrics.contains("lotus_"), "metrics: {metrics}");
     Ok(())
 }
@@ -96,9 +215,17 @@ async fn cli_drives_the_api() -> anyhow::Result<()> {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lotus login"));
     let out = run(&["login", "--username", "admin", "--password", ADMIN_PASSWORD])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["device", "create", &f.product_key, "--name", "cli-lamp-1"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(created["deviceName"], "cli-lamp-1");
     assert_eq!(created["deviceSecret"].as_str().unwrap().len(), 32);
@@ -110,7 +237,13 @@ async fn cli_drives_the_api() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     let help = run(&["serve", "--help"])?;
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--database-url", "--mqtt-listen", "--tls-cert", "--allow-anonymous", "--config"] {
+    for flag in [
+        "--database-url",
+        "--mqtt-listen",
+        "--tls-cert",
+        "--allow-anonymous",
+        "--config",
+    ] {
         assert!(help.contains(flag), "serve --help documents {flag}");
     }
     Ok(())

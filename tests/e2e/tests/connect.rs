@@ -28,10 +28,17 @@ async fn signed_connect_with_every_sign_method_and_timestamp_form() -> anyhow::R
         c.disconnect().await;
     }
     // Unknown client-id parameters that SDK versions add are ignored.
-    let content = lotus_model::alink::connect_sign_content("x", &d.device_name, &d.product_key, Some("1"));
+    let content =
+        lotus_model::alink::connect_sign_content("x", &d.device_name, &d.product_key, Some("1"));
     let pass = SignMethod::HmacSha1.sign(d.device_secret.as_bytes(), &content);
     let id = "x|securemode=3,signmethod=hmacsha1,timestamp=1,ext=3,_ss=1,lan=C,_v=4.0.0|";
-    let c = Client::connected(options(f.node.mqtt, id, &format!("{}&{}", d.device_name, d.product_key), &pass)).await?;
+    let c = Client::connected(options(
+        f.node.mqtt,
+        id,
+        &format!("{}&{}", d.device_name, d.product_key),
+        &pass,
+    ))
+    .await?;
     c.disconnect().await;
     Ok(())
 }
@@ -42,31 +49,82 @@ async fn wrong_credentials_are_refused() -> anyhow::Result<()> {
     let d = &f.devices[0];
 
     // Wrong signature.
-    let wrong = DeviceCredentials { device_secret: "not-the-secret".into(), ..d.clone() };
+    let wrong = DeviceCredentials {
+        device_secret: "not-the-secret".into(),
+        ..d.clone()
+    };
     let r = Client::connect(mqtt_options(&wrong, f.node.mqtt)).await?;
-    assert_eq!(r.err(), Some(Refused::Code(ConnectReturnCode::BadUserNamePassword)));
+    assert_eq!(
+        r.err(),
+        Some(Refused::Code(ConnectReturnCode::BadUserNamePassword))
+    );
 
     // Unknown device.
-    let unknown = DeviceCredentials { device_name: "no-such-device".into(), ..d.clone() };
+    let unknown = DeviceCredentials {
+        device_name: "no-such-device".into(),
+        ..d.clone()
+    };
     let r = Client::connect(mqtt_options(&unknown, f.node.mqtt)).await?;
-    assert_eq!(r.err(), Some(Refused::Code(ConnectReturnCode::BadUserNamePassword)));
+    assert_eq!(
+        r.err(),
+        Some(Refused::Code(ConnectReturnCode::BadUserNamePassword))
+    );
 
     // Unknown product.
-    let other = DeviceCredentials { product_key: "a1NoProduct".into(), ..d.clone() };
+    let other = DeviceCredentials {
+        product_key: "a1NoProduct".into(),
+        ..d.clone()
+    };
     let r = Client::connect(mqtt_options(&other, f.node.mqtt)).await?;
-    assert_eq!(r.err(), Some(Refused::Code(ConnectReturnCode::NotAuthorized)));
+    assert_eq!(
+        r.err(),
+        Some(Refused::Code(ConnectReturnCode::NotAuthorized))
+    );
 
     // Disabled device, then enabled again.
-    f.node.expect(Method::POST, &format!("{}/disable", f.device_path(1)), None, 200).await?;
+    f.node
+        .expect(
+            Method::POST,
+            &format!("{}/disable", f.device_path(1)),
+            None,
+            200,
+        )
+        .await?;
     let r = Client::connect(mqtt_options(&f.devices[1], f.node.mqtt)).await?;
-    assert_eq!(r.err(), Some(Refused::Code(ConnectReturnCode::NotAuthorized)));
-    assert_eq!(f.node.expect(Method::GET, &f.device_path(1), None, 200).await?["status"], "disabled");
-    f.node.expect(Method::POST, &format!("{}/enable", f.device_path(1)), None, 200).await?;
-    Client::connected(mqtt_options(&f.devices[1], f.node.mqtt)).await?.disconnect().await;
+    assert_eq!(
+        r.err(),
+        Some(Refused::Code(ConnectReturnCode::NotAuthorized))
+    );
+    assert_eq!(
+        f.node
+            .expect(Method::GET, &f.device_path(1), None, 200)
+            .await?["status"],
+        "disabled"
+    );
+    f.node
+        .expect(
+            Method::POST,
+            &format!("{}/enable", f.device_path(1)),
+            None,
+            200,
+        )
+        .await?;
+    Client::connected(mqtt_options(&f.devices[1], f.node.mqtt))
+        .await?
+        .disconnect()
+        .await;
 
     // No credentials at all (anonymous is off by default).
-    let r = Client::connect(MqttOptions::new("anon", f.node.mqtt.ip().to_string(), f.node.mqtt.port())).await?;
-    assert_eq!(r.err(), Some(Refused::Code(ConnectReturnCode::BadUserNamePassword)));
+    let r = Client::connect(MqttOptions::new(
+        "anon",
+        f.node.mqtt.ip().to_string(),
+        f.node.mqtt.port(),
+    ))
+    .await?;
+    assert_eq!(
+        r.err(),
+        Some(Refused::Code(ConnectReturnCode::BadUserNamePassword))
+    );
     Ok(())
 }
 
@@ -76,24 +134,41 @@ async fn replay_window_refuses_old_timestamps_when_configured() -> anyhow::Resul
     let d = &f.devices[0];
     // Off by default: a constant timestamp from a device without a clock is fine.
     let (id, user, pass) = signed_login(d, "c", SignMethod::HmacSha256, Some("1700000000000"));
-    Client::connected(options(f.node.mqtt, &id, &user, &pass)).await?.disconnect().await;
+    Client::connected(options(f.node.mqtt, &id, &user, &pass))
+        .await?
+        .disconnect()
+        .await;
 
     f.node
-        .expect(Method::PATCH, &format!("/api/v1/products/{}", f.product_key), Some(json!({"replayWindowSecs": 300})), 200)
+        .expect(
+            Method::PATCH,
+            &format!("/api/v1/products/{}", f.product_key),
+            Some(json!({"replayWindowSecs": 300})),
+            200,
+        )
         .await?;
     let r = Client::connect(options(f.node.mqtt, &id, &user, &pass)).await?;
-    assert_eq!(r.err(), Some(Refused::Code(ConnectReturnCode::NotAuthorized)));
+    assert_eq!(
+        r.err(),
+        Some(Refused::Code(ConnectReturnCode::NotAuthorized))
+    );
     // A current timestamp, in seconds, is inside the window.
     let now = (lotus_test_harness::now_ms() / 1000).to_string();
     let (id, user, pass) = signed_login(d, "c", SignMethod::HmacSha256, Some(&now));
-    Client::connected(options(f.node.mqtt, &id, &user, &pass)).await?.disconnect().await;
+    Client::connected(options(f.node.mqtt, &id, &user, &pass))
+        .await?
+        .disconnect()
+        .await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_offline_with_reasons() -> anyhow::Result<()> {
     let f = Fixture::start(2).await?;
-    let d0 = f.node.expect(Method::GET, &f.device_path(0), None, 200).await?;
+    let d0 = f
+        .node
+        .expect(Method::GET, &f.device_path(0), None, 200)
+        .await?;
     assert_eq!(d0["status"], "inactive");
 
     // Clean disconnect.
@@ -125,9 +200,30 @@ async fn online_offline_with_reasons() -> anyhow::Result<()> {
     let offline = f.wait_status(0, "offline").await?;
     assert_eq!(offline["lastOfflineReason"], "transport_closed");
 
-    let log = f.node.expect(Method::GET, &format!("{}/status-log", f.device_path(0)), None, 200).await?;
-    let reasons: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons, ["transport_closed", "connected", "client_disconnect", "connected"]);
+    let log = f
+        .node
+        .expect(
+            Method::GET,
+            &format!("{}/status-log", f.device_path(0)),
+            None,
+            200,
+        )
+        .await?;
+    let reasons: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "transport_closed",
+            "connected",
+            "client_disconnect",
+            "connected"
+        ]
+    );
     Ok(())
 }
 
@@ -136,18 +232,31 @@ async fn deleting_or_disabling_a_device_kicks_it() -> anyhow::Result<()> {
     let f = Fixture::start(2).await?;
     let mut c = Client::connected(mqtt_options(&f.devices[0], f.node.mqtt)).await?;
     f.wait_status(0, "online").await?;
-    f.node.expect(Method::DELETE, &f.device_path(0), None, 204).await?;
+    f.node
+        .expect(Method::DELETE, &f.device_path(0), None, 204)
+        .await?;
     c.expect_closed().await?;
     // The secret is revoked: reconnecting fails.
     let r = Client::connect(mqtt_options(&f.devices[0], f.node.mqtt)).await?;
     assert!(r.is_err());
-    f.node.expect(Method::GET, &f.device_path(0), None, 404).await?;
+    f.node
+        .expect(Method::GET, &f.device_path(0), None, 404)
+        .await?;
 
     let mut c = Client::connected(mqtt_options(&f.devices[1], f.node.mqtt)).await?;
     f.wait_status(1, "online").await?;
-    f.node.expect(Method::POST, &format!("{}/disable", f.device_path(1)), None, 200).await?;
+    f.node
+        .expect(
+            Method::POST,
+            &format!("{}/disable", f.device_path(1)),
+            None,
+            200,
+        )
+        .await?;
     c.expect_closed().await?;
-    let d = f.wait_device(1, |d| d["lastOfflineReason"] == "kicked").await?;
+    let d = f
+        .wait_device(1, |d| d["lastOfflineReason"] == "kicked")
+        .await?;
     assert_eq!(d["status"], "disabled");
     Ok(())
 }
@@ -161,7 +270,12 @@ async fn a_second_connection_of_the_same_device_takes_over() -> anyhow::Result<(
     first.expect_closed().await?;
     // The takeover must not mark the device offline.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(f.node.expect(Method::GET, &f.device_path(0), None, 200).await?["status"], "online");
+    assert_eq!(
+        f.node
+            .expect(Method::GET, &f.device_path(0), None, 200)
+            .await?["status"],
+        "online"
+    );
     second.disconnect().await;
     Ok(())
 }

@@ -28,7 +28,15 @@ async fn property_set_round_trip() -> anyhow::Result<()> {
     let set_path = format!("{}/properties:set", f.device_path(0));
 
     // Offline devices cannot be set.
-    let p = f.node.expect(Method::POST, &set_path, Some(json!({"params": {"Brightness": 30}})), 409).await?;
+    let p = f
+        .node
+        .expect(
+            Method::POST,
+            &set_path,
+            Some(json!({"params": {"Brightness": 30}})),
+            409,
+        )
+        .await?;
     assert!(p["detail"].as_str().unwrap().contains("not connected"));
 
     let mut c = Client::connected(mqtt_options(d, f.node.mqtt)).await?;
@@ -37,20 +45,51 @@ async fn property_set_round_trip() -> anyhow::Result<()> {
     f.wait_status(0, "online").await?;
 
     // Read-only and out-of-range values are refused before anything is sent.
-    let p = f.node.expect(Method::POST, &set_path, Some(json!({"params": {"Current": 3.0}})), 422).await?;
+    let p = f
+        .node
+        .expect(
+            Method::POST,
+            &set_path,
+            Some(json!({"params": {"Current": 3.0}})),
+            422,
+        )
+        .await?;
     assert!(p["detail"].as_str().unwrap().contains("Current"));
-    f.node.expect(Method::POST, &set_path, Some(json!({"params": {"Brightness": 300}})), 422).await?;
+    f.node
+        .expect(
+            Method::POST,
+            &set_path,
+            Some(json!({"params": {"Brightness": 300}})),
+            422,
+        )
+        .await?;
 
-    let accepted = f.node.expect(Method::POST, &set_path, Some(json!({"params": {"Brightness": 30}})), 202).await?;
+    let accepted = f
+        .node
+        .expect(
+            Method::POST,
+            &set_path,
+            Some(json!({"params": {"Brightness": 30}})),
+            202,
+        )
+        .await?;
     let id = accepted["messageId"].as_str().unwrap().to_string();
     let req = c.expect_json(&set_topic).await?;
     assert_eq!(req["id"], id.as_str());
     assert_eq!(req["method"], "thing.service.property.set");
     assert_eq!(req["params"]["Brightness"], 30);
-    assert_eq!(wait_message(&f, &id, "sent").await?["params"]["Brightness"], 30);
+    assert_eq!(
+        wait_message(&f, &id, "sent").await?["params"]["Brightness"],
+        30
+    );
 
     let reply = json!({"id": id, "code": 200, "data": {}});
-    c.publish(&sys(d, "thing/service/property/set_reply"), QoS::AtLeastOnce, reply.to_string()).await?;
+    c.publish(
+        &sys(d, "thing/service/property/set_reply"),
+        QoS::AtLeastOnce,
+        reply.to_string(),
+    )
+    .await?;
     let m = wait_message(&f, &id, "replied").await?;
     assert_eq!(m["replyCode"], 200);
     c.disconnect().await;
@@ -62,8 +101,10 @@ async fn sync_service_over_rrpc_and_async_service() -> anyhow::Result<()> {
     let f = Fixture::start(1).await?;
     let d = f.devices[0].clone();
     let mut c = Client::connected(mqtt_options(&d, f.node.mqtt)).await?;
-    c.subscribe(&sys(&d, "rrpc/request/+"), QoS::AtLeastOnce).await?;
-    c.subscribe(&sys(&d, "thing/service/Calibrate"), QoS::AtLeastOnce).await?;
+    c.subscribe(&sys(&d, "rrpc/request/+"), QoS::AtLeastOnce)
+        .await?;
+    c.subscribe(&sys(&d, "thing/service/Calibrate"), QoS::AtLeastOnce)
+        .await?;
     f.wait_status(0, "online").await?;
 
     // The device answers the synchronous call on the RRPC response topic.
@@ -114,19 +155,33 @@ async fn sync_service_over_rrpc_and_async_service() -> anyhow::Result<()> {
     // Asynchronous: a message id now, the reply later.
     let accepted = f
         .node
-        .expect(Method::POST, &format!("{}/services/Calibrate:invoke", f.device_path(0)), Some(json!({})), 202)
+        .expect(
+            Method::POST,
+            &format!("{}/services/Calibrate:invoke", f.device_path(0)),
+            Some(json!({})),
+            202,
+        )
         .await?;
     let id = accepted["messageId"].as_str().unwrap().to_string();
     let req = c.expect_json(&sys(&d, "thing/service/Calibrate")).await?;
     assert_eq!(req["id"], id.as_str());
-    c.publish(&sys(&d, "thing/service/Calibrate_reply"), QoS::AtLeastOnce, json!({"id": id, "code": 200, "data": {}}).to_string())
-        .await?;
+    c.publish(
+        &sys(&d, "thing/service/Calibrate_reply"),
+        QoS::AtLeastOnce,
+        json!({"id": id, "code": 200, "data": {}}).to_string(),
+    )
+    .await?;
     let m = wait_message(&f, &id, "replied").await?;
     assert_eq!(m["method"], "thing.service.Calibrate");
 
     // Unknown services and bad input.
     f.node
-        .expect(Method::POST, &format!("{}/services/Fly:invoke", f.device_path(0)), Some(json!({})), 404)
+        .expect(
+            Method::POST,
+            &format!("{}/services/Fly:invoke", f.device_path(0)),
+            Some(json!({})),
+            404,
+        )
         .await?;
     f.node
         .expect(
@@ -152,11 +207,13 @@ async fn shadow_delta_reaches_a_reconnecting_device() -> anyhow::Result<()> {
     let mut c = Client::connected(mqtt_options(d, f.node.mqtt)).await?;
     c.subscribe(&get_topic, QoS::AtLeastOnce).await?;
     let report = json!({"method": "update", "state": {"reported": {"Brightness": 10, "Power": 1}}, "version": 1});
-    c.publish(&update_topic, QoS::AtLeastOnce, report.to_string()).await?;
+    c.publish(&update_topic, QoS::AtLeastOnce, report.to_string())
+        .await?;
     let r = c.expect_json(&get_topic).await?;
     assert_eq!(r["payload"]["status"], "success", "{r}");
     // An old version is refused.
-    c.publish(&update_topic, QoS::AtLeastOnce, report.to_string()).await?;
+    c.publish(&update_topic, QoS::AtLeastOnce, report.to_string())
+        .await?;
     let r = c.expect_json(&get_topic).await?;
     assert_eq!(r["payload"]["status"], "error");
     assert_eq!(r["payload"]["content"]["errorcode"], "409");
@@ -164,12 +221,25 @@ async fn shadow_delta_reaches_a_reconnecting_device() -> anyhow::Result<()> {
     f.wait_status(0, "offline").await?;
 
     // While it is offline, the operator sets a desired value.
-    let s = f.node.expect(Method::PUT, &shadow, Some(json!({"desired": {"Brightness": 80}})), 200).await?;
+    let s = f
+        .node
+        .expect(
+            Method::PUT,
+            &shadow,
+            Some(json!({"desired": {"Brightness": 80}})),
+            200,
+        )
+        .await?;
     assert_eq!(s["delta"], json!({"Brightness": 80}));
     let version = s["version"].as_i64().unwrap();
     // A stale version is refused.
     f.node
-        .expect(Method::PUT, &shadow, Some(json!({"desired": {"Brightness": 70}, "version": version - 1})), 422)
+        .expect(
+            Method::PUT,
+            &shadow,
+            Some(json!({"desired": {"Brightness": 70}, "version": version - 1})),
+            422,
+        )
         .await?;
 
     // On reconnect (subscribing to its shadow topic) the device receives the delta.
@@ -177,18 +247,30 @@ async fn shadow_delta_reaches_a_reconnecting_device() -> anyhow::Result<()> {
     c.subscribe(&get_topic, QoS::AtLeastOnce).await?;
     let control = c.expect_json(&get_topic).await?;
     assert_eq!(control["method"], "control");
-    assert_eq!(control["payload"]["state"]["delta"], json!({"Brightness": 80}));
+    assert_eq!(
+        control["payload"]["state"]["delta"],
+        json!({"Brightness": 80})
+    );
 
     // And asking with get returns it too.
-    c.publish(&update_topic, QoS::AtLeastOnce, json!({"method": "get"}).to_string()).await?;
+    c.publish(
+        &update_topic,
+        QoS::AtLeastOnce,
+        json!({"method": "get"}).to_string(),
+    )
+    .await?;
     let got = c.expect_json(&get_topic).await?;
     assert_eq!(got["payload"]["state"]["delta"], json!({"Brightness": 80}));
     assert_eq!(got["payload"]["state"]["reported"]["Power"], 1);
 
     // Once the device reports the desired value, the delta is empty.
     let report = json!({"method": "update", "state": {"reported": {"Brightness": 80}}, "version": version + 1});
-    c.publish(&update_topic, QoS::AtLeastOnce, report.to_string()).await?;
-    assert_eq!(c.expect_json(&get_topic).await?["payload"]["status"], "success");
+    c.publish(&update_topic, QoS::AtLeastOnce, report.to_string())
+        .await?;
+    assert_eq!(
+        c.expect_json(&get_topic).await?["payload"]["status"],
+        "success"
+    );
     let s = f.node.expect(Method::GET, &shadow, None, 200).await?;
     assert_eq!(s["delta"], json!({}));
     assert_eq!(s["reported"]["Brightness"], 80);

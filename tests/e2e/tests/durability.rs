@@ -27,7 +27,11 @@ async fn kill_9_under_qos1_stream_loses_no_acknowledged_post() -> anyhow::Result
         tokio::spawn(async move {
             for i in 0..TOTAL {
                 let msg = json!({"id": i.to_string(), "params": {"Current": {"value": 1.5, "time": base + i}}, "sys": {"ack": 0}});
-                if client.publish(&topic, QoS::AtLeastOnce, false, msg.to_string()).await.is_err() {
+                if client
+                    .publish(&topic, QoS::AtLeastOnce, false, msg.to_string())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -65,39 +69,56 @@ async fn kill_9_under_qos1_stream_loses_no_acknowledged_post() -> anyhow::Result
         }
     }
     publisher.abort();
-    assert!(killed && acked.len() >= 3000, "acknowledged {} before the kill", acked.len());
+    assert!(
+        killed && acked.len() >= 3000,
+        "acknowledged {} before the kill",
+        acked.len()
+    );
 
     // Restart on the same data and check every acknowledged post is there.
     let device_path = f.device_path(0);
     let (data_dir, temp) = f.node.into_data_dir();
-    let mut node = LotusNode::start(NodeOptions { data_dir: Some(data_dir), ..Default::default() }).await?;
+    let mut node = LotusNode::start(NodeOptions {
+        data_dir: Some(data_dir),
+        ..Default::default()
+    })
+    .await?;
     node.login().await?;
-    let history = node
-        .expect(
-            Method::GET,
-            &format!("{device_path}/properties/Current/history?from={base}&to={}&limit=10000", base + TOTAL),
-            None,
-            200,
-        )
-        .await?;
-    let mut stored: HashSet<i64> = history["points"].as_array().unwrap().iter().map(|p| p["time"].as_i64().unwrap() - base).collect();
-    // More than 10,000 may be stored: page on.
-    let mut from = base + 10_000;
-    while stored.len() % 10_000 == 0 && !stored.is_empty() && from < base + TOTAL {
+    // Post i has time base + i: read the history in windows of 10,000 ms (the page limit).
+    let mut stored: HashSet<i64> = HashSet::new();
+    for window in (0..TOTAL).step_by(10_000) {
         let page = node
             .expect(
                 Method::GET,
-                &format!("{device_path}/properties/Current/history?from={from}&to={}&limit=10000", base + TOTAL),
+                &format!(
+                    "{device_path}/properties/Current/history?from={}&to={}&limit=10000",
+                    base + window,
+                    base + window + 9_999
+                ),
                 None,
                 200,
             )
             .await?;
-        stored.extend(page["points"].as_array().unwrap().iter().map(|p| p["time"].as_i64().unwrap() - base));
-        from += 10_000;
+        stored.extend(
+            page["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["time"].as_i64().unwrap() - base),
+        );
     }
-    let lost: Vec<&i64> = acked.iter().filter(|i| !stored.contains(i)).take(10).collect();
-    assert!(lost.is_empty(), "{} acknowledged posts lost, e.g. {lost:?} (acked {}, stored {})",
-        acked.iter().filter(|i| !stored.contains(i)).count(), acked.len(), stored.len());
+    let lost: Vec<&i64> = acked
+        .iter()
+        .filter(|i| !stored.contains(i))
+        .take(10)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged posts lost, e.g. {lost:?} (acked {}, stored {})",
+        acked.iter().filter(|i| !stored.contains(i)).count(),
+        acked.len(),
+        stored.len()
+    );
     drop(temp);
     Ok(())
 }
@@ -109,17 +130,31 @@ async fn graceful_shutdown_flushes_and_marks_devices_offline() -> anyhow::Result
     let mut c = lotus_test_harness::mqtt::Client::connected(mqtt_options(&d, f.node.mqtt)).await?;
     for i in 0..200 {
         let msg = json!({"id": i.to_string(), "params": {"Brightness": {"value": i % 100, "time": 1_700_000_000_000i64 + i}}});
-        c.publish(&sys(&d, "thing/event/property/post"), QoS::AtLeastOnce, msg.to_string()).await?;
+        c.publish(
+            &sys(&d, "thing/event/property/post"),
+            QoS::AtLeastOnce,
+            msg.to_string(),
+        )
+        .await?;
     }
     c.wait_pubacks(200).await?;
     let status = f.node.stop()?;
     assert!(status.success(), "lotus exited with {status}");
     let device_path = f.device_path(0);
     let (dir, temp) = f.node.into_data_dir();
-    let mut node = LotusNode::start(NodeOptions { data_dir: Some(dir), ..Default::default() }).await?;
+    let mut node = LotusNode::start(NodeOptions {
+        data_dir: Some(dir),
+        ..Default::default()
+    })
+    .await?;
     node.login().await?;
     let h = node
-        .expect(Method::GET, &format!("{device_path}/properties/Brightness/history?from=0&limit=1000"), None, 200)
+        .expect(
+            Method::GET,
+            &format!("{device_path}/properties/Brightness/history?from=0&limit=1000"),
+            None,
+            200,
+        )
         .await?;
     assert_eq!(h["points"].as_array().unwrap().len(), 200);
     let dev = node.expect(Method::GET, &device_path, None, 200).await?;

@@ -12,15 +12,28 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_plane_on_postgres() -> anyhow::Result<()> {
     let pg = TestPostgres::start()?;
-    let options = NodeOptions { database_url: Some(pg.url.clone()), ..Default::default() };
+    let options = NodeOptions {
+        database_url: Some(pg.url.clone()),
+        ..Default::default()
+    };
     let f = Fixture::start_with(options, 2, json!({})).await?;
     let d = &f.devices[0];
     let mut c = Client::connected(mqtt_options(d, f.node.mqtt)).await?;
-    c.subscribe(&sys(d, "thing/event/property/post_reply"), QoS::AtLeastOnce).await?;
+    c.subscribe(&sys(d, "thing/event/property/post_reply"), QoS::AtLeastOnce)
+        .await?;
     for i in 0..50 {
         let msg = json!({"id": i.to_string(), "params": {"Brightness": {"value": i, "time": 1_700_000_000_000i64 + i * 1000}}});
-        c.publish(&sys(d, "thing/event/property/post"), QoS::AtLeastOnce, msg.to_string()).await?;
-        assert_eq!(c.expect_json(&sys(d, "thing/event/property/post_reply")).await?["code"], 200);
+        c.publish(
+            &sys(d, "thing/event/property/post"),
+            QoS::AtLeastOnce,
+            msg.to_string(),
+        )
+        .await?;
+        assert_eq!(
+            c.expect_json(&sys(d, "thing/event/property/post_reply"))
+                .await?["code"],
+            200
+        );
     }
     let agg = f
         .node

@@ -39,7 +39,9 @@ impl Client {
                     }
                     Err(e) => {
                         let _ = tx.send(Err(match e {
-                            rumqttc::ConnectionError::ConnectionRefused(code) => format!("refused:{code:?}"),
+                            rumqttc::ConnectionError::ConnectionRefused(code) => {
+                                format!("refused:{code:?}")
+                            }
                             other => other.to_string(),
                         }));
                         return;
@@ -66,7 +68,11 @@ impl Client {
         .await
         .context("no CONNACK within the wait")?;
         match outcome {
-            Ok(()) => Ok(Ok(Client { client, events, task })),
+            Ok(()) => Ok(Ok(Client {
+                client,
+                events,
+                task,
+            })),
             Err(r) => {
                 task.abort();
                 Ok(Err(r))
@@ -83,17 +89,30 @@ impl Client {
     }
 
     /// Subscribes and returns the granted code (0x80 = refused).
-    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<rumqttc::SubscribeReasonCode> {
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+    ) -> anyhow::Result<rumqttc::SubscribeReasonCode> {
         self.client.subscribe(filter, qos).await?;
         let ack = self
             .next_matching(|p| matches!(p, Packet::SubAck(_)))
             .await?;
-        let Packet::SubAck(ack) = ack else { unreachable!() };
+        let Packet::SubAck(ack) = ack else {
+            unreachable!()
+        };
         ack.return_codes.first().copied().context("empty SUBACK")
     }
 
-    pub async fn publish(&self, topic: &str, qos: QoS, payload: impl Into<Vec<u8>>) -> anyhow::Result<()> {
-        self.client.publish(topic, qos, false, payload.into()).await?;
+    pub async fn publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        payload: impl Into<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, qos, false, payload.into())
+            .await?;
         Ok(())
     }
 
@@ -104,7 +123,9 @@ impl Client {
             .next_matching(move |p| matches!(p, Packet::Publish(x) if x.topic == t))
             .await
             .with_context(|| format!("waiting for a message on {topic}"))?;
-        let Packet::Publish(p) = p else { unreachable!() };
+        let Packet::Publish(p) = p else {
+            unreachable!()
+        };
         Ok(p.payload)
     }
 
@@ -115,13 +136,18 @@ impl Client {
     }
 
     /// The next incoming PUBLISH whose topic starts with `prefix`: `(topic, JSON payload)`.
-    pub async fn expect_publish_prefix(&mut self, prefix: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    pub async fn expect_publish_prefix(
+        &mut self,
+        prefix: &str,
+    ) -> anyhow::Result<(String, serde_json::Value)> {
         let pre = prefix.to_string();
         let p = self
             .next_matching(move |p| matches!(p, Packet::Publish(x) if x.topic.starts_with(&pre)))
             .await
             .with_context(|| format!("waiting for a message under {prefix}"))?;
-        let Packet::Publish(p) = p else { unreachable!() };
+        let Packet::Publish(p) = p else {
+            unreachable!()
+        };
         Ok((p.topic, serde_json::from_slice(&p.payload)?))
     }
 
@@ -175,7 +201,8 @@ impl Client {
     /// Waits until the broker acknowledged `n` QoS 1 publishes (PUBACKs).
     pub async fn wait_pubacks(&mut self, n: usize) -> anyhow::Result<()> {
         for _ in 0..n {
-            self.next_matching(|p| matches!(p, Packet::PubAck(_))).await?;
+            self.next_matching(|p| matches!(p, Packet::PubAck(_)))
+                .await?;
         }
         Ok(())
     }
@@ -202,5 +229,6 @@ fn parse_refusal(e: &str) -> Refused {
         "refused:RefusedProtocolVersion" => Some(ConnectReturnCode::RefusedProtocolVersion),
         _ => None,
     };
-    code.map(Refused::Code).unwrap_or_else(|| Refused::Closed(e.to_string()))
+    code.map(Refused::Code)
+        .unwrap_or_else(|| Refused::Closed(e.to_string()))
 }

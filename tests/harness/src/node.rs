@@ -12,8 +12,32 @@ use serde_json::Value;
 
 pub const ADMIN_PASSWORD: &str = "Lotus-test-admin-1";
 
-/// The `lotus` binary: `LOTUS_BIN`, else the one next to this test executable's target dir,
-/// built once with cargo if it is not there yet.
+/// Newest modification time of the host's sources (and the lock file).
+fn sources_mtime() -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, newest);
+            } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(Some(m));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut newest = std::fs::metadata(root.join("Cargo.lock"))
+        .and_then(|m| m.modified())
+        .ok();
+    walk(&root.join("host"), &mut newest);
+    newest
+}
+
+/// The `lotus` binary: `LOTUS_BIN`, else the one in this test executable's target dir — built
+/// with cargo first when it is missing or older than the host's sources. (The README's test
+/// command builds it beforehand, together with the tests, so no build happens here in CI.)
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -27,9 +51,17 @@ pub fn binary() -> PathBuf {
             .and_then(Path::parent)
             .expect("tests run from target/<profile>/deps");
         let bin = profile_dir.join("lotus");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some() && built >= sources_mtime() {
+            return bin;
+        }
         let status = Command::new(env!("CARGO"))
             .args(["build", "-p", "lotus", "--bin", "lotus"])
-            .args(if profile_dir.ends_with("release") { &["--release"][..] } else { &[][..] })
+            .args(if profile_dir.ends_with("release") {
+                &["--release"][..]
+            } else {
+                &[][..]
+            })
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the lotus binary failed");
@@ -87,8 +119,20 @@ impl LotusNode {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--http-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0"])
-            .args(["--log-format", "text", "--log-level", "info,lotus_mqtt=debug"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--mqtt-ws-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--log-format",
+                "text",
+                "--log-level",
+                "info,lotus_mqtt=debug",
+            ])
             .arg("--ready-file")
             .arg(&ready)
             .env("LOTUS_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -129,7 +173,8 @@ impl LotusNode {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let http: SocketAddr = first_addr(&info, "http").context("no HTTP address in the ready file")?;
+        let http: SocketAddr =
+            first_addr(&info, "http").context("no HTTP address in the ready file")?;
         Ok(LotusNode {
             child: Some(child),
             http: format!("http://{http}"),
@@ -147,7 +192,11 @@ impl LotusNode {
     /// Logs in as the administrator and keeps the token for [`Self::api`].
     pub async fn login(&mut self) -> anyhow::Result<()> {
         let (status, body) = self
-            .api(Method::POST, "/api/v1/auth/login", Some(serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD})))
+            .api(
+                Method::POST,
+                "/api/v1/auth/login",
+                Some(serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD})),
+            )
             .await?;
         if status != StatusCode::OK {
             bail!("log-in failed: {status} {body}");
@@ -156,7 +205,12 @@ impl LotusNode {
         Ok(())
     }
 
-    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let mut req = self.client.request(method, format!("{}{path}", self.http));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -176,7 +230,13 @@ impl LotusNode {
     }
 
     /// Like [`Self::api`] but fails unless the status is the expected one.
-    pub async fn expect(&self, method: Method, path: &str, body: Option<Value>, expected: u16) -> anyhow::Result<Value> {
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expected: u16,
+    ) -> anyhow::Result<Value> {
         let (status, value) = self.api(method.clone(), path, body).await?;
         if status.as_u16() != expected {
             bail!("{method} {path}: expected {expected}, got {status}: {value}");

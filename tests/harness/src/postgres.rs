@@ -108,11 +108,17 @@ impl TestPostgres {
                 name.as_ref(),
             ],
         )?;
-        Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", self.port))
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.port
+        ))
     }
 
     fn dir(&self) -> &Path {
-        self.dir.as_ref().expect("the directory lives as long as the server").path()
+        self.dir
+            .as_ref()
+            .expect("the directory lives as long as the server")
+            .path()
     }
 
     fn start_on(&self, port: u16) -> anyhow::Result<()> {
@@ -139,7 +145,9 @@ impl TestPostgres {
         );
         started.map(|_| ()).map_err(|e| {
             let server_log = std::fs::read_to_string(&log).unwrap_or_default();
-            e.context(format!("starting PostgreSQL on port {port}; server log:\n{server_log}"))
+            e.context(format!(
+                "starting PostgreSQL on port {port}; server log:\n{server_log}"
+            ))
         })
     }
 
