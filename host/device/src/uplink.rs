@@ -37,10 +37,11 @@ impl DevicePlane {
         device: &DeviceId,
         publish: &InboundPublish,
     ) -> PublishVerdict {
-        metrics::counter!("lotus_uplink_messages_total").increment(1);
         let Some((pk, dn, kind)) = parse_uplink_topic(&publish.topic) else {
+            metrics::counter!("lotus_uplink_messages_total", "class" => "other").increment(1);
             return PublishVerdict::Route { ack: None };
         };
+        metrics::counter!("lotus_uplink_messages_total", "class" => kind.class()).increment(1);
         // The ACL guarantees this for device topics; anything else is not ours to interpret.
         if *device.product_key != *pk || *device.device_name != *dn {
             return PublishVerdict::Route { ack: None };

@@ -328,6 +328,25 @@ pub enum UplinkTopic<'a> {
     },
 }
 
+impl UplinkTopic<'_> {
+    /// A short, bounded name for metrics and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            UplinkTopic::PropertyPost => "property_post",
+            UplinkTopic::EventPost { .. } => "event_post",
+            UplinkTopic::PropertySetReply => "property_set_reply",
+            UplinkTopic::PropertyGetReply => "property_get_reply",
+            UplinkTopic::ServiceReply { .. } => "service_reply",
+            UplinkTopic::RrpcResponse { .. } => "rrpc_response",
+            UplinkTopic::RawUp => "raw_up",
+            UplinkTopic::RawDownReply => "raw_down_reply",
+            UplinkTopic::DeviceInfoUpdate | UplinkTopic::DeviceInfoDelete => "deviceinfo",
+            UplinkTopic::ShadowUpdate => "shadow",
+            UplinkTopic::Custom { .. } => "custom",
+        }
+    }
+}
+
 /// The device a topic belongs to and what it carries. `None` for topics outside the device
 /// namespaces or with unknown shapes (they are still routed like any MQTT topic).
 pub fn parse_uplink_topic(topic: &str) -> Option<(&str, &str, UplinkTopic<'_>)> {

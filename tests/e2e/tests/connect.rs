@@ -279,3 +279,45 @@ async fn a_second_connection_of_the_same_device_takes_over() -> anyhow::Result<(
     second.disconnect().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_connect_over_websocket_and_ipv6() -> anyhow::Result<()> {
+    let options = lotus_test_harness::node::NodeOptions {
+        extra_args: vec![
+            "--mqtt-listen".into(),
+            "127.0.0.1:0".into(),
+            "--mqtt-listen".into(),
+            "[::1]:0".into(),
+        ],
+        ..Default::default()
+    };
+    let f = Fixture::start_with(options, 2, json!({})).await?;
+
+    // WebSocket: the same signed login inside `ws://host:port/mqtt`.
+    let (id, user, pass) = signed_login(&f.devices[0], "ws-1", SignMethod::HmacSha256, None);
+    let mut o = MqttOptions::new(
+        id,
+        format!("ws://{}/mqtt", f.node.mqtt_ws),
+        f.node.mqtt_ws.port(),
+    );
+    o.set_transport(rumqttc::Transport::Ws);
+    o.set_credentials(user, pass);
+    let ws = Client::connected(o).await?;
+    f.wait_status(0, "online").await?;
+    ws.disconnect().await;
+
+    // IPv6 loopback.
+    let v6: std::net::SocketAddr = f.node.listening["mqtt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str()?.parse().ok())
+        .find(|a: &std::net::SocketAddr| a.is_ipv6())
+        .expect("an IPv6 MQTT listener");
+    let (id, user, pass) = signed_login(&f.devices[1], "v6", SignMethod::HmacSha256, None);
+    let mut o = MqttOptions::new(id, v6.ip().to_string(), v6.port());
+    o.set_credentials(user, pass);
+    Client::connected(o).await?.disconnect().await;
+    f.wait_status(1, "offline").await?;
+    Ok(())
+}

@@ -80,10 +80,14 @@ pub struct NodeOptions {
     /// (certificate PEM, key PEM) to serve MQTT over TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub extra_env: Vec<(String, String)>,
+    /// More `lotus serve` flags (e.g. a second `--mqtt-listen`).
+    pub extra_args: Vec<String>,
 }
 
 pub struct LotusNode {
     child: Option<Child>,
+    /// Everything the node reported as bound, by listener kind.
+    pub listening: Value,
     pub http: String,
     pub mqtt: SocketAddr,
     pub mqtt_ws: SocketAddr,
@@ -150,6 +154,7 @@ impl LotusNode {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
             cmd.args(["--mqtt-tls-listen", "127.0.0.1:0"]);
         }
+        cmd.args(&options.extra_args);
         for (k, v) in &options.extra_env {
             cmd.env(k, v);
         }
@@ -176,6 +181,7 @@ impl LotusNode {
         let http: SocketAddr =
             first_addr(&info, "http").context("no HTTP address in the ready file")?;
         Ok(LotusNode {
+            listening: info.clone(),
             child: Some(child),
             http: format!("http://{http}"),
             mqtt: first_addr(&info, "mqtt").context("no MQTT address")?,
