@@ -101,6 +101,25 @@ impl DevicePlane {
             .await;
     }
 
+    /// Answers the device with an error on the request's `_reply` topic and refuses the
+    /// publish, so it is neither stored nor routed.
+    async fn reply_error(
+        &self,
+        publish: &InboundPublish,
+        id: &str,
+        code: i64,
+        message: impl std::fmt::Display,
+        method: &str,
+    ) -> PublishVerdict {
+        let message = message.to_string();
+        self.reply_now(
+            &publish.topic,
+            &Reply::error(id, code, &message, Some(method)),
+        )
+        .await;
+        refuse(message)
+    }
+
     async fn parse_request(
         &self,
         publish: &InboundPublish,
@@ -110,12 +129,9 @@ impl DevicePlane {
             Ok(r) => Ok(r),
             Err(e) => {
                 let msg = format!("payload is not an Alink JSON request: {e}");
-                self.reply_now(
-                    &publish.topic,
-                    &Reply::error("", code::REQUEST_ERROR, &msg, Some(method)),
-                )
-                .await;
-                Err(refuse(msg))
+                Err(self
+                    .reply_error(publish, "", code::REQUEST_ERROR, msg, method)
+                    .await)
             }
         }
     }
@@ -139,21 +155,15 @@ impl DevicePlane {
                 "product '{}' has no thing model: upload one before devices post properties",
                 device.product_key
             );
-            self.reply_now(
-                &publish.topic,
-                &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(METHOD)),
-            )
-            .await;
-            return refuse(msg);
+            return self
+                .reply_error(publish, &request.id, code::NO_THING_MODEL, msg, METHOD)
+                .await;
         };
         if let Err(e) = model.compiled.validate_property_post(&request.params) {
             metrics::counter!("lotus_uplink_invalid_total").increment(1);
-            self.reply_now(
-                &publish.topic,
-                &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(METHOD)),
-            )
-            .await;
-            return refuse(e.to_string());
+            return self
+                .reply_error(publish, &request.id, code::PARAM_ERROR, e, METHOD)
+                .await;
         }
         let now = crate::now_ms();
         let mut values = serde_json::Map::new();
@@ -198,21 +208,15 @@ impl DevicePlane {
             .and_then(|p| p.thing_model.clone());
         let Some(model) = model else {
             let msg = format!("product '{}' has no thing model", device.product_key);
-            self.reply_now(
-                &publish.topic,
-                &Reply::error(&request.id, code::NO_THING_MODEL, &msg, Some(&method)),
-            )
-            .await;
-            return refuse(msg);
+            return self
+                .reply_error(publish, &request.id, code::NO_THING_MODEL, msg, &method)
+                .await;
         };
         let Some(event) = model.model.event(identifier) else {
             let msg = format!("event '{identifier}' is not in the thing model");
-            self.reply_now(
-                &publish.topic,
-                &Reply::error(&request.id, code::METHOD_NOT_FOUND, &msg, Some(&method)),
-            )
-            .await;
-            return refuse(msg);
+            return self
+                .reply_error(publish, &request.id, code::METHOD_NOT_FOUND, msg, &method)
+                .await;
         };
         // Events carry their output parameters in params.value (Alink), or directly in params.
         let params = request
@@ -222,12 +226,9 @@ impl DevicePlane {
             .unwrap_or_else(|| request.params.clone());
         if let Err(e) = model.compiled.validate_event_post(identifier, &params) {
             metrics::counter!("lotus_uplink_invalid_total").increment(1);
-            self.reply_now(
-                &publish.topic,
-                &Reply::error(&request.id, code::PARAM_ERROR, &e, Some(&method)),
-            )
-            .await;
-            return refuse(e.to_string());
+            return self
+                .reply_error(publish, &request.id, code::PARAM_ERROR, e, &method)
+                .await;
         }
         let ts = request
             .params
@@ -342,24 +343,18 @@ impl DevicePlane {
         // params: [{"attrKey": "k", "attrValue": "v"}, …] (delete: attrKey only)
         let Some(items) = request.params.as_array() else {
             let msg = "params must be an array of {attrKey, attrValue}";
-            self.reply_now(
-                &publish.topic,
-                &Reply::error(&request.id, code::PARAM_ERROR, msg, Some(method)),
-            )
-            .await;
-            return refuse(msg);
+            return self
+                .reply_error(publish, &request.id, code::PARAM_ERROR, msg, method)
+                .await;
         };
         let mut tags = serde_json::Map::new();
         let mut keys = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let Some(key) = item.get("attrKey").and_then(|k| k.as_str()) else {
                 let msg = format!("params[{i}].attrKey: required string");
-                self.reply_now(
-                    &publish.topic,
-                    &Reply::error(&request.id, code::PARAM_ERROR, &msg, Some(method)),
-                )
-                .await;
-                return refuse(msg);
+                return self
+                    .reply_error(publish, &request.id, code::PARAM_ERROR, msg, method)
+                    .await;
             };
             keys.push(key.to_string());
             tags.insert(

@@ -99,8 +99,11 @@ async fn accept_loop<H: BrokerHooks>(
     transport: Transport,
     spawn: impl Fn(Arc<Inner<H>>, TcpStream, SocketAddr),
 ) {
-    let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, transport = transport.as_str(), "MQTT listener started");
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    tracing::info!(addr = %local, transport = transport.as_str(), "MQTT listener started");
     loop {
         let accepted = tokio::select! {
             () = inner.stop_accepting.cancelled() => break,
@@ -113,12 +116,12 @@ async fn accept_loop<H: BrokerHooks>(
             }
             Err(e) => {
                 // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(addr = ?local, error = %e, "accept failed");
+                tracing::warn!(addr = %local, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
-    tracing::info!(addr = ?local, transport = transport.as_str(), "MQTT listener stopped");
+    tracing::info!(addr = %local, transport = transport.as_str(), "MQTT listener stopped");
 }
 
 pub(crate) async fn serve_tcp<H: BrokerHooks>(inner: Arc<Inner<H>>, listener: TcpListener) {
