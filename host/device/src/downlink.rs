@@ -87,8 +87,15 @@ impl DevicePlane {
             sys: None,
         };
         let payload = serde_json::to_vec(&request).expect("requests serialise");
+        let class = if topic.contains("/rrpc/request/") {
+            "rrpc"
+        } else if request.method.as_deref() == Some("thing.service.property.set") {
+            "property_set"
+        } else {
+            "service"
+        };
         let delivered = self
-            .send_to_device(&topic, payload.into(), QoS::AtLeastOnce)
+            .send_to_device(&topic, payload.into(), QoS::AtLeastOnce, class)
             .await;
         if delivered == 0 {
             self.store

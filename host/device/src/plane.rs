@@ -145,8 +145,16 @@ impl DevicePlane {
         self.next_id.fetch_add(1, Ordering::Relaxed).to_string()
     }
 
-    /// Publishes to a device's topic; returns how many sessions received it.
-    pub(crate) async fn send_to_device(&self, topic: &str, payload: Bytes, qos: QoS) -> usize {
+    /// Publishes to a device's topic; returns how many sessions received it. `class` names
+    /// the kind of downlink for the per-class metrics.
+    pub(crate) async fn send_to_device(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        class: &'static str,
+    ) -> usize {
+        metrics::counter!("lotus_downlink_messages_total", "class" => class).increment(1);
         self.broker().publish(topic, payload, qos, false).await
     }
 

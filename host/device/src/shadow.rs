@@ -173,7 +173,7 @@ impl DevicePlane {
 
     async fn send_shadow(&self, device: &DeviceId, body: Value) {
         let topic = downlink_topic::shadow_get(&device.product_key, &device.device_name);
-        self.send_to_device(&topic, body.to_string().into(), QoS::AtLeastOnce)
+        self.send_to_device(&topic, body.to_string().into(), QoS::AtLeastOnce, "shadow")
             .await;
     }
 

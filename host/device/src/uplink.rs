@@ -97,7 +97,7 @@ impl DevicePlane {
     pub(crate) async fn reply_now(&self, request_topic: &str, reply: &Reply) {
         let topic = lotus_model::alink::downlink_topic::reply(request_topic);
         let payload = serde_json::to_vec(reply).expect("replies serialise");
-        self.send_to_device(&topic, payload.into(), lotus_mqtt::QoS::AtMostOnce)
+        self.send_to_device(&topic, payload.into(), lotus_mqtt::QoS::AtMostOnce, "reply")
             .await;
     }
 

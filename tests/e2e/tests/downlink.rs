@@ -92,6 +92,14 @@ async fn property_set_round_trip() -> anyhow::Result<()> {
     .await?;
     let m = wait_message(&f, &id, "replied").await?;
     assert_eq!(m["replyCode"], 200);
+    let metrics = reqwest::get(format!("{}/metrics", f.node.http))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("lotus_downlink_messages_total{class=\"property_set\"} 1"),
+        "{metrics}"
+    );
     c.disconnect().await;
     Ok(())
 }
