@@ -1,0 +1,357 @@
+//! Plain MQTT relay: P publishers on `bench/{i}` → one subscriber on `bench/#`. Each payload
+//! carries its publisher, sequence number and send time, so the subscriber counts deliveries
+//! and end-to-end latency. Works against any MQTT 3.1.1 broker that accepts anonymous clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+
+use crate::{Latency, histogram, own_cpu_time, per_sec, process_cpu_time, secs};
+
+/// publisher (4 bytes) + sequence (8) + send time in ns since the run's epoch (8).
+const HEADER: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mqtt: SocketAddr,
+    pub publishers: usize,
+    /// Payload size in bytes (at least 20).
+    pub payload: usize,
+    pub qos: u8,
+    pub duration: Duration,
+    /// Total messages per second over all publishers; `None` = as fast as the broker allows.
+    pub rate: Option<u64>,
+    /// The broker's PID, to report its CPU use.
+    pub broker_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub publishers: usize,
+    pub payload: usize,
+    pub qos: u8,
+    pub duration_s: f64,
+    pub published: u64,
+    /// PUBACKed publishes (QoS 1; 0 at QoS 0).
+    pub acked: u64,
+    pub delivered: u64,
+    /// QoS 1: acknowledged publishes that never reached the subscriber.
+    pub lost_acked: u64,
+    pub published_per_s: f64,
+    pub delivered_per_s: f64,
+    pub loss_pct: f64,
+    pub out_of_order: u64,
+    pub latency: Latency,
+    pub generator_cpu_s: f64,
+    pub generator_cpu_pct: f64,
+    pub broker_cpu_s: Option<f64>,
+    pub broker_cpu_pct: Option<f64>,
+}
+
+impl Report {
+    pub fn print(&self) {
+        let broker = match (self.broker_cpu_s, self.broker_cpu_pct) {
+            (Some(s), Some(p)) => format!("{s:.2} s ({p:.0}% of a core)"),
+            _ => "n/a (pass --broker-pid)".into(),
+        };
+        crate::print_table(
+            "relay",
+            &[
+                (
+                    "publishers → subscribers",
+                    format!("{} → 1", self.publishers),
+                ),
+                ("payload (B)", self.payload.to_string()),
+                ("qos", self.qos.to_string()),
+                ("duration (s)", format!("{:.2}", self.duration_s)),
+                (
+                    "published",
+                    format!("{} ({:.0} msg/s)", self.published, self.published_per_s),
+                ),
+                (
+                    "delivered",
+                    format!("{} ({:.0} msg/s)", self.delivered, self.delivered_per_s),
+                ),
+                ("acked (QoS 1)", self.acked.to_string()),
+                ("loss (of published)", format!("{:.3}%", self.loss_pct)),
+                ("lost after PUBACK (QoS 1)", self.lost_acked.to_string()),
+                ("out of order", self.out_of_order.to_string()),
+                (
+                    "latency p50/p99/max (ms)",
+                    format!(
+                        "{:.2} / {:.2} / {:.2}",
+                        self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
+                    ),
+                ),
+                (
+                    "generator CPU",
+                    format!(
+                        "{:.2} s ({:.0}% of a core)",
+                        self.generator_cpu_s, self.generator_cpu_pct
+                    ),
+                ),
+                ("broker CPU", broker),
+            ],
+        );
+    }
+}
+
+fn options(id: &str, addr: SocketAddr) -> MqttOptions {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(60));
+    o.set_inflight(1000);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o
+}
+
+struct SubResult {
+    delivered: u64,
+    out_of_order: u64,
+    hist: Histogram<u64>,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<Report> {
+    if !config.mqtt.ip().is_loopback() {
+        bail!("refusing non-loopback MQTT target {}", config.mqtt);
+    }
+    let qos = match config.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        q => bail!("unsupported QoS {q} (0 or 1)"),
+    };
+    if config.publishers == 0 {
+        bail!("--publishers must be positive");
+    }
+    let payload_len = config.payload.max(HEADER);
+    let epoch = Instant::now();
+    let tag = std::process::id();
+
+    // Subscriber first; it reports deliveries through a shared counter so the end can be seen.
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (sub, mut sub_el) = AsyncClient::new(options(&format!("lg-sub-{tag}"), config.mqtt), 1024);
+    let (subacked_tx, subacked_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    sub.subscribe("bench/#", qos).await?;
+    let sub_task = {
+        let delivered = delivered.clone();
+        let publishers = config.publishers;
+        tokio::spawn(async move {
+            let mut subacked_tx = Some(subacked_tx);
+            let mut last_seq = vec![None::<u64>; publishers];
+            let mut res = SubResult {
+                delivered: 0,
+                out_of_order: 0,
+                hist: histogram(),
+            };
+            loop {
+                match sub_el.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subacked_tx.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let b = &p.payload;
+                        if b.len() < HEADER {
+                            continue;
+                        }
+                        let publisher = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
+                        let seq = u64::from_be_bytes(b[4..12].try_into().unwrap());
+                        let sent_ns = u64::from_be_bytes(b[12..20].try_into().unwrap());
+                        let now_ns = epoch.elapsed().as_nanos() as u64;
+                        let _ = res
+                            .hist
+                            .record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+                        if let Some(last) = last_seq.get_mut(publisher) {
+                            if last.is_some_and(|l| seq <= l) {
+                                res.out_of_order += 1;
+                            }
+                            *last = Some(seq);
+                        }
+                        res.delivered += 1;
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(tx) = subacked_tx.take() {
+                            let _ = tx.send(Err(anyhow::anyhow!("subscriber: {e}")));
+                        }
+                        break;
+                    }
+                }
+            }
+            res
+        })
+    };
+    match tokio::time::timeout(Duration::from_secs(10), subacked_rx).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e),
+        _ => bail!("the subscription was not acknowledged within 10 s"),
+    }
+
+    // Publishers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut pubs = Vec::new();
+    let mut pub_loops = Vec::new();
+    for i in 0..config.publishers {
+        let (client, mut el) =
+            AsyncClient::new(options(&format!("lg-pub-{tag}-{i}"), config.mqtt), 4096);
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        let acked = acked.clone();
+        pub_loops.push(tokio::spawn(async move {
+            let mut connected_tx = Some(connected_tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = connected_tx.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(tx) = connected_tx.take() {
+                            let _ = tx.send(Err(anyhow::anyhow!("publisher: {e}")));
+                        }
+                        break;
+                    }
+                }
+            }
+        }));
+        match tokio::time::timeout(Duration::from_secs(10), connected_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e),
+            _ => bail!("publisher {i} did not connect within 10 s"),
+        }
+        pubs.push(client);
+    }
+
+    let broker_cpu0 = config.broker_pid.and_then(process_cpu_time);
+    let cpu0 = own_cpu_time();
+    let start = Instant::now();
+    let deadline = start + config.duration;
+    let period = config
+        .rate
+        .map(|r| Duration::from_secs_f64(config.publishers as f64 / r.max(1) as f64));
+    let mut senders = Vec::new();
+    for (i, client) in pubs.iter().enumerate() {
+        let client = client.clone();
+        let (stop, published) = (stop.clone(), published.clone());
+        let topic = format!("bench/{i}");
+        let offset = period.map(|p| p.mul_f64(i as f64 / config.publishers as f64));
+        senders.push(tokio::spawn(async move {
+            let mut seq: u64 = 0;
+            let mut buf = BytesMut::with_capacity(payload_len * 64);
+            loop {
+                if let (Some(period), Some(offset)) = (period, offset) {
+                    let due = start + offset + period.mul_f64(seq as f64);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                } else if seq.is_multiple_of(64)
+                    && (Instant::now() >= deadline || stop.load(Ordering::Relaxed))
+                {
+                    break;
+                }
+                buf.reserve(payload_len);
+                buf.put_u32(i as u32);
+                buf.put_u64(seq);
+                buf.put_u64(epoch.elapsed().as_nanos() as u64);
+                buf.put_bytes(b'x', payload_len - HEADER);
+                let payload: Bytes = buf.split().freeze();
+                if client.publish(&topic, qos, false, payload).await.is_err() {
+                    break;
+                }
+                published.fetch_add(1, Ordering::Relaxed);
+                seq += 1;
+            }
+        }));
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let send_elapsed = start.elapsed();
+    // QoS 1: let outstanding PUBACKs arrive (bounded) before disconnecting.
+    if config.qos == 1 {
+        let target = published.load(Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_secs(10);
+        while acked.load(Ordering::Relaxed) < target && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Disconnect after the queued publishes are written (requests are handled in order).
+    for p in &pubs {
+        let _ = p.disconnect().await;
+    }
+    for l in pub_loops {
+        let _ = tokio::time::timeout(Duration::from_secs(10), l).await;
+    }
+    // Wait until everything arrived, or nothing has arrived for a second.
+    let published = published.load(Ordering::Relaxed);
+    let mut last = delivered.load(Ordering::Relaxed);
+    let mut idle_since = Instant::now();
+    loop {
+        let now = delivered.load(Ordering::Relaxed);
+        if now >= published {
+            break;
+        }
+        if now != last {
+            last = now;
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total_elapsed = start.elapsed();
+    let cpu = own_cpu_time() - cpu0;
+    let broker_cpu = match (broker_cpu0, config.broker_pid.and_then(process_cpu_time)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let _ = sub.disconnect().await;
+    let res = match tokio::time::timeout(Duration::from_secs(10), sub_task).await {
+        Ok(Ok(r)) => r,
+        _ => bail!("the subscriber did not finish"),
+    };
+    let loss = published.saturating_sub(res.delivered);
+    let acked = acked.load(Ordering::Relaxed);
+    Ok(Report {
+        publishers: config.publishers,
+        payload: payload_len,
+        qos: config.qos,
+        duration_s: secs(send_elapsed),
+        published,
+        acked,
+        delivered: res.delivered,
+        lost_acked: acked.saturating_sub(res.delivered),
+        published_per_s: per_sec(published, send_elapsed),
+        delivered_per_s: per_sec(res.delivered, total_elapsed),
+        loss_pct: if published == 0 {
+            0.0
+        } else {
+            100.0 * loss as f64 / published as f64
+        },
+        out_of_order: res.out_of_order,
+        latency: Latency::from_histogram(&res.hist),
+        generator_cpu_s: secs(cpu),
+        generator_cpu_pct: 100.0 * secs(cpu) / secs(total_elapsed).max(1e-9),
+        broker_cpu_s: broker_cpu.map(secs),
+        broker_cpu_pct: broker_cpu.map(|c| 100.0 * secs(c) / secs(total_elapsed).max(1e-9)),
+    })
+}
