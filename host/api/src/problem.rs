@@ -98,7 +98,7 @@ impl From<PlaneError> for ApiError {
     fn from(e: PlaneError) -> Self {
         match e {
             PlaneError::NotFound(m) => ApiError::not_found(m),
-            PlaneError::DeviceOffline(_) => ApiError::conflict(e.to_string()),
+            PlaneError::NotConnected(_) => ApiError::conflict(e.to_string()),
             PlaneError::Invalid(m) => ApiError::unprocessable(m),
             PlaneError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
             PlaneError::Storage(s) => s.into(),

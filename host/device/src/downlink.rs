@@ -52,7 +52,7 @@ impl DevicePlane {
             return Err(PlaneError::NotFound(format!("device '{device}' not found")));
         }
         if !self.is_online(device) {
-            return Err(PlaneError::DeviceOffline(device.clone()));
+            return Err(PlaneError::NotConnected(device.clone()));
         }
         Ok(())
     }
@@ -110,7 +110,7 @@ impl DevicePlane {
                     crate::now_ms(),
                 )
                 .await?;
-            return Err(PlaneError::DeviceOffline(device.clone()));
+            return Err(PlaneError::NotConnected(device.clone()));
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ pub enum PlaneError {
     #[error("{0}")]
     NotFound(String),
     #[error("device {0} is not connected")]
-    DeviceOffline(DeviceId),
+    NotConnected(DeviceId),
     #[error("{0}")]
     Invalid(String),
     #[error("the device did not answer within {0} ms")]

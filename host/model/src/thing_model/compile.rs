@@ -142,7 +142,7 @@ impl CompiledThingModel {
         let (validators, service) = self.service(identifier)?;
         let scope = Scope::Params {
             list: &service.output_data,
-            owner: Owner::ServiceOutput(identifier),
+            owner: Owner::ServiceReturn(identifier),
         };
         check(&validators.output, data, scope, &self.model)
     }
@@ -316,7 +316,7 @@ enum Scope<'a> {
 enum Owner<'a> {
     Event(&'a str),
     ServiceInput(&'a str),
-    ServiceOutput(&'a str),
+    ServiceReturn(&'a str),
 }
 
 /// What an instance location holds according to the model.
@@ -358,7 +358,7 @@ impl<'a> Scope<'a> {
                 format!("an object of the input parameters of service '{id}'")
             }
             Scope::Params {
-                owner: Owner::ServiceOutput(id),
+                owner: Owner::ServiceReturn(id),
                 ..
             } => {
                 format!("an object of the output parameters of service '{id}'")
@@ -386,7 +386,7 @@ impl<'a> Scope<'a> {
                 )
             }
             Scope::Params {
-                owner: Owner::ServiceOutput(id),
+                owner: Owner::ServiceReturn(id),
                 ..
             } => {
                 format!(
