@@ -55,14 +55,17 @@ pub enum Registered {
 impl DevicePlane {
     /// Authenticates a CONNECT.
     pub async fn authenticate(self: &Arc<Self>, req: &ConnectRequest<'_>) -> AuthOutcome {
+        // Clients without device credentials are plain MQTT clients, admitted only when the
+        // node allows anonymous use.
+        let anonymous = || AuthOutcome::Accept {
+            principal: Principal::Anonymous {
+                client_id: req.client_id.into(),
+            },
+            session_key: format!("anonymous:{}", req.client_id).into(),
+        };
         let Some(username) = req.username else {
             if self.config.allow_anonymous {
-                return AuthOutcome::Accept {
-                    principal: Principal::Anonymous {
-                        client_id: req.client_id.into(),
-                    },
-                    session_key: format!("anonymous:{}", req.client_id).into(),
-                };
+                return anonymous();
             }
             return reject(
                 ConnectRejection::BadCredentials,
@@ -71,15 +74,7 @@ impl DevicePlane {
         };
         let (device_name, product_key) = match parse_username(username) {
             Ok(v) => v,
-            Err(e) if self.config.allow_anonymous => {
-                let _ = e;
-                return AuthOutcome::Accept {
-                    principal: Principal::Anonymous {
-                        client_id: req.client_id.into(),
-                    },
-                    session_key: format!("anonymous:{}", req.client_id).into(),
-                };
-            }
+            Err(_) if self.config.allow_anonymous => return anonymous(),
             Err(e) => return reject(ConnectRejection::BadCredentials, e.to_string()),
         };
         let params = match ClientIdParams::parse(req.client_id) {

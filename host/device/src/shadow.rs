@@ -115,45 +115,59 @@ impl DevicePlane {
         {
             return Err(PlaneError::NotFound(format!("device '{device}' not found")));
         }
+        let row = self
+            .change_shadow(device, |row, now| {
+                if let Some(v) = expected_version
+                    && v != row.version
+                {
+                    return Err(format!(
+                        "version conflict: the shadow is at version {}, not {v}",
+                        row.version
+                    ));
+                }
+                merge(&mut row.desired, desired);
+                row.version += 1;
+                row.desired_updated_at = Some(now);
+                Ok(())
+            })
+            .await
+            .map_err(|refusal| match refusal {
+                ShadowRefusal::Storage(e) => PlaneError::Storage(e),
+                ShadowRefusal::Conflict(m) => PlaneError::Invalid(m),
+            })?;
+        if self.is_online(device) {
+            self.send_control(device, &row).await;
+        }
+        Ok(view(&row))
+    }
+
+    /// Reads the shadow, lets `change` modify it (or refuse with a reason), and writes it back
+    /// only if nobody changed it meanwhile, retrying a few times against concurrent writers.
+    /// The stored result is announced on the bus.
+    async fn change_shadow(
+        &self,
+        device: &DeviceId,
+        mut change: impl FnMut(&mut ShadowRow, i64) -> Result<(), String>,
+    ) -> Result<ShadowRow, ShadowRefusal> {
+        let (pk, dn) = (&*device.product_key, &*device.device_name);
         for _ in 0..5 {
-            let current = self
-                .store
-                .get_shadow(&device.product_key, &device.device_name)
-                .await?;
+            let current = self.store.get_shadow(pk, dn).await?;
             let exists = current.is_some();
             let mut row = current.unwrap_or_else(empty_row);
-            if let Some(v) = expected_version
-                && v != row.version
-            {
-                return Err(PlaneError::Invalid(format!(
-                    "version conflict: the shadow is at version {}, not {v}",
-                    row.version
-                )));
-            }
             let previous = row.version;
-            merge(&mut row.desired, desired);
             let now = crate::now_ms();
-            row.version += 1;
-            row.desired_updated_at = Some(now);
+            change(&mut row, now).map_err(ShadowRefusal::Conflict)?;
             row.updated_at = now;
             if self
                 .store
-                .put_shadow(
-                    &device.product_key,
-                    &device.device_name,
-                    &row,
-                    exists.then_some(previous),
-                )
+                .put_shadow(pk, dn, &row, exists.then_some(previous))
                 .await?
             {
                 self.announce_shadow(device, &row);
-                if self.is_online(device) {
-                    self.send_control(device, &row).await;
-                }
-                return Ok(view(&row));
+                return Ok(row);
             }
         }
-        Err(PlaneError::Invalid(
+        Err(ShadowRefusal::Conflict(
             "the shadow is changing too fast; retry".into(),
         ))
     }
@@ -279,73 +293,76 @@ impl DevicePlane {
     ) -> Result<Value, (u16, String)> {
         let state = msg.get("state").cloned().unwrap_or_else(|| json!({}));
         let version = msg.get("version").and_then(Value::as_i64);
-        let storage = |e: lotus_storage::StorageError| (500u16, e.to_string());
-        for _ in 0..5 {
-            let current = self
-                .store
-                .get_shadow(&device.product_key, &device.device_name)
-                .await
-                .map_err(storage)?;
-            let exists = current.is_some();
-            let mut row = current.unwrap_or_else(empty_row);
-            let previous = row.version;
-            if let Some(v) = version
-                && v != -1
-                && v <= row.version
-            {
-                return Err((
-                    409,
-                    format!(
+        let change = |part: &str, target: &mut Value, stamp: &mut Option<i64>, now: i64| match state
+            .get(part)
+        {
+            Some(Value::String(s)) if s == "null" => {
+                *target = json!({});
+                *stamp = Some(now);
+            }
+            Some(Value::Object(m)) => {
+                let m: Map<String, Value> = if delete {
+                    m.keys().map(|k| (k.clone(), Value::Null)).collect()
+                } else {
+                    m.clone()
+                };
+                merge(target, &m);
+                *stamp = Some(now);
+            }
+            _ => {}
+        };
+        let row = self
+            .change_shadow(device, |row, now| {
+                if let Some(v) = version
+                    && v != -1
+                    && v <= row.version
+                {
+                    return Err(format!(
                         "version conflict: {v} is not newer than the shadow's version {}",
                         row.version
-                    ),
-                ));
-            }
-            let now = crate::now_ms();
-            let changes =
-                |part: &str, target: &mut Value, stamp: &mut Option<i64>| match state.get(part) {
-                    Some(Value::String(s)) if s == "null" => {
-                        *target = json!({});
-                        *stamp = Some(now);
-                    }
-                    Some(Value::Object(m)) => {
-                        let m: Map<String, Value> = if delete {
-                            m.keys().map(|k| (k.clone(), Value::Null)).collect()
-                        } else {
-                            m.clone()
-                        };
-                        merge(target, &m);
-                        *stamp = Some(now);
-                    }
-                    _ => {}
+                    ));
+                }
+                change(
+                    "reported",
+                    &mut row.reported,
+                    &mut row.reported_updated_at,
+                    now,
+                );
+                change(
+                    "desired",
+                    &mut row.desired,
+                    &mut row.desired_updated_at,
+                    now,
+                );
+                row.version = match version {
+                    Some(v) if v > row.version => v,
+                    _ => row.version + 1,
                 };
-            changes("reported", &mut row.reported, &mut row.reported_updated_at);
-            changes("desired", &mut row.desired, &mut row.desired_updated_at);
-            row.version = match version {
-                Some(v) if v > row.version => v,
-                _ => row.version + 1,
-            };
-            row.updated_at = now;
-            if self
-                .store
-                .put_shadow(
-                    &device.product_key,
-                    &device.device_name,
-                    &row,
-                    exists.then_some(previous),
-                )
-                .await
-                .map_err(storage)?
-            {
-                self.announce_shadow(device, &row);
-                return Ok(json!({
-                    "method": "reply",
-                    "payload": {"status": "success", "version": row.version},
-                    "timestamp": now / 1000,
-                }));
-            }
-        }
-        Err((409, "the shadow is changing too fast; retry".into()))
+                Ok(())
+            })
+            .await
+            .map_err(|refusal| match refusal {
+                ShadowRefusal::Storage(e) => (500, e.to_string()),
+                ShadowRefusal::Conflict(m) => (409, m),
+            })?;
+        Ok(json!({
+            "method": "reply",
+            "payload": {"status": "success", "version": row.version},
+            "timestamp": row.updated_at / 1000,
+        }))
+    }
+}
+
+/// Why a shadow change was not stored.
+enum ShadowRefusal {
+    /// Version conflict (or too much contention): the caller should retry with fresh state.
+    Conflict(String),
+    Storage(lotus_storage::StorageError),
+}
+
+impl From<lotus_storage::StorageError> for ShadowRefusal {
+    fn from(e: lotus_storage::StorageError) -> Self {
+        ShadowRefusal::Storage(e)
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::error::{Result, StorageError};
-use crate::sql::{insert_rows, json, to_json};
+use crate::sql::{RowBinder, insert_rows, json, to_json};
 use crate::{Aggregation, EventRecord, PropertyRecord, Store, TelemetryBatch};
 
 /// `ts` rounded down to a multiple of the interval (`$4`), also for times before 1970: both
@@ -29,12 +29,13 @@ impl Store {
         if batch.properties.is_empty() && batch.events.is_empty() {
             return Ok(());
         }
-        let latest = newest_per_property(&batch.properties);
+        // Each value is serialised once, for both the history and the latest values.
         let properties: Vec<(&PropertyRecord, String)> = batch
             .properties
             .iter()
             .map(|p| (p, to_json(&p.value)))
             .collect();
+        let latest = newest_per_property(&properties);
         let events: Vec<(&EventRecord, String)> = batch
             .events
             .iter()
@@ -50,14 +51,7 @@ impl Store {
             6,
             "",
             &properties,
-            |b, (p, value)| {
-                b.bind(p.product_key.as_str())
-                    .bind(p.device_name.as_str())
-                    .bind(p.identifier.as_str())
-                    .bind(p.ts)
-                    .bind(value.as_str())
-                    .bind(p.num);
-            },
+            |b, row| bind_property(b, row),
         )
         .await?;
         // Several rows of one statement must not hit the same key (PostgreSQL refuses to update
@@ -73,14 +67,7 @@ impl Store {
              ts = excluded.ts, value = excluded.value, num = excluded.num \
              WHERE excluded.ts >= property_latest.ts",
             &latest,
-            |b, (p, value)| {
-                b.bind(p.product_key.as_str())
-                    .bind(p.device_name.as_str())
-                    .bind(p.identifier.as_str())
-                    .bind(p.ts)
-                    .bind(value.as_str())
-                    .bind(p.num);
-            },
+            |b, row| bind_property(b, row),
         )
         .await?;
         insert_rows(
@@ -314,25 +301,36 @@ impl Store {
 /// For each (product, device, property) the record with the newest time (the later one in the
 /// batch on a tie), with its JSON text, sorted by key so that concurrent batches take row locks
 /// in the same order and cannot deadlock.
-fn newest_per_property(properties: &[PropertyRecord]) -> Vec<(&PropertyRecord, String)> {
-    let mut newest: HashMap<(&str, &str, &str), &PropertyRecord> =
+fn newest_per_property<'a>(
+    properties: &'a [(&'a PropertyRecord, String)],
+) -> Vec<&'a (&'a PropertyRecord, String)> {
+    let mut newest: HashMap<(&str, &str, &str), &(&PropertyRecord, String)> =
         HashMap::with_capacity(properties.len());
-    for p in properties {
+    for row in properties {
+        let p = row.0;
         let key = (
             p.product_key.as_str(),
             p.device_name.as_str(),
             p.identifier.as_str(),
         );
         match newest.get(&key) {
-            Some(kept) if kept.ts > p.ts => {}
+            Some(kept) if kept.0.ts > p.ts => {}
             _ => {
-                newest.insert(key, p);
+                newest.insert(key, row);
             }
         }
     }
     let mut out: Vec<_> = newest.into_iter().collect();
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    out.into_iter()
-        .map(|(_, p)| (p, to_json(&p.value)))
-        .collect()
+    out.into_iter().map(|(_, row)| row).collect()
+}
+
+/// One row of `property_history` or `property_latest` (the same six columns).
+fn bind_property<'r>(b: &mut RowBinder<'_, 'r>, (p, value): &'r (&'r PropertyRecord, String)) {
+    b.bind(p.product_key.as_str())
+        .bind(p.device_name.as_str())
+        .bind(p.identifier.as_str())
+        .bind(p.ts)
+        .bind(value.as_str())
+        .bind(p.num);
 }
