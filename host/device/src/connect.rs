@@ -52,6 +52,26 @@ pub enum Registered {
     },
 }
 
+/// How a device proves it holds its secret.
+pub(crate) enum Proof<'a> {
+    /// An Alink signature over client id, device name, product key and timestamp.
+    Sign {
+        method: SignMethod,
+        client_id: &'a str,
+        timestamp: Option<&'a str>,
+        sign: &'a str,
+    },
+    /// The token handed out by whitelist-free registration (`authType=connwl`).
+    Token(&'a str),
+}
+
+/// Why a device login was refused, in words the device's vendor can act on.
+pub(crate) enum LoginRefusal {
+    BadCredentials(String),
+    NotAuthorized(String),
+    Unavailable,
+}
+
 impl DevicePlane {
     /// Authenticates a CONNECT.
     pub async fn authenticate(self: &Arc<Self>, req: &ConnectRequest<'_>) -> AuthOutcome {
@@ -91,12 +111,12 @@ impl DevicePlane {
             .password
             .and_then(|p| std::str::from_utf8(p).ok())
             .unwrap_or("");
-        let Some(product) = self.registry.get(product_key) else {
+        if self.registry.get(product_key).is_none() {
             return reject(
                 ConnectRejection::NotAuthorized,
                 format!("unknown product '{product_key}'"),
             );
-        };
+        }
         // Alibaba's default when a device omits signmethod.
         let method = params.sign_method.unwrap_or(SignMethod::HmacMd5);
 
@@ -127,65 +147,98 @@ impl DevicePlane {
                 }
             }
             AuthType::Device | AuthType::TokenLogin => {
-                let secret = match self.store.device_secret(product_key, device_name).await {
-                    Ok(Some((secret, enabled))) => {
-                        if !enabled {
-                            return reject(
-                                ConnectRejection::NotAuthorized,
-                                "the device is disabled",
-                            );
-                        }
-                        secret
-                    }
-                    Ok(None) => {
-                        return reject(
-                            ConnectRejection::BadCredentials,
-                            format!("unknown device '{device_name}' of product '{product_key}'"),
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "device lookup failed");
-                        return reject(ConnectRejection::ServerUnavailable, "storage unavailable");
-                    }
-                };
-                let valid = if params.auth_type == AuthType::TokenLogin {
-                    constant_time_eq(secret.expose().as_bytes(), password.as_bytes())
+                let proof = if params.auth_type == AuthType::TokenLogin {
+                    Proof::Token(password)
                 } else {
-                    let content = connect_sign_content(
-                        &params.id,
-                        device_name,
-                        product_key,
-                        params.timestamp.as_deref(),
-                    );
-                    method.verify(secret.expose().as_bytes(), &content, password)
-                };
-                if !valid {
-                    return reject(
-                        ConnectRejection::BadCredentials,
-                        "signature does not match the device secret",
-                    );
-                }
-                if let Some(window) = product.replay_window_secs {
-                    let Some(ts) = params.timestamp.as_deref().and_then(timestamp_millis) else {
-                        return reject(
-                            ConnectRejection::NotAuthorized,
-                            "this product requires a timestamp in the client id",
-                        );
-                    };
-                    if (crate::now_ms() - ts).abs() > window * 1000 {
-                        return reject(
-                            ConnectRejection::NotAuthorized,
-                            format!("timestamp is outside the product's {window} s replay window"),
-                        );
+                    Proof::Sign {
+                        method,
+                        client_id: &params.id,
+                        timestamp: params.timestamp.as_deref(),
+                        sign: password,
                     }
-                }
-                let device = DeviceId::new(product_key, device_name);
-                AuthOutcome::Accept {
-                    session_key: format!("device:{device}").into(),
-                    principal: Principal::Device(device),
+                };
+                match self.check_device_login(product_key, device_name, proof).await {
+                    Ok(device) => AuthOutcome::Accept {
+                        session_key: format!("device:{device}").into(),
+                        principal: Principal::Device(device),
+                    },
+                    Err(LoginRefusal::BadCredentials(m)) => {
+                        reject(ConnectRejection::BadCredentials, m)
+                    }
+                    Err(LoginRefusal::NotAuthorized(m)) => {
+                        reject(ConnectRejection::NotAuthorized, m)
+                    }
+                    Err(LoginRefusal::Unavailable) => {
+                        reject(ConnectRejection::ServerUnavailable, "storage unavailable")
+                    }
                 }
             }
         }
+    }
+
+    /// Checks a device's proof of its secret: the one rule for MQTT, CoAP and HTTP logins.
+    pub(crate) async fn check_device_login(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        proof: Proof<'_>,
+    ) -> Result<DeviceId, LoginRefusal> {
+        let Some(product) = self.registry.get(product_key) else {
+            return Err(LoginRefusal::NotAuthorized(format!(
+                "unknown product '{product_key}'"
+            )));
+        };
+        let secret = match self.store.device_secret(product_key, device_name).await {
+            Ok(Some((secret, true))) => secret,
+            Ok(Some((_, false))) => {
+                return Err(LoginRefusal::NotAuthorized("the device is disabled".into()));
+            }
+            Ok(None) => {
+                return Err(LoginRefusal::BadCredentials(format!(
+                    "unknown device '{device_name}' of product '{product_key}'"
+                )));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "device lookup failed");
+                return Err(LoginRefusal::Unavailable);
+            }
+        };
+        let (valid, timestamp) = match proof {
+            Proof::Token(token) => (
+                constant_time_eq(secret.expose().as_bytes(), token.as_bytes()),
+                None,
+            ),
+            Proof::Sign {
+                method,
+                client_id,
+                timestamp,
+                sign,
+            } => {
+                let content = connect_sign_content(client_id, device_name, product_key, timestamp);
+                (
+                    method.verify(secret.expose().as_bytes(), &content, sign),
+                    timestamp,
+                )
+            }
+        };
+        if !valid {
+            return Err(LoginRefusal::BadCredentials(
+                "signature does not match the device secret".into(),
+            ));
+        }
+        if let Some(window) = product.replay_window_secs {
+            let Some(ts) = timestamp.and_then(timestamp_millis) else {
+                return Err(LoginRefusal::NotAuthorized(
+                    "this product requires a timestamp in the login".into(),
+                ));
+            };
+            if (crate::now_ms() - ts).abs() > window * 1000 {
+                return Err(LoginRefusal::NotAuthorized(format!(
+                    "timestamp is outside the product's {window} s replay window"
+                )));
+            }
+        }
+        Ok(DeviceId::new(product_key, device_name))
     }
 
     /// One-product-one-secret registration (SA-2), shared by HTTPS and MQTT.

@@ -5,8 +5,11 @@
 //! thing model, replies), [`writer`] group-commits telemetry, [`downlink`] sends property sets
 //! and service calls and correlates their replies, [`shadow`] keeps desired/reported state and
 //! [`status`] tracks online/offline. [`registry`] caches products so that the hot path never
-//! waits on storage for metadata.
+//! waits on storage for metadata. [`access`] lets devices on request/response transports
+//! (CoAP, HTTP) authenticate for a token and publish into the same pipeline.
 
+pub mod access;
+pub mod application;
 pub mod connect;
 pub mod downlink;
 pub mod hooks;

@@ -13,16 +13,29 @@ use lotus_mqtt::{Broker, DisconnectReason, QoS};
 use lotus_storage::{StorageError, Store};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::access::TokenTable;
 use crate::hooks::PlaneHooks;
 use crate::registry::Registry;
 use crate::status::StatusTracker;
 use crate::writer::{TelemetryWriter, WriterConfig};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlaneConfig {
     pub writer: WriterConfig,
     /// Admit MQTT clients without device credentials to topics outside the device namespaces.
     pub allow_anonymous: bool,
+    /// How long a CoAP/HTTP device token is valid.
+    pub token_ttl: Duration,
+}
+
+impl Default for PlaneConfig {
+    fn default() -> Self {
+        PlaneConfig {
+            writer: WriterConfig::default(),
+            allow_anonymous: false,
+            token_ttl: crate::access::DEFAULT_TOKEN_TTL,
+        }
+    }
 }
 
 /// Errors the API maps to HTTP problems.
@@ -56,6 +69,8 @@ pub struct DevicePlane {
     pub(crate) authorizer: Box<dyn TopicAuthorizer>,
     pub(crate) writer: TelemetryWriter,
     pub(crate) status: StatusTracker,
+    /// Tokens of devices on request/response transports (CoAP, HTTP).
+    pub(crate) tokens: TokenTable,
     broker: OnceLock<Broker<PlaneHooks>>,
     /// Synchronous calls waiting for the device's answer, by message id.
     pub(crate) pending: DashMap<String, oneshot::Sender<Reply>>,
@@ -99,6 +114,7 @@ impl DevicePlane {
             config,
             writer,
             status,
+            tokens: TokenTable::default(),
             broker: OnceLock::new(),
             pending: DashMap::new(),
             replies_rx: parking_lot::Mutex::new(Some(replies_rx)),
@@ -162,8 +178,10 @@ impl DevicePlane {
         self.status.is_online(device)
     }
 
-    /// Closes a device's connections (device deleted or disabled, secret revoked).
+    /// Closes a device's connections and forgets its tokens (device deleted or disabled,
+    /// secret revoked).
     pub fn kick(&self, device: &DeviceId, reason: DisconnectReason) -> usize {
+        self.tokens.revoke(device);
         self.broker()
             .disconnect(&Principal::Device(device.clone()), reason)
     }

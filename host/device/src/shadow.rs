@@ -15,6 +15,7 @@ use lotus_storage::ShadowRow;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::uplink::Answer;
 use crate::{DevicePlane, PlaneError};
 
 /// A shadow as the API shows it.
@@ -229,7 +230,10 @@ impl DevicePlane {
         self: &Arc<Self>,
         device: &DeviceId,
         payload: &[u8],
+        answer: &Answer,
     ) -> PublishVerdict {
+        let topic = downlink_topic::shadow_get(&device.product_key, &device.device_name);
+        let send = |body: Value| self.answer(answer, &topic, body, QoS::AtLeastOnce, "shadow");
         let refuse = |m: String| PublishVerdict::Refuse {
             code: 0x99,
             reason: m,
@@ -238,7 +242,7 @@ impl DevicePlane {
             Ok(v) => v,
             Err(e) => {
                 let m = format!("shadow message is not JSON: {e}");
-                self.send_shadow(device, error_reply(400, &m)).await;
+                send(error_reply(400, &m)).await;
                 return refuse(m);
             }
         };
@@ -256,11 +260,11 @@ impl DevicePlane {
         };
         match result {
             Ok(body) => {
-                self.send_shadow(device, body).await;
+                send(body).await;
                 PublishVerdict::Route { ack: None }
             }
             Err((code, m)) => {
-                self.send_shadow(device, error_reply(code, &m)).await;
+                send(error_reply(code, &m)).await;
                 refuse(m)
             }
         }

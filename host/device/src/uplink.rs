@@ -14,10 +14,38 @@ use lotus_model::authz::DeviceId;
 use lotus_model::thing_model::{numeric_value, property_post_values};
 use lotus_mqtt::{InboundPublish, PublishVerdict};
 use lotus_storage::{EventRecord, PropertyRecord};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::DevicePlane;
 use crate::writer::WriteItem;
+
+/// Where the platform's answer to a device message goes. An MQTT device gets it on a reply
+/// topic it subscribed to; a request/response transport (CoAP, HTTP) has no subscription and
+/// returns it in the response to the very request, so it is kept for the caller.
+#[derive(Default)]
+pub(crate) enum Answer {
+    #[default]
+    Topic,
+    Caller(parking_lot::Mutex<Option<Value>>),
+}
+
+impl Answer {
+    pub(crate) fn caller() -> Self {
+        Answer::Caller(parking_lot::Mutex::new(None))
+    }
+
+    pub(crate) fn take(&self) -> Option<Value> {
+        match self {
+            Answer::Topic => None,
+            Answer::Caller(slot) => slot.lock().take(),
+        }
+    }
+
+    fn is_caller(&self) -> bool {
+        matches!(self, Answer::Caller(_))
+    }
+}
 
 /// v5 PUBACK reason for a payload the platform cannot accept.
 const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
@@ -37,6 +65,15 @@ impl DevicePlane {
         device: &DeviceId,
         publish: &InboundPublish,
     ) -> PublishVerdict {
+        self.uplink_answering(device, publish, &Answer::Topic).await
+    }
+
+    pub(crate) async fn uplink_answering(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        publish: &InboundPublish,
+        answer: &Answer,
+    ) -> PublishVerdict {
         let Some((pk, dn, kind)) = parse_uplink_topic(&publish.topic) else {
             metrics::counter!("lotus_uplink_messages_total", "class" => "other").increment(1);
             return PublishVerdict::Route { ack: None };
@@ -47,9 +84,9 @@ impl DevicePlane {
             return PublishVerdict::Route { ack: None };
         }
         match kind {
-            UplinkTopic::PropertyPost => self.property_post(device, publish).await,
+            UplinkTopic::PropertyPost => self.property_post(device, publish, answer).await,
             UplinkTopic::EventPost { identifier } => {
-                self.event_post(device, identifier, publish).await
+                self.event_post(device, identifier, publish, answer).await
             }
             UplinkTopic::PropertySetReply
             | UplinkTopic::PropertyGetReply
@@ -58,10 +95,13 @@ impl DevicePlane {
             UplinkTopic::RrpcResponse { message_id } => {
                 self.device_reply(device, Some(message_id), publish)
             }
-            UplinkTopic::ShadowUpdate => self.shadow_from_device(device, &publish.payload).await,
-            UplinkTopic::DeviceInfoUpdate | UplinkTopic::DeviceInfoDelete => {
-                self.device_info(device, kind == UplinkTopic::DeviceInfoUpdate, publish)
+            UplinkTopic::ShadowUpdate => {
+                self.shadow_from_device(device, &publish.payload, answer)
                     .await
+            }
+            UplinkTopic::DeviceInfoUpdate | UplinkTopic::DeviceInfoDelete => {
+                let update = kind == UplinkTopic::DeviceInfoUpdate;
+                self.device_info(device, update, publish, answer).await
             }
             UplinkTopic::RawUp => {
                 // The codec seam: raw payloads need the product's codec plugin to become Alink
@@ -72,7 +112,7 @@ impl DevicePlane {
                     format!("product '{pk}' has no codec plugin to decode raw data"),
                     Some("thing.model.up_raw"),
                 );
-                self.reply_now(&publish.topic, &reply).await;
+                self.reply_now(&publish.topic, &reply, answer).await;
                 PublishVerdict::Refuse {
                     code: IMPLEMENTATION_SPECIFIC_ERROR,
                     reason: "no codec plugin bound to this product".into(),
@@ -93,44 +133,59 @@ impl DevicePlane {
         }
     }
 
-    /// Publishes a reply at once (used for errors, which are not stored).
-    pub(crate) async fn reply_now(&self, request_topic: &str, reply: &Reply) {
+    /// Answers at once (used for errors, which are not stored).
+    pub(crate) async fn reply_now(&self, request_topic: &str, reply: &Reply, answer: &Answer) {
         let topic = lotus_model::alink::downlink_topic::reply(request_topic);
-        let payload = serde_json::to_vec(reply).expect("replies serialise");
-        self.send_to_device(&topic, payload.into(), lotus_mqtt::QoS::AtMostOnce, "reply")
+        let body = serde_json::to_value(reply).expect("replies serialise");
+        self.answer(answer, &topic, body, lotus_mqtt::QoS::AtMostOnce, "reply")
             .await;
+    }
+
+    /// Sends an answer the way the device's transport expects it.
+    pub(crate) async fn answer(
+        &self,
+        answer: &Answer,
+        topic: &str,
+        body: Value,
+        qos: lotus_mqtt::QoS,
+        class: &'static str,
+    ) {
+        match answer {
+            Answer::Topic => {
+                let payload = serde_json::to_vec(&body).expect("JSON values serialise");
+                self.send_to_device(topic, payload.into(), qos, class).await;
+            }
+            Answer::Caller(slot) => *slot.lock() = Some(body),
+        }
     }
 
     /// Answers the device with an error on the request's `_reply` topic and refuses the
     /// publish, so it is neither stored nor routed.
     async fn reply_error(
         &self,
-        publish: &InboundPublish,
+        (publish, answer): (&InboundPublish, &Answer),
         id: &str,
         code: i64,
         message: impl std::fmt::Display,
         method: &str,
     ) -> PublishVerdict {
         let message = message.to_string();
-        self.reply_now(
-            &publish.topic,
-            &Reply::error(id, code, &message, Some(method)),
-        )
-        .await;
+        let reply = Reply::error(id, code, &message, Some(method));
+        self.reply_now(&publish.topic, &reply, answer).await;
         refuse(message)
     }
 
     async fn parse_request(
         &self,
-        publish: &InboundPublish,
+        to: (&InboundPublish, &Answer),
         method: &str,
     ) -> Result<Request, PublishVerdict> {
-        match serde_json::from_slice::<Request>(&publish.payload) {
+        match serde_json::from_slice::<Request>(&to.0.payload) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let msg = format!("payload is not an Alink JSON request: {e}");
                 Err(self
-                    .reply_error(publish, "", code::REQUEST_ERROR, msg, method)
+                    .reply_error(to, "", code::REQUEST_ERROR, msg, method)
                     .await)
             }
         }
@@ -140,9 +195,11 @@ impl DevicePlane {
         self: &Arc<Self>,
         device: &DeviceId,
         publish: &InboundPublish,
+        answer: &Answer,
     ) -> PublishVerdict {
         const METHOD: &str = "thing.event.property.post";
-        let request = match self.parse_request(publish, METHOD).await {
+        let to = (publish, answer);
+        let request = match self.parse_request(to, METHOD).await {
             Ok(r) => r,
             Err(v) => return v,
         };
@@ -156,13 +213,13 @@ impl DevicePlane {
                 device.product_key
             );
             return self
-                .reply_error(publish, &request.id, code::NO_THING_MODEL, msg, METHOD)
+                .reply_error(to, &request.id, code::NO_THING_MODEL, msg, METHOD)
                 .await;
         };
         if let Err(e) = model.compiled.validate_property_post(&request.params) {
             metrics::counter!("lotus_uplink_invalid_total").increment(1);
             return self
-                .reply_error(publish, &request.id, code::PARAM_ERROR, e, METHOD)
+                .reply_error(to, &request.id, code::PARAM_ERROR, e, METHOD)
                 .await;
         }
         let now = crate::now_ms();
@@ -187,7 +244,7 @@ impl DevicePlane {
             now,
             DeviceEvent::Properties { values },
         )];
-        self.commit_then_reply(publish, &request, METHOD, properties, Vec::new(), announce)
+        self.commit_then_reply(to, &request, METHOD, properties, Vec::new(), announce)
             .await
     }
 
@@ -196,9 +253,11 @@ impl DevicePlane {
         device: &DeviceId,
         identifier: &str,
         publish: &InboundPublish,
+        answer: &Answer,
     ) -> PublishVerdict {
         let method = format!("thing.event.{identifier}.post");
-        let request = match self.parse_request(publish, &method).await {
+        let to = (publish, answer);
+        let request = match self.parse_request(to, &method).await {
             Ok(r) => r,
             Err(v) => return v,
         };
@@ -209,13 +268,13 @@ impl DevicePlane {
         let Some(model) = model else {
             let msg = format!("product '{}' has no thing model", device.product_key);
             return self
-                .reply_error(publish, &request.id, code::NO_THING_MODEL, msg, &method)
+                .reply_error(to, &request.id, code::NO_THING_MODEL, msg, &method)
                 .await;
         };
         let Some(event) = model.model.event(identifier) else {
             let msg = format!("event '{identifier}' is not in the thing model");
             return self
-                .reply_error(publish, &request.id, code::METHOD_NOT_FOUND, msg, &method)
+                .reply_error(to, &request.id, code::METHOD_NOT_FOUND, msg, &method)
                 .await;
         };
         // Events carry their output parameters in params.value (Alink), or directly in params.
@@ -227,7 +286,7 @@ impl DevicePlane {
         if let Err(e) = model.compiled.validate_event_post(identifier, &params) {
             metrics::counter!("lotus_uplink_invalid_total").increment(1);
             return self
-                .reply_error(publish, &request.id, code::PARAM_ERROR, e, &method)
+                .reply_error(to, &request.id, code::PARAM_ERROR, e, &method)
                 .await;
         }
         let ts = request
@@ -255,7 +314,7 @@ impl DevicePlane {
             },
         )];
         self.commit_then_reply(
-            publish,
+            to,
             &request,
             &method,
             Vec::new(),
@@ -268,21 +327,29 @@ impl DevicePlane {
     /// Hands writes to the group-commit writer; PUBACK, `_reply` and bus follow the commit.
     async fn commit_then_reply(
         &self,
-        publish: &InboundPublish,
+        (publish, answer): (&InboundPublish, &Answer),
         request: &Request,
         method: &str,
         properties: Vec<PropertyRecord>,
         events: Vec<EventRecord>,
         announce: Vec<Envelope>,
     ) -> PublishVerdict {
-        let reply = request.wants_reply().then(|| {
-            let r = Reply::success(&request.id, serde_json::json!({}), Some(method));
-            (
-                lotus_model::alink::downlink_topic::reply(&publish.topic),
-                Bytes::from(serde_json::to_vec(&r).expect("replies serialise")),
-            )
-        });
-        let (ack, waiter) = if publish.qos != lotus_mqtt::QoS::AtMostOnce {
+        let success = Reply::success(&request.id, serde_json::json!({}), Some(method));
+        let mut reply = None;
+        match answer {
+            // The caller waits for the commit (`ack`) and then returns this in its response.
+            Answer::Caller(slot) => {
+                *slot.lock() = Some(serde_json::to_value(&success).expect("replies serialise"))
+            }
+            Answer::Topic if request.wants_reply() => {
+                reply = Some((
+                    lotus_model::alink::downlink_topic::reply(&publish.topic),
+                    Bytes::from(serde_json::to_vec(&success).expect("replies serialise")),
+                ))
+            }
+            Answer::Topic => {}
+        }
+        let (ack, waiter) = if publish.qos != lotus_mqtt::QoS::AtMostOnce || answer.is_caller() {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
@@ -330,13 +397,15 @@ impl DevicePlane {
         device: &DeviceId,
         update: bool,
         publish: &InboundPublish,
+        answer: &Answer,
     ) -> PublishVerdict {
+        let to = (publish, answer);
         let method = if update {
             "thing.deviceinfo.update"
         } else {
             "thing.deviceinfo.delete"
         };
-        let request = match self.parse_request(publish, method).await {
+        let request = match self.parse_request(to, method).await {
             Ok(r) => r,
             Err(v) => return v,
         };
@@ -344,7 +413,7 @@ impl DevicePlane {
         let Some(items) = request.params.as_array() else {
             let msg = "params must be an array of {attrKey, attrValue}";
             return self
-                .reply_error(publish, &request.id, code::PARAM_ERROR, msg, method)
+                .reply_error(to, &request.id, code::PARAM_ERROR, msg, method)
                 .await;
         };
         let mut tags = serde_json::Map::new();
@@ -353,7 +422,7 @@ impl DevicePlane {
             let Some(key) = item.get("attrKey").and_then(|k| k.as_str()) else {
                 let msg = format!("params[{i}].attrKey: required string");
                 return self
-                    .reply_error(publish, &request.id, code::PARAM_ERROR, msg, method)
+                    .reply_error(to, &request.id, code::PARAM_ERROR, msg, method)
                     .await;
             };
             keys.push(key.to_string());
@@ -383,8 +452,8 @@ impl DevicePlane {
                 )
             }
         };
-        if request.wants_reply() {
-            self.reply_now(&publish.topic, &reply).await;
+        if request.wants_reply() || answer.is_caller() {
+            self.reply_now(&publish.topic, &reply, answer).await;
         }
         PublishVerdict::Route { ack: None }
     }

@@ -63,6 +63,8 @@ pub struct LogConfig {
 pub struct AuthConfig {
     /// How long an API token stays valid.
     pub session_ttl_secs: i64,
+    /// How long a token issued to a CoAP or HTTP device by `/auth` stays valid.
+    pub device_token_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +131,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             session_ttl_secs: 12 * 3600,
+            device_token_ttl_secs: lotus_device::access::DEFAULT_TOKEN_TTL.as_secs(),
         }
     }
 }

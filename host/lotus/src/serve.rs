@@ -171,6 +171,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_batch_rows: config.writer.max_batch_rows,
         },
         allow_anonymous: config.mqtt.allow_anonymous,
+        token_ttl: std::time::Duration::from_secs(config.auth.device_token_ttl_secs),
     };
     let (plane, tasks) = DevicePlane::start(store.clone(), bus, plane_config).await?;
 
