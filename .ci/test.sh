@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project. Installs what the tests need when it is missing:
-# Debian packages (PostgreSQL server, mosquitto clients) through apt-get.
+# Debian packages (PostgreSQL server, mosquitto clients, libcoap's coap-client) through apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+command -v coap-client-openssl >/dev/null || missing+=(libcoap3-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq

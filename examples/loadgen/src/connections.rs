@@ -26,6 +26,8 @@ pub struct Config {
     pub target_pid: Option<u32>,
     /// With credentials: connect as signed devices (created through the API) instead of anonymously.
     pub api: Option<(String, String, String)>,
+    /// The products the signed devices belong to.
+    pub mix: crate::city::Mix,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,13 +64,8 @@ impl Report {
                 ("failed (I/O, timeout)", self.failed.to_string()),
                 ("accepted/s", format!("{:.0}", self.accepted_per_s)),
                 (
-                    "CONNACK latency p50/p99/max (ms)",
-                    format!(
-                        "{:.2} / {:.2} / {:.2}",
-                        self.connect_latency.p50_ms,
-                        self.connect_latency.p99_ms,
-                        self.connect_latency.max_ms
-                    ),
+                    "CONNACK latency p50/p90/p99/p99.9/max (ms)",
+                    self.connect_latency.summary(),
                 ),
                 ("alive at end of hold", self.alive_at_end.to_string()),
                 ("target RSS before (KiB)", opt(self.rss_before_kb)),
@@ -143,7 +140,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let devices: Option<Vec<DeviceCredentials>> = match &config.api {
         Some((api, user, password)) => {
             let api = crate::pipeline::Api::login(api, user, password).await?;
-            Some(crate::pipeline::provision(&api, config.count).await?)
+            let devices = crate::city::provision(&api, config.count, config.mix).await?;
+            Some(devices.into_iter().map(|d| d.creds).collect())
         }
         None => None,
     };

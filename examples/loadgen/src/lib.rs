@@ -1,6 +1,7 @@
 //! Lotus load generator: drives a node (or any MQTT broker, for the relay and connection modes)
 //! on loopback and reports what it measured, beside its own CPU use.
 
+pub mod city;
 pub mod connections;
 pub mod pipeline;
 pub mod relay;
@@ -109,7 +110,9 @@ pub fn histogram() -> Histogram<u64> {
 pub struct Latency {
     pub samples: u64,
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
     pub max_ms: f64,
 }
 
@@ -122,9 +125,19 @@ impl Latency {
         Latency {
             samples: h.len(),
             p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
             p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
         }
+    }
+
+    /// `p50 / p90 / p99 / p99.9 / max` in milliseconds.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} / {:.2}",
+            self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms
+        )
     }
 }
 

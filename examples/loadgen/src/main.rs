@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use lotus_loadgen::city::Mix;
 use lotus_loadgen::{connections, loopback_addr, pipeline, raise_fd_limit, relay};
 
 #[derive(Parser)]
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Signed devices post properties; the stored history is verified at the end.
+    /// Signed devices post properties (and events) and answer downlinks; what was stored is
+    /// verified through the API at the end.
     Pipeline {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         api: String,
@@ -43,8 +45,20 @@ enum Command {
         duration: u64,
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
         qos: u8,
+        /// street-light (one product) or city (street lights, water meters, air-quality
+        /// stations, manhole covers at coordinates in a city bounding box).
+        #[arg(long, default_value = "street-light")]
+        mix: Mix,
+        /// Downlinks per second (property sets and service calls through the API) that the
+        /// devices answer; 0 for none.
+        #[arg(long, default_value_t = 0.0)]
+        downlink_rate: f64,
+        /// The server's PID, to report its CPU beside the generator's.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
-    /// Anonymous publishers on bench/{i} → one subscriber on bench/#.
+    /// Publishers → one subscriber: anonymous on bench/{i} → bench/#, or (with --api) signed
+    /// devices on /{pk}/{dn}/user/update → an application credential on /{pk}/+/user/update.
     Relay {
         #[arg(long, default_value = "127.0.0.1:1883")]
         mqtt: String,
@@ -63,6 +77,14 @@ enum Command {
         /// The broker's PID, to report its CPU time.
         #[arg(long)]
         broker_pid: Option<u32>,
+        /// Lotus's API: publish as signed devices and subscribe with an application credential
+        /// created there (needs --password). Without it, all clients are anonymous.
+        #[arg(long)]
+        api: Option<String>,
+        #[arg(long, default_value = "admin")]
+        user: String,
+        #[arg(long, env = "LOTUS_ADMIN_PASSWORD")]
+        password: Option<String>,
     },
     /// Opens idle connections at a rate and holds them.
     Connections {
@@ -86,6 +108,9 @@ enum Command {
         user: String,
         #[arg(long, env = "LOTUS_ADMIN_PASSWORD")]
         password: Option<String>,
+        /// The products of the signed devices: street-light or city.
+        #[arg(long, default_value = "street-light")]
+        mix: Mix,
     },
 }
 
@@ -110,6 +135,9 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 duration,
                 qos,
+                mix,
+                downlink_rate,
+                server_pid,
             } => {
                 let report = pipeline::run(pipeline::Config {
                     api,
@@ -120,6 +148,9 @@ fn main() -> anyhow::Result<()> {
                     rate,
                     duration: Duration::from_secs(duration),
                     qos,
+                    mix,
+                    downlink_rate,
+                    server_pid,
                 })
                 .await?;
                 if json {
@@ -136,7 +167,19 @@ fn main() -> anyhow::Result<()> {
                 duration,
                 rate,
                 broker_pid,
+                api,
+                user,
+                password,
             } => {
+                let lotus = match (api, password) {
+                    (Some(api), Some(password)) => Some(relay::LotusTarget {
+                        api,
+                        user,
+                        password,
+                    }),
+                    (Some(_), None) => anyhow::bail!("--api needs --password"),
+                    _ => None,
+                };
                 let report = relay::run(relay::Config {
                     mqtt: loopback_addr(&mqtt)?,
                     publishers,
@@ -145,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                     duration: Duration::from_secs(duration),
                     rate,
                     broker_pid,
+                    lotus,
                 })
                 .await?;
                 if json {
@@ -162,6 +206,7 @@ fn main() -> anyhow::Result<()> {
                 api,
                 user,
                 password,
+                mix,
             } => {
                 let api = match (api, password) {
                     (Some(a), Some(p)) => Some((a, user, p)),
@@ -175,6 +220,7 @@ fn main() -> anyhow::Result<()> {
                     hold: Duration::from_secs(hold),
                     target_pid,
                     api,
+                    mix,
                 })
                 .await?;
                 if json {

@@ -1,5 +1,6 @@
-//! Full device pipeline: signed devices post properties; the node validates and stores them;
-//! at the end every device's history is read back and counted.
+//! Full device pipeline: signed devices post properties (and, in the city mix, events); the
+//! node validates and stores them; an operator task sends downlinks that the devices answer;
+//! at the end every device's stored history is read back through the API and counted.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
+use lotus_test_harness::device::mqtt_options;
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{Latency, histogram, own_cpu_time, per_sec, secs};
+use crate::city::{Mix, SimDevice};
+use crate::{Latency, histogram, own_cpu_time, per_sec, process_cpu_time, secs};
 
-/// The thing model of the devices the generator creates.
-pub const STREET_LIGHT_TSL: &str =
-    include_str!("../../../tests/e2e/fixtures/street-light.tsl.json");
+/// An event follows every this many property posts of a device (city mix).
+pub const EVENT_EVERY: u64 = 25;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,20 +34,52 @@ pub struct Config {
     pub duration: Duration,
     /// 0 or 1.
     pub qos: u8,
+    pub mix: Mix,
+    /// Downlinks (property sets and service calls through the API) per second; 0 = none.
+    pub downlink_rate: f64,
+    /// The server's PID, to report its CPU beside the generator's.
+    pub server_pid: Option<u32>,
+}
+
+impl Config {
+    /// The defaults of the command line for the given target.
+    pub fn new(api: String, mqtt: SocketAddr, password: String) -> Config {
+        Config {
+            api,
+            mqtt,
+            user: "admin".into(),
+            password,
+            devices: 100,
+            rate: 1000,
+            duration: Duration::from_secs(10),
+            qos: 1,
+            mix: Mix::StreetLight,
+            downlink_rate: 0.0,
+            server_pid: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    pub mix: String,
     pub devices: usize,
+    /// Devices per product name.
+    pub products: HashMap<String, usize>,
     pub qos: u8,
     pub target_rate: u64,
     pub duration_s: f64,
     /// From the first post to the last PUBACK: above the sustainable rate it outgrows `duration_s`.
     pub ack_window_s: f64,
+    /// Property posts and events sent.
     pub sent: u64,
-    /// PUBACKed posts at QoS 1; posts written to the socket at QoS 0.
+    /// Of which events.
+    pub events_sent: u64,
+    /// PUBACKed messages at QoS 1; messages written to the socket at QoS 0.
     pub acked: u64,
+    /// Stored property points (of each device's key property) and events, read back through
+    /// the API after the run.
     pub stored: u64,
     /// `acked − stored` (never negative).
     pub lost: u64,
@@ -56,17 +89,44 @@ pub struct Report {
     pub stored_per_s: f64,
     /// PUBACK latency (QoS 1 only).
     pub latency: Latency,
+    /// Downlinks the API accepted (property sets and service calls).
+    pub downlinks_sent: u64,
+    /// Downlink requests the devices received and answered.
+    pub downlinks_answered: u64,
+    /// Synchronous service calls whose reply came back through the API with code 200.
+    pub downlinks_confirmed: u64,
+    pub downlink_errors: u64,
     pub generator_cpu_s: f64,
-    /// Generator CPU as a share of one core during the send phase.
+    /// Generator CPU as a share of one core from the first post to the last PUBACK.
     pub generator_cpu_pct: f64,
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_pct: Option<f64>,
 }
 
 impl Report {
     pub fn print(&self) {
+        let mut products: Vec<_> = self.products.iter().collect();
+        products.sort();
+        let server = match (self.server_cpu_s, self.server_cpu_pct) {
+            (Some(s), Some(p)) => format!("{s:.2} s ({p:.0}% of a core)"),
+            _ => "n/a (pass --server-pid)".into(),
+        };
         crate::print_table(
             "pipeline",
             &[
-                ("devices", self.devices.to_string()),
+                ("mix", self.mix.clone()),
+                (
+                    "devices",
+                    format!(
+                        "{} ({})",
+                        self.devices,
+                        products
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
                 ("qos", self.qos.to_string()),
                 ("target rate (msg/s)", self.target_rate.to_string()),
                 ("duration (s)", format!("{:.2}", self.duration_s)),
@@ -76,23 +136,33 @@ impl Report {
                 ),
                 (
                     "sent",
-                    format!("{} ({:.0} msg/s)", self.sent, self.sent_per_s),
+                    format!(
+                        "{} ({:.0} msg/s; {} events)",
+                        self.sent, self.sent_per_s, self.events_sent
+                    ),
                 ),
                 (
                     "acked",
                     format!("{} ({:.0} msg/s)", self.acked, self.acked_per_s),
                 ),
                 (
-                    "stored",
+                    "stored (verified via API)",
                     format!("{} ({:.0} msg/s)", self.stored, self.stored_per_s),
                 ),
                 ("lost (acked − stored)", self.lost.to_string()),
                 ("errors", self.errors.to_string()),
                 (
-                    "PUBACK latency p50/p99/max (ms)",
+                    "PUBACK latency p50/p90/p99/p99.9/max (ms)",
+                    self.latency.summary(),
+                ),
+                (
+                    "downlinks sent / answered / confirmed",
                     format!(
-                        "{:.2} / {:.2} / {:.2}",
-                        self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
+                        "{} / {} / {} ({} errors)",
+                        self.downlinks_sent,
+                        self.downlinks_answered,
+                        self.downlinks_confirmed,
+                        self.downlink_errors
                     ),
                 ),
                 (
@@ -102,12 +172,14 @@ impl Report {
                         self.generator_cpu_s, self.generator_cpu_pct
                     ),
                 ),
+                ("server CPU", server),
             ],
         );
     }
 }
 
 /// A logged-in API client.
+#[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
@@ -137,12 +209,13 @@ impl Api {
         })
     }
 
-    pub async fn call(
+    /// Calls the API; fails unless the status is a success. `(status, body)`.
+    pub async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self
             .client
             .request(method.clone(), format!("{}{path}", self.base))
@@ -156,63 +229,34 @@ impl Api {
         if !status.is_success() {
             bail!("{method} {path}: {status} {text}");
         }
-        Ok(if text.is_empty() {
+        let value = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text)?
-        })
+        };
+        Ok((status.as_u16(), value))
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        Ok(self.request(method, path, body).await?.1)
     }
 }
 
-/// Creates a "Loadgen street light" product with the street-light thing model and `n` devices.
-pub async fn provision(api: &Api, n: usize) -> anyhow::Result<Vec<DeviceCredentials>> {
-    use reqwest::Method;
-    let product = api
-        .call(
-            Method::POST,
-            "/api/v1/products",
-            Some(json!({"name": "Loadgen street light", "nodeType": "direct", "dataFormat": "alink"})),
-        )
-        .await?;
-    let pk = product["productKey"]
-        .as_str()
-        .context("no productKey")?
-        .to_string();
-    let tsl: Value = serde_json::from_str(STREET_LIGHT_TSL)?;
-    api.call(
-        Method::PUT,
-        &format!("/api/v1/products/{pk}/thing-model"),
-        Some(tsl),
-    )
-    .await?;
-    let mut creds = Vec::with_capacity(n);
-    let names: Vec<String> = (0..n).map(|i| format!("lg-{i:06}")).collect();
-    for chunk in names.chunks(1000) {
-        let out = api
-            .call(
-                Method::POST,
-                &format!("/api/v1/products/{pk}/devices:batch"),
-                Some(json!({ "deviceNames": chunk })),
-            )
-            .await?;
-        for d in out["devices"].as_array().context("no devices in reply")? {
-            creds.push(DeviceCredentials {
-                product_key: pk.clone(),
-                device_name: d["deviceName"].as_str().context("deviceName")?.to_string(),
-                device_secret: d["deviceSecret"]
-                    .as_str()
-                    .context("deviceSecret")?
-                    .to_string(),
-            });
-        }
-    }
-    Ok(creds)
-}
-
+#[derive(Default)]
 struct Counters {
     sent: AtomicU64,
+    events: AtomicU64,
     acked: AtomicU64,
     errors: AtomicU64,
+    answered: AtomicU64,
+    downlinks_sent: AtomicU64,
+    confirmed: AtomicU64,
+    downlink_errors: AtomicU64,
 }
 
 /// Runs the pipeline load and verifies storage.
@@ -229,122 +273,121 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         q => bail!("unsupported QoS {q} (0 or 1)"),
     };
     let api = Api::login(&config.api, &config.user, &config.password).await?;
-    let creds = provision(&api, config.devices).await?;
+    let devices = crate::city::provision(&api, config.devices, config.mix).await?;
+    let mut products: HashMap<String, usize> = HashMap::new();
+    for d in &devices {
+        *products.entry(format!("{:?}", d.kind)).or_default() += 1;
+    }
 
-    // Connect every device and wait for its CONNACK.
-    let counters = Arc::new(Counters {
-        sent: AtomicU64::new(0),
-        acked: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
-    let mut clients = Vec::with_capacity(creds.len());
-    let mut loops = Vec::with_capacity(creds.len());
-    let mut ready = Vec::with_capacity(creds.len());
-    for c in &creds {
-        let mut opts = mqtt_options(c, config.mqtt);
+    // Connect every device, subscribe it to its downlinks and wait for the SUBACK.
+    let counters = Arc::new(Counters::default());
+    let mut clients = Vec::with_capacity(devices.len());
+    let mut loops = Vec::with_capacity(devices.len());
+    let mut ready = Vec::with_capacity(devices.len());
+    for d in &devices {
+        let mut opts = mqtt_options(&d.creds, config.mqtt);
         opts.set_inflight(1000);
         opts.set_keep_alive(Duration::from_secs(60));
-        let (client, mut el) = AsyncClient::new(opts, 1024);
+        let (client, el) = AsyncClient::new(opts, 1024);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-        let counters = counters.clone();
-        loops.push(tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            let mut sent_at: HashMap<u16, Instant> = HashMap::new();
-            let mut hist = histogram();
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if pkid == 0 {
-                            // QoS 0: written is all the acknowledgement there is.
-                            counters.acked.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            sent_at.insert(pkid, Instant::now());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        counters.acked.fetch_add(1, Ordering::Relaxed);
-                        if let Some(t) = sent_at.remove(&ack.pkid) {
-                            let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        match ready_tx.take() {
-                            Some(tx) => {
-                                let _ = tx.send(Err(anyhow::anyhow!("connect: {e}")));
-                            }
-                            None => {
-                                counters.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        break;
-                    }
-                }
-            }
-            hist
-        }));
+        loops.push(tokio::spawn(device_loop(
+            client.clone(),
+            el,
+            d.downlink_filters(),
+            ready_tx,
+            counters.clone(),
+        )));
         clients.push(client);
         ready.push(ready_rx);
     }
     for (i, r) in ready.into_iter().enumerate() {
         match tokio::time::timeout(Duration::from_secs(60), r).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => bail!("device {} did not connect: {e}", creds[i].device_name),
-            _ => bail!("device {} did not connect in time", creds[i].device_name),
+            Ok(Ok(Err(e))) => bail!(
+                "device {} did not connect: {e}",
+                devices[i].creds.device_name
+            ),
+            _ => bail!(
+                "device {} did not connect in time",
+                devices[i].creds.device_name
+            ),
         }
     }
 
     // Each device posts at rate/N, staggered so the total is spread evenly.
     let n = clients.len() as u64;
     let period = Duration::from_secs_f64(n as f64 / config.rate as f64);
-    // Property times lie in the past, one millisecond apart per device, so that they are unique.
+    // Times lie in the past, one millisecond apart per device, so that they are unique.
     let base_ms = lotus_test_harness::now_ms() - 3600 * 1000;
+    let server_cpu0 = config.server_pid.and_then(process_cpu_time);
     let cpu0 = own_cpu_time();
     let start = Instant::now();
     let deadline = start + config.duration;
     let mut senders = Vec::with_capacity(clients.len());
     for (i, client) in clients.iter().enumerate() {
         let client = client.clone();
+        let device = devices[i].clone();
         let topic = format!(
             "/sys/{}/{}/thing/event/property/post",
-            creds[i].product_key, creds[i].device_name
+            device.creds.product_key, device.creds.device_name
         );
         let counters = counters.clone();
         let offset = period.mul_f64(i as f64 / n as f64);
         senders.push(tokio::spawn(async move {
             let mut seq: u64 = 0;
+            let mut events: u64 = 0;
             loop {
                 let due = start + offset + period.mul_f64(seq as f64);
                 if due >= deadline {
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
-                let payload = format!(
-                    r#"{{"id":"{seq}","version":"1.0","params":{{"Brightness":{{"value":{},"time":{}}}}},"sys":{{"ack":0}},"method":"thing.event.property.post"}}"#,
-                    seq % 101,
-                    base_ms + seq as i64
-                );
+                let time = base_ms + seq as i64;
+                let payload = device.property_post(seq, time);
                 if client.publish(&topic, qos, false, payload).await.is_err() {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 counters.sent.fetch_add(1, Ordering::Relaxed);
+                if (seq + 1).is_multiple_of(EVENT_EVERY)
+                    && let Some((id, payload)) = device.event(seq, time)
+                {
+                    let topic = format!(
+                        "/sys/{}/{}/thing/event/{id}/post",
+                        device.creds.product_key, device.creds.device_name
+                    );
+                    if client.publish(&topic, qos, false, payload).await.is_err() {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    counters.sent.fetch_add(1, Ordering::Relaxed);
+                    counters.events.fetch_add(1, Ordering::Relaxed);
+                    events += 1;
+                }
                 seq += 1;
             }
-            seq
+            (seq, events)
         }));
     }
+    let api = Arc::new(api);
+    let operator = (config.downlink_rate > 0.0).then(|| {
+        tokio::spawn(operator(
+            api.clone(),
+            devices.clone(),
+            config.downlink_rate,
+            start,
+            deadline,
+            counters.clone(),
+        ))
+    });
     let mut per_device = Vec::with_capacity(senders.len());
     for s in senders {
         per_device.push(s.await?);
     }
     let send_elapsed = start.elapsed();
+    if let Some(op) = operator {
+        op.await?;
+    }
     // Let outstanding PUBACKs arrive (bounded).
     let sent = counters.sent.load(Ordering::Relaxed);
     let drain_deadline = Instant::now() + Duration::from_secs(10);
@@ -356,6 +399,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     // From the first post to the last acknowledgement (or the drain timeout).
     let ack_elapsed = start.elapsed();
     let cpu = own_cpu_time() - cpu0;
+    let server_cpu = match (server_cpu0, config.server_pid.and_then(process_cpu_time)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     for c in &clients {
         let _ = c.try_disconnect();
     }
@@ -368,11 +415,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let acked = counters.acked.load(Ordering::Relaxed);
 
     // Read back what was stored; storage may lag a little behind the PUBACKs.
-    let api = Arc::new(api);
     let verify_deadline = Instant::now() + Duration::from_secs(30);
     let mut stored;
     loop {
-        stored = count_stored(&api, &creds, &per_device, base_ms).await?;
+        stored = count_stored(&api, &devices, &per_device, base_ms).await?;
         if stored >= acked || Instant::now() > verify_deadline {
             break;
         }
@@ -380,13 +426,20 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
 
     let errors = counters.errors.load(Ordering::Relaxed);
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     Ok(Report {
-        devices: creds.len(),
+        mix: match config.mix {
+            Mix::StreetLight => "street-light".into(),
+            Mix::City => "city".into(),
+        },
+        devices: devices.len(),
+        products,
         qos: config.qos,
         target_rate: config.rate,
         duration_s: secs(send_elapsed),
         ack_window_s: secs(ack_elapsed),
         sent,
+        events_sent: load(&counters.events),
         acked,
         stored,
         lost: acked.saturating_sub(stored),
@@ -395,29 +448,176 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         acked_per_s: per_sec(acked, ack_elapsed),
         stored_per_s: per_sec(stored, ack_elapsed),
         latency: Latency::from_histogram(&hist),
+        downlinks_sent: load(&counters.downlinks_sent),
+        downlinks_answered: load(&counters.answered),
+        downlinks_confirmed: load(&counters.confirmed),
+        downlink_errors: load(&counters.downlink_errors),
         generator_cpu_s: secs(cpu),
-        generator_cpu_pct: 100.0 * secs(cpu) / secs(send_elapsed).max(1e-9),
+        generator_cpu_pct: 100.0 * secs(cpu) / secs(ack_elapsed).max(1e-9),
+        server_cpu_s: server_cpu.map(secs),
+        server_cpu_pct: server_cpu.map(|c| 100.0 * secs(c) / secs(ack_elapsed).max(1e-9)),
     })
 }
 
-/// Sums the stored Brightness points of every device, in windows of 10,000 ms (the page limit).
+/// One device's MQTT event loop: subscribes to its downlinks once connected, answers them,
+/// counts acknowledgements and records PUBACK latency.
+async fn device_loop(
+    client: AsyncClient,
+    mut el: rumqttc::EventLoop,
+    downlinks: Vec<String>,
+    ready_tx: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+    counters: Arc<Counters>,
+) -> Histogram<u64> {
+    let mut ready_tx = Some(ready_tx);
+    let mut sent_at: HashMap<u16, Instant> = HashMap::new();
+    let mut hist = histogram();
+    // Replies are QoS 0: their writes are not telemetry acknowledgements.
+    let mut replies_pending: u64 = 0;
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let filters = downlinks
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if client.try_subscribe_many(filters).is_err()
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(Err(anyhow::anyhow!("cannot subscribe to downlinks")));
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if let Some(tx) = ready_tx.take() {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                    let _ = tx.send(if refused {
+                        Err(anyhow::anyhow!("the downlink subscription was refused"))
+                    } else {
+                        Ok(())
+                    });
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some((topic, payload)) = crate::city::answer(&p.topic, &p.payload) {
+                    // Never await inside the event loop: a full request queue would deadlock.
+                    if client
+                        .try_publish(topic, QoS::AtMostOnce, false, payload)
+                        .is_ok()
+                    {
+                        replies_pending += 1;
+                        counters.answered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        counters.downlink_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                if pkid == 0 {
+                    if replies_pending > 0 {
+                        replies_pending -= 1;
+                    } else {
+                        // QoS 0: written is all the acknowledgement there is.
+                        counters.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    sent_at.insert(pkid, Instant::now());
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                counters.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = sent_at.remove(&ack.pkid) {
+                    let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                match ready_tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(anyhow::anyhow!("connect: {e}")));
+                    }
+                    None => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                break;
+            }
+        }
+    }
+    hist
+}
+
+/// The operator: sends downlinks through the API at `rate` per second, round-robin over the
+/// devices, alternating property sets and service calls; waits for the calls it started.
+async fn operator(
+    api: Arc<Api>,
+    devices: Vec<SimDevice>,
+    rate: f64,
+    start: Instant,
+    deadline: Instant,
+    counters: Arc<Counters>,
+) {
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let mut calls = Vec::new();
+    // Start a little into the run so that every device is posting.
+    let mut k: u64 = 0;
+    loop {
+        let due = start + period.mul_f64(k as f64 + 0.5);
+        // Leave time for the answer before the run ends.
+        if due + Duration::from_millis(200) >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let device = &devices[(k as usize * 7919) % devices.len()];
+        let (suffix, body) = device.downlink(k / devices.len() as u64 + k);
+        let path = format!(
+            "/api/v1/products/{}/devices/{}{suffix}",
+            device.creds.product_key, device.creds.device_name
+        );
+        let (api, counters) = (api.clone(), counters.clone());
+        calls.push(tokio::spawn(async move {
+            match api.request(reqwest::Method::POST, &path, Some(body)).await {
+                Ok((status, reply)) => {
+                    counters.downlinks_sent.fetch_add(1, Ordering::Relaxed);
+                    if status == 200 && reply["code"] == 200 {
+                        counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("downlink failed: {e:#}");
+                    counters.downlink_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+        k += 1;
+    }
+    for c in calls {
+        let _ = c.await;
+    }
+}
+
+/// Sums each device's stored key-property points (windows of 10,000 ms, the page limit) and
+/// its stored events.
 async fn count_stored(
     api: &Arc<Api>,
-    creds: &[DeviceCredentials],
-    per_device: &[u64],
+    devices: &[SimDevice],
+    per_device: &[(u64, u64)],
     base_ms: i64,
 ) -> anyhow::Result<u64> {
     let total = Arc::new(AtomicU64::new(0));
-    let jobs: Vec<(String, u64)> = creds
+    let jobs: Vec<(String, &'static str, u64, u64)> = devices
         .iter()
         .zip(per_device)
-        .map(|(c, &n)| {
+        .map(|(d, &(posts, events))| {
             (
                 format!(
-                    "/api/v1/products/{}/devices/{}/properties/Brightness/history",
-                    c.product_key, c.device_name
+                    "/api/v1/products/{}/devices/{}",
+                    d.creds.product_key, d.creds.device_name
                 ),
-                n,
+                d.key_property,
+                posts,
+                events,
             )
         })
         .collect();
@@ -429,22 +629,42 @@ async fn count_stored(
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some((path, n)) = jobs.get(i) else {
+                let Some((path, key, posts, events)) = jobs.get(i) else {
                     return Ok::<_, anyhow::Error>(());
                 };
                 let mut window = 0u64;
-                while window < *n {
+                while window < *posts {
                     let from = base_ms + window as i64;
                     let page = api
                         .call(
                             reqwest::Method::GET,
-                            &format!("{path}?from={from}&to={}&limit=10000", from + 9_999),
+                            &format!(
+                                "{path}/properties/{key}/history?from={from}&to={}&limit=10000",
+                                from + 9_999
+                            ),
                             None,
                         )
                         .await?;
                     let points = page["points"].as_array().map_or(0, Vec::len) as u64;
                     total.fetch_add(points, Ordering::Relaxed);
                     window += 10_000;
+                }
+                if *events > 0 {
+                    let list = api
+                        .call(
+                            reqwest::Method::GET,
+                            &format!(
+                                "{path}/events?from={}&to={}&limit=10000",
+                                base_ms - 1,
+                                base_ms + *posts as i64 + 1
+                            ),
+                            None,
+                        )
+                        .await?;
+                    total.fetch_add(
+                        list.as_array().map_or(0, Vec::len) as u64,
+                        Ordering::Relaxed,
+                    );
                 }
             }
         }));

@@ -1,6 +1,13 @@
-//! Plain MQTT relay: P publishers on `bench/{i}` → one subscriber on `bench/#`. Each payload
-//! carries its publisher, sequence number and send time, so the subscriber counts deliveries
-//! and end-to-end latency. Works against any MQTT 3.1.1 broker that accepts anonymous clients.
+//! MQTT relay: P publishers → one subscriber. Each payload carries its publisher, sequence
+//! number and send time, so the subscriber counts deliveries and end-to-end latency.
+//!
+//! Two shapes, so that Lotus and a plain broker (mosquitto) run with the same generator:
+//! - **anonymous** (any MQTT 3.1.1 broker that accepts anonymous clients): publishers on
+//!   `bench/{i}`, the subscriber on `bench/#`;
+//! - **application** (Lotus, given its API): the generator creates a product with P devices and
+//!   an application credential granted `/{pk}/+/user/update`; the devices publish on their
+//!   `/{pk}/{dn}/user/update` and the subscriber logs in with the credential, as a city
+//!   dashboard would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +20,10 @@ use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 
+use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
+use serde_json::json;
+
+use crate::pipeline::Api;
 use crate::{Latency, histogram, own_cpu_time, per_sec, process_cpu_time, secs};
 
 /// publisher (4 bytes) + sequence (8) + send time in ns since the run's epoch (8).
@@ -30,11 +41,94 @@ pub struct Config {
     pub rate: Option<u64>,
     /// The broker's PID, to report its CPU use.
     pub broker_pid: Option<u32>,
+    /// Lotus's API and an administrator's log-in: relay between signed devices and an
+    /// application credential instead of anonymous clients.
+    pub lotus: Option<LotusTarget>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LotusTarget {
+    pub api: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// What the application shape sets up through the API.
+struct AppSetup {
+    product_key: String,
+    devices: Vec<DeviceCredentials>,
+    username: String,
+    secret: String,
+}
+
+/// A product for the publishers, its devices and an application credential for the subscriber.
+async fn setup_application(target: &LotusTarget, publishers: usize) -> anyhow::Result<AppSetup> {
+    use anyhow::Context;
+    use reqwest::Method;
+    let api = Api::login(&target.api, &target.user, &target.password).await?;
+    let product = api
+        .call(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({"name": "Loadgen relay", "nodeType": "direct", "dataFormat": "alink"})),
+        )
+        .await?;
+    let pk = product["productKey"]
+        .as_str()
+        .context("no productKey")?
+        .to_string();
+    let names: Vec<String> = (0..publishers)
+        .map(|i| format!("relay-{}-{i:04}", std::process::id()))
+        .collect();
+    let mut devices = Vec::with_capacity(publishers);
+    for chunk in names.chunks(1000) {
+        let out = api
+            .call(
+                Method::POST,
+                &format!("/api/v1/products/{pk}/devices:batch"),
+                Some(json!({ "deviceNames": chunk })),
+            )
+            .await?;
+        for d in out["devices"].as_array().context("no devices in reply")? {
+            devices.push(DeviceCredentials {
+                product_key: pk.clone(),
+                device_name: d["deviceName"].as_str().context("deviceName")?.to_string(),
+                device_secret: d["deviceSecret"]
+                    .as_str()
+                    .context("deviceSecret")?
+                    .to_string(),
+            });
+        }
+    }
+    let credential = api
+        .call(
+            Method::POST,
+            "/api/v1/app-credentials",
+            Some(json!({
+                "name": "Loadgen relay subscriber",
+                "grants": [{"filter": format!("/{pk}/+/user/update"), "actions": ["subscribe"]}],
+            })),
+        )
+        .await?;
+    Ok(AppSetup {
+        product_key: pk,
+        devices,
+        username: credential["username"]
+            .as_str()
+            .context("no username")?
+            .to_string(),
+        secret: credential["secret"]
+            .as_str()
+            .context("no secret")?
+            .to_string(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// `anonymous` or `application` (signed devices → an application credential).
+    pub mode: String,
     pub publishers: usize,
     pub payload: usize,
     pub qos: u8,
@@ -65,6 +159,7 @@ impl Report {
         crate::print_table(
             "relay",
             &[
+                ("mode", self.mode.clone()),
                 (
                     "publishers → subscribers",
                     format!("{} → 1", self.publishers),
@@ -84,13 +179,7 @@ impl Report {
                 ("loss (of published)", format!("{:.3}%", self.loss_pct)),
                 ("lost after PUBACK (QoS 1)", self.lost_acked.to_string()),
                 ("out of order", self.out_of_order.to_string()),
-                (
-                    "latency p50/p99/max (ms)",
-                    format!(
-                        "{:.2} / {:.2} / {:.2}",
-                        self.latency.p50_ms, self.latency.p99_ms, self.latency.max_ms
-                    ),
-                ),
+                ("latency p50/p90/p99/p99.9/max (ms)", self.latency.summary()),
                 (
                     "generator CPU",
                     format!(
@@ -134,11 +223,24 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let epoch = Instant::now();
     let tag = std::process::id();
 
+    let app = match &config.lotus {
+        Some(target) => Some(setup_application(target, config.publishers).await?),
+        None => None,
+    };
+
     // Subscriber first; it reports deliveries through a shared counter so the end can be seen.
     let delivered = Arc::new(AtomicU64::new(0));
-    let (sub, mut sub_el) = AsyncClient::new(options(&format!("lg-sub-{tag}"), config.mqtt), 1024);
+    let mut sub_options = options(&format!("lg-sub-{tag}"), config.mqtt);
+    let filter = match &app {
+        Some(a) => {
+            sub_options.set_credentials(a.username.clone(), a.secret.clone());
+            format!("/{}/+/user/update", a.product_key)
+        }
+        None => "bench/#".to_string(),
+    };
+    let (sub, mut sub_el) = AsyncClient::new(sub_options, 1024);
     let (subacked_tx, subacked_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-    sub.subscribe("bench/#", qos).await?;
+    sub.subscribe(&filter, qos).await?;
     let sub_task = {
         let delivered = delivered.clone();
         let publishers = config.publishers;
@@ -152,9 +254,17 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             };
             loop {
                 match sub_el.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         if let Some(tx) = subacked_tx.take() {
-                            let _ = tx.send(Ok(()));
+                            let refused = ack
+                                .return_codes
+                                .iter()
+                                .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                            let _ = tx.send(if refused {
+                                Err(anyhow::anyhow!("the broker refused the subscription"))
+                            } else {
+                                Ok(())
+                            });
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -204,8 +314,17 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let mut pubs = Vec::new();
     let mut pub_loops = Vec::new();
     for i in 0..config.publishers {
-        let (client, mut el) =
-            AsyncClient::new(options(&format!("lg-pub-{tag}-{i}"), config.mqtt), 4096);
+        let opts = match &app {
+            Some(a) => {
+                let mut o = mqtt_options(&a.devices[i], config.mqtt);
+                o.set_keep_alive(Duration::from_secs(60));
+                o.set_inflight(1000);
+                o.set_max_packet_size(1 << 20, 1 << 20);
+                o
+            }
+            None => options(&format!("lg-pub-{tag}-{i}"), config.mqtt),
+        };
+        let (client, mut el) = AsyncClient::new(opts, 4096);
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
         let acked = acked.clone();
         pub_loops.push(tokio::spawn(async move {
@@ -250,7 +369,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     for (i, client) in pubs.iter().enumerate() {
         let client = client.clone();
         let (stop, published) = (stop.clone(), published.clone());
-        let topic = format!("bench/{i}");
+        let topic = match &app {
+            Some(a) => format!(
+                "/{}/{}/user/update",
+                a.product_key, a.devices[i].device_name
+            ),
+            None => format!("bench/{i}"),
+        };
         let offset = period.map(|p| p.mul_f64(i as f64 / config.publishers as f64));
         senders.push(tokio::spawn(async move {
             let mut seq: u64 = 0;
@@ -332,6 +457,11 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let loss = published.saturating_sub(res.delivered);
     let acked = acked.load(Ordering::Relaxed);
     Ok(Report {
+        mode: if app.is_some() {
+            "application".into()
+        } else {
+            "anonymous".into()
+        },
         publishers: config.publishers,
         payload: payload_len,
         qos: config.qos,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use lotus_loadgen::city::Mix;
 use lotus_loadgen::{pipeline, relay};
 use lotus_test_harness::node::{ADMIN_PASSWORD, LotusNode, NodeOptions};
 
@@ -17,6 +18,9 @@ async fn pipeline_stores_every_acknowledged_post() -> anyhow::Result<()> {
         rate: 200,
         duration: Duration::from_secs(2),
         qos: 1,
+        mix: Mix::StreetLight,
+        downlink_rate: 0.0,
+        server_pid: node.pid(),
     })
     .await?;
     assert!(report.acked > 0, "{report:?}");
@@ -41,8 +45,90 @@ async fn relay_delivers_everything_at_qos1() -> anyhow::Result<()> {
         duration: Duration::from_secs(1),
         rate: Some(500),
         broker_pid: node.pid(),
+        lotus: None,
     })
     .await?;
+    assert!(report.published > 0, "{report:?}");
+    assert_eq!(report.delivered, report.published, "{report:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn city_run_loses_nothing_and_answers_downlinks() -> anyhow::Result<()> {
+    let node = LotusNode::start(NodeOptions::default()).await?;
+    let report = pipeline::run(pipeline::Config {
+        devices: 24,
+        rate: 240,
+        duration: Duration::from_secs(3),
+        mix: Mix::City,
+        downlink_rate: 5.0,
+        server_pid: node.pid(),
+        ..pipeline::Config::new(node.http.clone(), node.mqtt, ADMIN_PASSWORD.into())
+    })
+    .await?;
+    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    assert_eq!(report.products.len(), 4, "{report:?}");
+    assert!(report.acked > 0 && report.events_sent > 0, "{report:?}");
+    assert_eq!(report.sent, report.acked, "{report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.stored, report.acked, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert!(report.latency.samples > 0, "{report:?}");
+    assert!(report.downlinks_sent >= 5, "{report:?}");
+    assert_eq!(report.downlink_errors, 0, "{report:?}");
+    assert_eq!(
+        report.downlinks_answered, report.downlinks_sent,
+        "{report:?}"
+    );
+    assert!(report.downlinks_confirmed > 0, "{report:?}");
+    assert!(report.server_cpu_s.is_some(), "{report:?}");
+
+    // The devices carry their coordinates for the city map.
+    let mut node = node;
+    node.login().await?;
+    let page = node
+        .expect(
+            reqwest::Method::GET,
+            "/api/v1/devices?pageSize=500",
+            None,
+            200,
+        )
+        .await?;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 24);
+    for d in items {
+        let (lat, lon) = (
+            d["tags"]["lat"].as_f64().unwrap(),
+            d["tags"]["lon"].as_f64().unwrap(),
+        );
+        assert!(
+            (31.1..31.4).contains(&lat) && (121.3..121.7).contains(&lon),
+            "{d}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_to_an_application_credential() -> anyhow::Result<()> {
+    // No anonymous clients: devices publish, the subscriber is an application.
+    let node = LotusNode::start(NodeOptions::default()).await?;
+    let report = relay::run(relay::Config {
+        mqtt: node.mqtt,
+        publishers: 3,
+        payload: 100,
+        qos: 1,
+        duration: Duration::from_secs(1),
+        rate: Some(300),
+        broker_pid: node.pid(),
+        lotus: Some(relay::LotusTarget {
+            api: node.http.clone(),
+            user: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+        }),
+    })
+    .await?;
+    assert_eq!(report.mode, "application");
     assert!(report.published > 0, "{report:?}");
     assert_eq!(report.delivered, report.published, "{report:?}");
     Ok(())

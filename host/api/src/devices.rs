@@ -266,6 +266,42 @@ pub async fn list_all(
     list_filtered(&state, q.product_key, rest).await
 }
 
+/// A sub-device in a gateway's topology.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubDevice {
+    pub product_key: String,
+    pub device_name: String,
+    /// Logged in through the gateway's current connection.
+    pub online: bool,
+    /// When it was added to the topology (Unix ms).
+    pub attached_at: i64,
+}
+
+/// List a gateway's sub-devices (its topology, as the gateway manages it with `thing/topo/*`).
+#[utoipa::path(get, path = "/api/v1/products/{productKey}/devices/{deviceName}/sub-devices", tag = "devices", security(("bearer" = [])),
+    params(("productKey" = String, Path), ("deviceName" = String, Path)),
+    responses((status = 200, body = Vec<SubDevice>), (status = 404, body = crate::problem::Problem)))]
+pub async fn sub_devices(
+    State(state): State<ApiState>,
+    _user: Authenticated,
+    Path((pk, dn)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<SubDevice>>> {
+    device_or_404(&state, &pk, &dn).await?;
+    let links = state.plane.sub_devices(&DeviceId::new(pk, dn)).await?;
+    Ok(Json(
+        links
+            .into_iter()
+            .map(|(l, online)| SubDevice {
+                product_key: l.product_key,
+                device_name: l.device_name,
+                online,
+                attached_at: l.created_at,
+            })
+            .collect(),
+    ))
+}
+
 async fn device_or_404(state: &ApiState, pk: &str, dn: &str) -> ApiResult<DeviceRow> {
     state
         .store
@@ -371,10 +407,11 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     device_or_404(&state, &pk, &dn).await?;
     state.store.delete_device(&pk, &dn).await?;
-    state.plane.kick(
-        &DeviceId::new(&*pk, &*dn),
-        DisconnectReason::CredentialRevoked,
-    );
+    let device = DeviceId::new(&*pk, &*dn);
+    state
+        .plane
+        .kick(&device, DisconnectReason::CredentialRevoked);
+    state.plane.forget_device(&device);
     state.plane.bus.publish(lotus_bus::Envelope::device(
         &pk,
         &dn,

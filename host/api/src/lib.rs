@@ -1,12 +1,15 @@
 //! The REST API (`/api/v1`), its OpenAPI 3.1 document and Swagger UI, device registration over
 //! HTTPS, and the operational endpoints.
 
+pub mod access;
+pub mod applications;
 pub mod auth;
 pub mod devices;
 pub mod ops;
 pub mod problem;
 pub mod products;
 pub mod registration;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -62,8 +65,9 @@ impl ApiState {
         devices::enable, devices::disable, devices::delete, devices::status_log,
         devices::properties, devices::history, devices::events,
         devices::set_properties, devices::invoke_service, devices::message,
-        devices::get_shadow, devices::put_shadow,
-        registration::register_device,
+        devices::get_shadow, devices::put_shadow, devices::sub_devices,
+        registration::register_device, access::auth, access::publish,
+        applications::create, applications::list, applications::get, applications::update, applications::delete,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     modifiers(&BearerAuth),
@@ -77,6 +81,7 @@ impl ApiState {
         (name = "downlink", description = "Property set and service calls"),
         (name = "shadow", description = "Desired and reported state"),
         (name = "device access", description = "What devices call over HTTPS"),
+        (name = "applications", description = "MQTT credentials for applications, confined to granted topic filters"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -141,6 +146,16 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/devices", get(devices::list_all))
         .route(
+            "/api/v1/app-credentials",
+            post(applications::create).get(applications::list),
+        )
+        .route(
+            "/api/v1/app-credentials/{id}",
+            get(applications::get)
+                .patch(applications::update)
+                .delete(applications::delete),
+        )
+        .route(
             dev,
             get(devices::get)
                 .patch(devices::update)
@@ -149,6 +164,7 @@ pub fn router(state: ApiState) -> Router {
         .route(&format!("{dev}/enable"), post(devices::enable))
         .route(&format!("{dev}/disable"), post(devices::disable))
         .route(&format!("{dev}/status-log"), get(devices::status_log))
+        .route(&format!("{dev}/sub-devices"), get(devices::sub_devices))
         .route(&format!("{dev}/properties"), get(devices::properties))
         .route(
             &format!("{dev}/properties:set"),
@@ -172,6 +188,12 @@ pub fn router(state: ApiState) -> Router {
             get(devices::get_shadow).put(devices::put_shadow),
         )
         .route("/auth/register/device", post(registration::register_device))
+        .route("/auth", post(access::auth))
+        // A device message is bounded like an MQTT packet, not like an API upload.
+        .route(
+            "/topic/{*topic}",
+            post(access::publish).layer(axum::extract::DefaultBodyLimit::max(256 * 1024)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -422,8 +422,8 @@ pub async fn list_topic_classes(
     _user: Authenticated,
     Path(pk): Path<String>,
 ) -> ApiResult<Json<Vec<TopicClassOut>>> {
-    product_or_404(&state, &pk).await?;
-    let mut out: Vec<TopicClassOut> = lotus_model::topic::system_topic_classes()
+    let product = product_or_404(&state, &pk).await?;
+    let mut out: Vec<TopicClassOut> = lotus_model::topic::system_topic_classes_for(product.node_type)
         .into_iter()
         .map(|c| TopicClassOut {
             id: c.id,

@@ -92,6 +92,9 @@ impl DevicePlane {
                 "username '{deviceName}&{productKey}' and a signed password are required",
             );
         };
+        if crate::application::is_application_username(username) {
+            return self.authenticate_application(req, username).await;
+        }
         let (device_name, product_key) = match parse_username(username) {
             Ok(v) => v,
             Err(_) if self.config.allow_anonymous => return anonymous(),

@@ -26,7 +26,11 @@ impl BrokerHooks for PlaneHooks {
 
     async fn on_publish(&self, client: &ClientContext, publish: &InboundPublish) -> PublishVerdict {
         match &client.principal {
-            Principal::Device(device) => self.0.uplink(device, publish).await,
+            Principal::Device(device) => {
+                self.0
+                    .uplink(device, client.connection_id, publish)
+                    .await
+            }
             _ => PublishVerdict::Route { ack: None },
         }
     }
@@ -56,6 +60,7 @@ impl BrokerHooks for PlaneHooks {
             self.0
                 .status
                 .disconnected(device, client.connection_id, reason.as_str());
+            self.0.gateway_disconnected(device, client.connection_id);
         }
     }
 }

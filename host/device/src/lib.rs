@@ -12,6 +12,7 @@ pub mod access;
 pub mod application;
 pub mod connect;
 pub mod downlink;
+pub mod gateway;
 pub mod hooks;
 pub mod registry;
 pub mod shadow;

@@ -182,6 +182,7 @@ impl DevicePlane {
     /// secret revoked).
     pub fn kick(&self, device: &DeviceId, reason: DisconnectReason) -> usize {
         self.tokens.revoke(device);
+        self.end_sub_device_session(device, reason.as_str());
         self.broker()
             .disconnect(&Principal::Device(device.clone()), reason)
     }

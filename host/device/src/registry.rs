@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use lotus_model::product::{DataFormat, NodeType};
 use lotus_model::thing_model::{CompiledThingModel, ThingModel};
-use lotus_model::topic::{TopicClass, TopicClassSource, system_topic_classes};
+use lotus_model::topic::{SubDeviceLink, TopicClass, TopicClassSource, system_topic_classes_for};
 use lotus_storage::{ProductRow, StorageError, Store, TopicClassRow};
 use parking_lot::RwLock;
+
+use crate::gateway::Topology;
 
 /// A product's thing model as the uplink uses it.
 pub struct ThingModelEntry {
@@ -35,12 +37,17 @@ pub struct ProductEntry {
 #[derive(Default)]
 pub struct Registry {
     products: RwLock<HashMap<String, Arc<ProductEntry>>>,
+    /// Which gateway each sub-device is attached to.
+    pub topology: Topology,
 }
 
 impl Registry {
     /// Loads every product at start.
     pub async fn load(store: &Store) -> Result<Arc<Self>, StorageError> {
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry {
+            products: RwLock::default(),
+            topology: Topology::load(store.all_topology().await?),
+        });
         let mut classes: HashMap<String, Vec<TopicClassRow>> = HashMap::new();
         for row in store.all_topic_classes().await? {
             classes
@@ -132,13 +139,13 @@ async fn build_entry(
         allow_unregistered: row.allow_unregistered,
         replay_window_secs: row.replay_window_secs,
         thing_model,
-        topic_classes: compile_topic_classes(&custom),
+        topic_classes: compile_topic_classes(row.node_type, &custom),
     })
 }
 
-/// System classes plus the product's custom ones, compiled for matching.
-pub fn compile_topic_classes(custom: &[TopicClassRow]) -> Arc<[TopicClass]> {
-    let mut classes = system_topic_classes();
+/// System classes (for the node type) plus the product's custom ones, compiled for matching.
+pub fn compile_topic_classes(node_type: NodeType, custom: &[TopicClassRow]) -> Arc<[TopicClass]> {
+    let mut classes = system_topic_classes_for(node_type);
     for row in custom {
         match TopicClass::custom(
             row.id.to_string(),
@@ -161,5 +168,9 @@ impl TopicClassSource for Registry {
             .read()
             .get(product_key)
             .map(|p| p.topic_classes.clone())
+    }
+
+    fn sub_device(&self, product_key: &str, device_name: &str) -> Option<SubDeviceLink> {
+        self.topology.link(product_key, device_name)
     }
 }

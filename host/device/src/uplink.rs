@@ -23,10 +23,9 @@ use crate::writer::WriteItem;
 /// Where the platform's answer to a device message goes. An MQTT device gets it on a reply
 /// topic it subscribed to; a request/response transport (CoAP, HTTP) has no subscription and
 /// returns it in the response to the very request, so it is kept for the caller.
-#[derive(Default)]
 pub(crate) enum Answer {
-    #[default]
-    Topic,
+    /// Publish it to the device's reply topic; the request came on this MQTT connection.
+    Topic { connection_id: u64 },
     Caller(parking_lot::Mutex<Option<Value>>),
 }
 
@@ -37,7 +36,7 @@ impl Answer {
 
     pub(crate) fn take(&self) -> Option<Value> {
         match self {
-            Answer::Topic => None,
+            Answer::Topic { .. } => None,
             Answer::Caller(slot) => slot.lock().take(),
         }
     }
@@ -63,9 +62,11 @@ impl DevicePlane {
     pub async fn uplink(
         self: &Arc<Self>,
         device: &DeviceId,
+        connection_id: u64,
         publish: &InboundPublish,
     ) -> PublishVerdict {
-        self.uplink_answering(device, publish, &Answer::Topic).await
+        self.uplink_answering(device, publish, &Answer::Topic { connection_id })
+            .await
     }
 
     pub(crate) async fn uplink_answering(
@@ -79,11 +80,25 @@ impl DevicePlane {
             return PublishVerdict::Route { ack: None };
         };
         metrics::counter!("lotus_uplink_messages_total", "class" => kind.class()).increment(1);
-        // The ACL guarantees this for device topics; anything else is not ours to interpret.
-        if *device.product_key != *pk || *device.device_name != *dn {
+        // The ACL lets a device use only its own topics, or a gateway its sub-devices': the
+        // message is then the sub-device's own.
+        let sub_device;
+        let device = if *device.product_key == *pk && *device.device_name == *dn {
+            device
+        } else if let Some(sub) = self.sub_device_of(device, pk, dn) {
+            sub_device = sub;
+            &sub_device
+        } else {
             return PublishVerdict::Route { ack: None };
-        }
+        };
         match kind {
+            UplinkTopic::TopoAdd
+            | UplinkTopic::TopoDelete
+            | UplinkTopic::TopoGet
+            | UplinkTopic::SubDeviceLogin
+            | UplinkTopic::SubDeviceLogout => {
+                self.gateway_request(device, kind, publish, answer).await
+            }
             UplinkTopic::PropertyPost => self.property_post(device, publish, answer).await,
             UplinkTopic::EventPost { identifier } => {
                 self.event_post(device, identifier, publish, answer).await
@@ -151,7 +166,7 @@ impl DevicePlane {
         class: &'static str,
     ) {
         match answer {
-            Answer::Topic => {
+            Answer::Topic { .. } => {
                 let payload = serde_json::to_vec(&body).expect("JSON values serialise");
                 self.send_to_device(topic, payload.into(), qos, class).await;
             }
@@ -341,13 +356,13 @@ impl DevicePlane {
             Answer::Caller(slot) => {
                 *slot.lock() = Some(serde_json::to_value(&success).expect("replies serialise"))
             }
-            Answer::Topic if request.wants_reply() => {
+            Answer::Topic { .. } if request.wants_reply() => {
                 reply = Some((
                     lotus_model::alink::downlink_topic::reply(&publish.topic),
                     Bytes::from(serde_json::to_vec(&success).expect("replies serialise")),
                 ))
             }
-            Answer::Topic => {}
+            Answer::Topic { .. } => {}
         }
         let (ack, waiter) = if publish.qos != lotus_mqtt::QoS::AtMostOnce || answer.is_caller() {
             let (tx, rx) = oneshot::channel();

@@ -31,6 +31,9 @@ pub enum ClientCommand {
     /// Devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// MQTT credentials for applications, confined to granted topic filters.
+    #[command(subcommand, name = "app-credential")]
+    AppCredential(AppCredentialCommand),
 }
 
 #[derive(Args, Clone)]
@@ -184,6 +187,62 @@ pub enum DeviceCommand {
         product_key: String,
         device_name: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum AppCredentialCommand {
+    /// Create a credential and print its username and secret (the secret is shown only once).
+    Create {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        name: String,
+        /// A filter the application may subscribe to, e.g. /a1B2c3D4e5F/+/user/update
+        /// (repeatable).
+        #[arg(long = "subscribe", value_name = "FILTER")]
+        subscribe: Vec<String>,
+        /// A filter the application may publish to (custom topics devices receive; repeatable).
+        #[arg(long = "publish", value_name = "FILTER")]
+        publish: Vec<String>,
+    },
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, default_value_t = 1)]
+        page: i64,
+        #[arg(long, default_value_t = 50)]
+        page_size: i64,
+    },
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        id: i64,
+    },
+    /// Delete a credential: connected applications using it are disconnected.
+    Delete {
+        #[command(flatten)]
+        conn: Connection,
+        id: i64,
+    },
+}
+
+/// Grants from `--subscribe` and `--publish` filters; a filter given to both gets both actions.
+fn grants_json(subscribe: &[String], publish: &[String]) -> Value {
+    let mut grants: Vec<(String, Vec<&str>)> = Vec::new();
+    for (filters, action) in [(subscribe, "subscribe"), (publish, "publish")] {
+        for f in filters {
+            match grants.iter_mut().find(|(g, _)| g == f) {
+                Some((_, actions)) => actions.push(action),
+                None => grants.push((f.clone(), vec![action])),
+            }
+        }
+    }
+    Value::Array(
+        grants
+            .into_iter()
+            .map(|(filter, actions)| json!({"filter": filter, "actions": actions}))
+            .collect(),
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -417,6 +476,56 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 ),
             }
         }
+        ClientCommand::AppCredential(a) => match a {
+            AppCredentialCommand::Create { conn, name, subscribe, publish } => {
+                if subscribe.is_empty() && publish.is_empty() {
+                    bail!("give at least one --subscribe or --publish filter");
+                }
+                print(
+                    &Client::new(&conn)
+                        .call(
+                            Method::POST,
+                            "/api/v1/app-credentials",
+                            Some(json!({"name": name, "grants": grants_json(&subscribe, &publish)})),
+                        )
+                        .await?,
+                )
+            }
+            AppCredentialCommand::List { conn, page, page_size } => print(
+                &Client::new(&conn)
+                    .call(Method::GET, &format!("/api/v1/app-credentials?page={page}&pageSize={page_size}"), None)
+                    .await?,
+            ),
+            AppCredentialCommand::Get { conn, id } => {
+                print(&Client::new(&conn).call(Method::GET, &format!("/api/v1/app-credentials/{id}"), None).await?)
+            }
+            AppCredentialCommand::Delete { conn, id } => {
+                Client::new(&conn)
+                    .call(Method::DELETE, &format!("/api/v1/app-credentials/{id}"), None)
+                    .await?;
+                println!("deleted application credential {id}; its connections are closed");
+            }
+        },
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_from_flags_merge_actions() {
+        let g = grants_json(
+            &["/pk/+/user/update".into(), "/pk/+/user/get".into()],
+            &["/pk/+/user/get".into()],
+        );
+        assert_eq!(
+            g,
+            json!([
+                {"filter": "/pk/+/user/update", "actions": ["subscribe"]},
+                {"filter": "/pk/+/user/get", "actions": ["subscribe", "publish"]},
+            ])
+        );
+    }
 }

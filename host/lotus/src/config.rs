@@ -19,6 +19,7 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     pub http: HttpConfig,
     pub mqtt: MqttConfig,
+    pub coap: CoapConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub writer: WriterSettings,
@@ -28,6 +29,10 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: Vec<SocketAddr>,
+    /// HTTPS for the API and HTTP device access; used when a certificate and key are set.
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +52,24 @@ pub struct MqttConfig {
     pub max_packet_size: usize,
     /// Messages kept per persistent session while its client is away.
     pub session_queue_limit: usize,
+}
+
+/// CoAP device access (Alink over CoAP). An empty address list turns that listener off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapConfig {
+    /// Serve CoAP at all.
+    pub enabled: bool,
+    /// Plain CoAP over UDP (token in option 2088).
+    pub listen: Vec<SocketAddr>,
+    /// CoAP over DTLS with a PSK derived from the device secret.
+    pub dtls_listen: Vec<SocketAddr>,
+    /// The symmetric-encrypted channel (AES-128-GCM payloads over plain UDP).
+    pub encrypted_listen: Vec<SocketAddr>,
+    /// Largest request or response body, after block-wise reassembly.
+    pub max_body: usize,
+    /// Requests processed at once per listener before it stops reading.
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +113,7 @@ impl Default for Config {
             master_key_file: None,
             http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
+            coap: CoapConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             writer: WriterSettings::default(),
@@ -99,7 +123,12 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: dual(8080) }
+        HttpConfig {
+            listen: dual(8080),
+            tls_listen: dual(8443),
+            tls_cert: None,
+            tls_key: None,
+        }
     }
 }
 
@@ -114,6 +143,20 @@ impl Default for MqttConfig {
             allow_anonymous: false,
             max_packet_size: 256 * 1024,
             session_queue_limit: 1000,
+        }
+    }
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        let limits = lotus_coap::Limits::default();
+        CoapConfig {
+            enabled: true,
+            listen: dual(5683),
+            dtls_listen: dual(5684),
+            encrypted_listen: dual(5682),
+            max_body: limits.max_body,
+            max_in_flight: limits.max_in_flight,
         }
     }
 }

@@ -17,6 +17,8 @@ struct Args {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the serve flags does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run a node: MQTT broker, HTTP API and device plane.
     Serve(ServeArgs),
@@ -48,10 +50,14 @@ pub struct ServeArgs {
     /// MQTT/TLS listen address, served when a certificate is configured [default: port 8883].
     #[arg(long = "mqtt-tls-listen")]
     mqtt_tls_listen: Vec<SocketAddr>,
-    /// PEM certificate chain for MQTT over TLS.
+    /// HTTPS listen address (API and HTTP device access), served when a certificate is
+    /// configured [default: port 8443, IPv4 and IPv6].
+    #[arg(long = "https-listen")]
+    https_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for MQTT over TLS and HTTPS.
     #[arg(long)]
     tls_cert: Option<PathBuf>,
-    /// PEM private key for MQTT over TLS.
+    /// PEM private key for MQTT over TLS and HTTPS.
     #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Admit MQTT clients without device credentials (topics outside /sys, /shadow, /ext only).
@@ -63,6 +69,15 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or lotus_mqtt=debug,info [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// CoAP/UDP listen address; repeat for several [default: port 5683, IPv4 and IPv6].
+    #[arg(long = "coap-listen")]
+    coap_listen: Vec<SocketAddr>,
+    /// CoAP/DTLS (PSK) listen address [default: port 5684, IPv4 and IPv6].
+    #[arg(long = "coap-dtls-listen")]
+    coap_dtls_listen: Vec<SocketAddr>,
+    /// CoAP symmetric-encrypted channel listen address [default: port 5682, IPv4 and IPv6].
+    #[arg(long = "coap-encrypted-listen")]
+    coap_encrypted_listen: Vec<SocketAddr>,
     /// Write the bound addresses as JSON to this file once the node is ready (for scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,

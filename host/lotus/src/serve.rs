@@ -24,6 +24,16 @@ fn flag_overrides(a: &ServeArgs) -> serde_json::Value {
     let mut mqtt = serde_json::Map::new();
     let mut http = serde_json::Map::new();
     let mut log = serde_json::Map::new();
+    let mut coap = serde_json::Map::new();
+    if !a.coap_listen.is_empty() {
+        coap.insert("listen".into(), json!(a.coap_listen));
+    }
+    if !a.coap_dtls_listen.is_empty() {
+        coap.insert("dtls_listen".into(), json!(a.coap_dtls_listen));
+    }
+    if !a.coap_encrypted_listen.is_empty() {
+        coap.insert("encrypted_listen".into(), json!(a.coap_encrypted_listen));
+    }
     if let Some(v) = &a.data_dir {
         root.insert("data_dir".into(), json!(v));
     }
@@ -32,6 +42,9 @@ fn flag_overrides(a: &ServeArgs) -> serde_json::Value {
     }
     if !a.http_listen.is_empty() {
         http.insert("listen".into(), json!(a.http_listen));
+    }
+    if !a.https_listen.is_empty() {
+        http.insert("tls_listen".into(), json!(a.https_listen));
     }
     if !a.mqtt_listen.is_empty() {
         mqtt.insert("listen".into(), json!(a.mqtt_listen));
@@ -42,11 +55,14 @@ fn flag_overrides(a: &ServeArgs) -> serde_json::Value {
     if !a.mqtt_tls_listen.is_empty() {
         mqtt.insert("tls_listen".into(), json!(a.mqtt_tls_listen));
     }
+    // The node's certificate serves MQTT over TLS and HTTPS alike.
     if let Some(v) = &a.tls_cert {
         mqtt.insert("tls_cert".into(), json!(v));
+        http.insert("tls_cert".into(), json!(v));
     }
     if let Some(v) = &a.tls_key {
         mqtt.insert("tls_key".into(), json!(v));
+        http.insert("tls_key".into(), json!(v));
     }
     if a.allow_anonymous {
         mqtt.insert("allow_anonymous".into(), json!(true));
@@ -57,7 +73,7 @@ fn flag_overrides(a: &ServeArgs) -> serde_json::Value {
     if let Some(v) = &a.log_level {
         log.insert("level".into(), json!(v));
     }
-    for (k, m) in [("mqtt", mqtt), ("http", http), ("log", log)] {
+    for (k, m) in [("mqtt", mqtt), ("http", http), ("log", log), ("coap", coap)] {
         if !m.is_empty() {
             root.insert(k.into(), serde_json::Value::Object(m));
         }
@@ -96,6 +112,31 @@ fn bind_all(what: &str, addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>
         bail!("no {what} address could be bound");
     }
     Ok(out)
+}
+
+/// Binds the UDP sockets of one CoAP listener, skipping unavailable IPv6 like [`bind_all`].
+fn bind_udp_all(what: &str, addrs: &[SocketAddr]) -> anyhow::Result<Vec<tokio::net::UdpSocket>> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        match lotus_coap::bind_udp(*addr) {
+            Ok(s) => out.push(s),
+            Err(e) if addr.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                tracing::warn!(%addr, error = %e, "IPv6 is not available here; skipping");
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen for {what} on {addr}")),
+        }
+    }
+    if out.is_empty() && !addrs.is_empty() {
+        bail!("no {what} address could be bound");
+    }
+    Ok(out)
+}
+
+fn local_udp(ss: &[tokio::net::UdpSocket]) -> Vec<String> {
+    ss.iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect()
 }
 
 fn local(ls: &[TcpListener]) -> Vec<String> {
@@ -199,12 +240,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ => bail!("MQTT over TLS needs both tls_cert and tls_key"),
     };
     let http = bind_all("HTTP", &config.http.listen)?;
+    let https = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls_config = lotus_mqtt::load_tls_config(cert, key)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("loading the HTTPS certificate")?;
+            Some((bind_all("HTTPS", &config.http.tls_listen)?, tls_config))
+        }
+        (None, None) => None,
+        _ => bail!("HTTPS needs both http.tls_cert and http.tls_key"),
+    };
+    // `coap.enabled = false` turns every CoAP listener off; an empty list turns off one.
+    let coap_addrs = |addrs: &[SocketAddr]| {
+        if config.coap.enabled {
+            addrs.to_vec()
+        } else {
+            Vec::new()
+        }
+    };
+    let coap_plain = bind_udp_all("CoAP", &coap_addrs(&config.coap.listen))?;
+    let coap_dtls = bind_udp_all("CoAP over DTLS", &coap_addrs(&config.coap.dtls_listen))?;
+    let coap_encrypted = bind_udp_all(
+        "CoAP (encrypted channel)",
+        &coap_addrs(&config.coap.encrypted_listen),
+    )?;
 
     let ready = json!({
         "http": local(&http),
+        "https": https.as_ref().map(|(l, _)| local(l)).unwrap_or_default(),
         "mqtt": local(&mqtt),
         "mqttWs": local(&ws),
         "mqttTls": tls.as_ref().map(|(l, _)| local(l)).unwrap_or_default(),
+        "coap": local_udp(&coap_plain),
+        "coapDtls": local_udp(&coap_dtls),
+        "coapEncrypted": local_udp(&coap_encrypted),
     });
     let mut servers = Vec::new();
     for l in mqtt {
@@ -216,6 +285,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some((listeners, tls_config)) = tls {
         for l in listeners {
             servers.push(broker.serve_tls(l, tls_config.clone()));
+        }
+    }
+
+    // CoAP listeners: one endpoint per mode, shared by its IPv4 and IPv6 sockets.
+    let (stop_coap_tx, stop_coap) = tokio::sync::watch::channel(false);
+    let mut coap_servers = Vec::new();
+    {
+        let access = Arc::new(lotus_coap::Plane(plane.clone()));
+        let limits = lotus_coap::Limits {
+            max_body: config.coap.max_body,
+            max_in_flight: config.coap.max_in_flight,
+            ..lotus_coap::Limits::default()
+        };
+        let endpoint = |mode| lotus_coap::Endpoint::new(mode, access.clone(), limits.clone());
+        let (plain, dtls, encrypted) = (
+            endpoint(lotus_coap::Mode::Plain),
+            endpoint(lotus_coap::Mode::Dtls),
+            endpoint(lotus_coap::Mode::Encrypted),
+        );
+        for s in coap_plain {
+            coap_servers.push(tokio::spawn(plain.clone().serve_udp(s, stop_coap.clone())));
+        }
+        for s in coap_encrypted {
+            coap_servers.push(tokio::spawn(
+                encrypted.clone().serve_udp(s, stop_coap.clone()),
+            ));
+        }
+        for s in coap_dtls {
+            coap_servers.push(tokio::spawn(dtls.clone().serve_dtls(s, stop_coap.clone())));
         }
     }
 
@@ -241,6 +339,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }));
     }
+    for (l, tls_config) in https
+        .into_iter()
+        .flat_map(|(ls, c)| ls.into_iter().map(move |l| (l, c.clone())))
+    {
+        let app = app.clone();
+        let mut stop = stop_http.clone();
+        http_servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = lotus_api::tls::serve_tls(l, app, tls_config, shutdown).await {
+                tracing::error!(error = %e, "HTTPS server failed");
+            }
+        }));
+    }
 
     tracing::info!(listening = %ready, "lotus is ready");
     if let Some(path) = &args.ready_file {
@@ -252,6 +365,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: closing device connections and flushing data");
     shutting_down.store(true, Ordering::Relaxed);
     broker.shutdown().await;
+    // CoAP requests in progress finish (their data is committed before they are answered).
+    let _ = stop_coap_tx.send(true);
+    for s in coap_servers {
+        let _ = s.await;
+    }
     plane.flush().await;
     let _ = stop_http_tx.send(true);
     for s in http_servers {

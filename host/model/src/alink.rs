@@ -322,6 +322,13 @@ pub enum UplinkTopic<'a> {
     DeviceInfoUpdate,
     DeviceInfoDelete,
     ShadowUpdate,
+    /// A gateway manages its topology (`/sys/{pk}/{dn}/thing/topo/add|delete|get`).
+    TopoAdd,
+    TopoDelete,
+    TopoGet,
+    /// A gateway logs a sub-device in or out (`/ext/session/{pk}/{dn}/combine/login|logout`).
+    SubDeviceLogin,
+    SubDeviceLogout,
     /// `/{pk}/{dn}/user/…`
     Custom {
         suffix: &'a str,
@@ -342,6 +349,8 @@ impl UplinkTopic<'_> {
             UplinkTopic::RawDownReply => "raw_down_reply",
             UplinkTopic::DeviceInfoUpdate | UplinkTopic::DeviceInfoDelete => "deviceinfo",
             UplinkTopic::ShadowUpdate => "shadow",
+            UplinkTopic::TopoAdd | UplinkTopic::TopoDelete | UplinkTopic::TopoGet => "topology",
+            UplinkTopic::SubDeviceLogin | UplinkTopic::SubDeviceLogout => "sub_device_session",
             UplinkTopic::Custom { .. } => "custom",
         }
     }
@@ -366,6 +375,9 @@ pub fn parse_uplink_topic(topic: &str) -> Option<(&str, &str, UplinkTopic<'_>)> 
                 "thing/model/down_raw_reply" => UplinkTopic::RawDownReply,
                 "thing/deviceinfo/update" => UplinkTopic::DeviceInfoUpdate,
                 "thing/deviceinfo/delete" => UplinkTopic::DeviceInfoDelete,
+                "thing/topo/add" => UplinkTopic::TopoAdd,
+                "thing/topo/delete" => UplinkTopic::TopoDelete,
+                "thing/topo/get" => UplinkTopic::TopoGet,
                 t => {
                     if let Some(id) = t
                         .strip_prefix("thing/event/")
@@ -392,6 +404,19 @@ pub fn parse_uplink_topic(topic: &str) -> Option<(&str, &str, UplinkTopic<'_>)> 
                         return None;
                     }
                 }
+            };
+            Some((pk, dn, kind))
+        }
+        "ext" => {
+            if parts.next()? != "session" {
+                return None;
+            }
+            let pk = parts.next()?;
+            let (dn, tail) = parts.next()?.split_once('/')?;
+            let kind = match tail {
+                "combine/login" => UplinkTopic::SubDeviceLogin,
+                "combine/logout" => UplinkTopic::SubDeviceLogout,
+                _ => return None,
             };
             Some((pk, dn, kind))
         }
@@ -441,11 +466,31 @@ pub mod downlink_topic {
         format!("/sys/{pk}/{dn}/thing/model/down_raw")
     }
     pub const REGISTER: &str = "/ext/register";
+    pub fn topo_change(pk: &str, dn: &str) -> String {
+        format!("/sys/{pk}/{dn}/thing/topo/change")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_topics_are_classified() {
+        assert_eq!(
+            parse_uplink_topic("/sys/gw/g1/thing/topo/add").map(|t| t.2),
+            Some(UplinkTopic::TopoAdd)
+        );
+        assert_eq!(
+            parse_uplink_topic("/ext/session/gw/g1/combine/login"),
+            Some(("gw", "g1", UplinkTopic::SubDeviceLogin))
+        );
+        assert_eq!(
+            parse_uplink_topic("/ext/session/gw/g1/combine/logout"),
+            Some(("gw", "g1", UplinkTopic::SubDeviceLogout))
+        );
+        assert_eq!(parse_uplink_topic("/ext/session/gw/g1/other"), None);
+    }
 
     #[test]
     fn parses_sdk_client_ids() {

@@ -6,7 +6,12 @@
 //! where the node is wired together.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic::AppGrant;
 
 /// Who is acting on a connection or an API call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -16,8 +21,97 @@ pub enum Principal {
     /// A generic MQTT client admitted by `allow_anonymous`; it only sees topics outside the
     /// device namespaces (`/sys`, `/shadow`, `/ext`, product custom topics).
     Anonymous { client_id: Arc<str> },
+    /// An application (ISV app, city dashboard) logged in with an application credential;
+    /// confined to the topic filters its credential grants (see
+    /// [`crate::topic::TopicClassAuthorizer`] for the exact rules).
+    Application(Application),
     /// The platform itself (API downlinks, rules). Always allowed.
     Platform,
+}
+
+/// What a grant of an application credential permits on its filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantAction {
+    /// SUBSCRIBE with filters the grant covers, and receive messages on topics it matches.
+    Subscribe,
+    /// PUBLISH to topic names the grant matches (within the limits of the authorizer).
+    Publish,
+}
+
+impl GrantAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantAction::Subscribe => "subscribe",
+            GrantAction::Publish => "publish",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "subscribe" => Some(GrantAction::Subscribe),
+            "publish" => Some(GrantAction::Publish),
+            _ => None,
+        }
+    }
+}
+
+/// A topic filter granted to an application credential, as stored and shown:
+/// `{"filter": "/a1b2c3/+/user/update", "actions": ["subscribe"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub filter: String,
+    pub actions: Vec<GrantAction>,
+}
+
+/// An application on a connection: its credential's id and compiled grants.
+///
+/// Equality and hashing use the id only, so the broker finds every connection of a credential
+/// (to disconnect it) from the id alone, whatever grants those connections were admitted with.
+#[derive(Clone)]
+pub struct Application {
+    pub id: Arc<str>,
+    pub grants: Arc<[AppGrant]>,
+}
+
+impl Application {
+    pub fn new(id: impl Into<Arc<str>>, grants: impl Into<Arc<[AppGrant]>>) -> Self {
+        Self {
+            id: id.into(),
+            grants: grants.into(),
+        }
+    }
+
+    /// The principal with this id and no grants: enough to look its connections up.
+    pub fn key(id: impl Into<Arc<str>>) -> Self {
+        Self::new(id, Vec::new())
+    }
+}
+
+impl PartialEq for Application {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Application {}
+
+impl Hash for Application {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl fmt::Debug for Application {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Application")
+            .field("id", &self.id)
+            .field(
+                "grants",
+                &self.grants.iter().map(AppGrant::filter).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// A device's identity: product key plus device name.
@@ -47,6 +141,7 @@ impl fmt::Display for Principal {
         match self {
             Principal::Device(id) => write!(f, "device:{id}"),
             Principal::Anonymous { client_id } => write!(f, "anonymous:{client_id}"),
+            Principal::Application(app) => write!(f, "application:{}", app.id),
             Principal::Platform => f.write_str("platform"),
         }
     }

@@ -4,11 +4,13 @@
 //! permission (publish, subscribe or both). Templates are compiled once into levels so that the
 //! per-message check compares slices without allocating.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::authz::{Decision, DeviceId, Principal, TopicAction, TopicAuthorizer};
+use crate::authz::{
+    Application, Decision, DeviceId, Grant, GrantAction, Principal, TopicAction, TopicAuthorizer,
+};
 
 /// Which way a topic class may be used by the device it is instantiated for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -445,6 +447,70 @@ pub fn system_topic_classes() -> Vec<TopicClass> {
         .collect()
 }
 
+/// The classes a gateway product has on top of the system ones: managing its topology and
+/// logging its sub-devices in and out over its own connection.
+pub fn gateway_topic_classes() -> Vec<TopicClass> {
+    use TopicOperation::{Pub, Sub};
+    const SYS: &str = "/sys/${productKey}/${deviceName}";
+    const SESSION: &str = "/ext/session/${productKey}/${deviceName}";
+    let mut defs: Vec<(String, String, TopicOperation, &str)> = Vec::new();
+    for (op, what) in [
+        ("add", "Gateway adds sub-devices to its topology"),
+        ("delete", "Gateway removes sub-devices from its topology"),
+        ("get", "Gateway reads its topology"),
+    ] {
+        defs.push((
+            format!("sys.topo.{op}"),
+            format!("{SYS}/thing/topo/{op}"),
+            Pub,
+            what,
+        ));
+        defs.push((
+            format!("sys.topo.{op}_reply"),
+            format!("{SYS}/thing/topo/{op}_reply"),
+            Sub,
+            "Platform answers a topology request",
+        ));
+    }
+    defs.push((
+        "sys.topo.change".into(),
+        format!("{SYS}/thing/topo/change"),
+        Sub,
+        "Platform tells the gateway its topology changed",
+    ));
+    for (op, what) in [
+        ("login", "Gateway logs a sub-device in"),
+        ("logout", "Gateway logs a sub-device out"),
+    ] {
+        defs.push((
+            format!("ext.session.{op}"),
+            format!("{SESSION}/combine/{op}"),
+            Pub,
+            what,
+        ));
+        defs.push((
+            format!("ext.session.{op}_reply"),
+            format!("{SESSION}/combine/{op}_reply"),
+            Sub,
+            "Platform answers a sub-device session request",
+        ));
+    }
+    defs.into_iter()
+        .map(|(id, t, op, d)| {
+            TopicClass::new(id, t, op, d, true).expect("gateway topic classes are valid")
+        })
+        .collect()
+}
+
+/// The predefined classes of a product of this node type.
+pub fn system_topic_classes_for(node_type: crate::product::NodeType) -> Vec<TopicClass> {
+    let mut classes = system_topic_classes();
+    if node_type == crate::product::NodeType::Gateway {
+        classes.extend(gateway_topic_classes());
+    }
+    classes
+}
+
 /// The custom classes a new product starts with (as on Alibaba's platform).
 pub fn default_custom_topic_classes() -> Vec<(String, TopicOperation, String)> {
     vec![
@@ -471,16 +537,176 @@ pub fn default_custom_topic_classes() -> Vec<(String, TopicOperation, String)> {
 pub trait TopicClassSource: Send + Sync + 'static {
     /// `None` when the product does not exist.
     fn topic_classes(&self, product_key: &str) -> Option<Arc<[TopicClass]>>;
+
+    /// The gateway a sub-device is attached to, if any.
+    fn sub_device(&self, _product_key: &str, _device_name: &str) -> Option<SubDeviceLink> {
+        None
+    }
 }
 
 impl<T: TopicClassSource + ?Sized> TopicClassSource for Arc<T> {
     fn topic_classes(&self, product_key: &str) -> Option<Arc<[TopicClass]>> {
         (**self).topic_classes(product_key)
     }
+
+    fn sub_device(&self, product_key: &str, device_name: &str) -> Option<SubDeviceLink> {
+        (**self).sub_device(product_key, device_name)
+    }
+}
+
+/// A sub-device's place in a gateway's topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubDeviceLink {
+    pub gateway: DeviceId,
+    /// Logged in through the gateway's current connection (`combine/login`).
+    pub online: bool,
+}
+
+/// The device a device-namespace topic (or filter) names: `/sys/{pk}/{dn}/…`,
+/// `/ext/…/{pk}/{dn}/…`, `/shadow/{op}/{pk}/{dn}` or `/{pk}/{dn}/user/…`.
+pub fn topic_device(topic: &str) -> Option<(&str, &str)> {
+    let mut levels = topic.strip_prefix('/')?.split('/');
+    let first = levels.next()?;
+    let (pk, dn) = match first {
+        "sys" => (levels.next()?, levels.next()?),
+        "ext" | "shadow" => {
+            levels.next()?;
+            (levels.next()?, levels.next()?)
+        }
+        pk => {
+            let dn = levels.next()?;
+            if levels.next()? != "user" {
+                return None;
+            }
+            (pk, dn)
+        }
+    };
+    let concrete = |l: &str| !l.is_empty() && l != "+" && l != "#";
+    (concrete(pk) && concrete(dn)).then_some((pk, dn))
 }
 
 /// First levels reserved for devices; anonymous clients may not use them.
 const DEVICE_NAMESPACES: [&str; 4] = ["sys", "shadow", "ext", "ota"];
+
+/// Why a grant of an application credential was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0}")]
+    Filter(TopicError),
+    #[error(
+        "a granted filter must name one product: /{{productKey}}/… or /sys/{{productKey}}/… (got '{0}')"
+    )]
+    NotAProductFilter(String),
+    #[error("the product segment of '{0}' must be a product key, not a wildcard")]
+    WildcardProduct(String),
+    #[error("'$' is not allowed in a granted filter")]
+    Dollar,
+    #[error("a grant needs at least one action: subscribe or publish")]
+    NoActions,
+    #[error(
+        "publish cannot be granted in a device namespace (/sys, /shadow, /ext, /ota): \
+         applications reach devices through the API's property set and service calls"
+    )]
+    PublishIntoDeviceNamespace,
+}
+
+/// A grant compiled for matching. Built once per connection, at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppGrant {
+    class: TopicClass,
+    product_key: Box<str>,
+    subscribe: bool,
+    publish: bool,
+}
+
+/// Grants contain no `${…}` placeholders, so matching never looks at this device.
+static NO_DEVICE: LazyLock<DeviceId> = LazyLock::new(|| DeviceId::new("", ""));
+
+/// The product a granted filter is about: `/{pk}/…` or `/sys/{pk}/…`.
+pub fn grant_product_key(filter: &str) -> Result<&str, GrantError> {
+    let not_product = || GrantError::NotAProductFilter(filter.to_string());
+    let rest = filter.strip_prefix('/').ok_or_else(not_product)?;
+    let mut levels = rest.split('/');
+    let first = levels.next().unwrap_or("");
+    let pk = match first {
+        "sys" => levels.next().ok_or_else(not_product)?,
+        ns if DEVICE_NAMESPACES.contains(&ns) => return Err(not_product()),
+        pk => pk,
+    };
+    match pk {
+        "" => Err(not_product()),
+        "+" | "#" => Err(GrantError::WildcardProduct(filter.to_string())),
+        pk => Ok(pk),
+    }
+}
+
+impl AppGrant {
+    /// Validates and compiles a grant. Whether its product exists is for the caller to check
+    /// ([`AppGrant::product_key`]); the authorizer refuses grants of deleted products.
+    pub fn compile(grant: &Grant) -> Result<AppGrant, GrantError> {
+        let filter = grant.filter.as_str();
+        validate_topic_filter(filter).map_err(GrantError::Filter)?;
+        if filter.contains('$') {
+            return Err(GrantError::Dollar);
+        }
+        let product_key = grant_product_key(filter)?;
+        if grant.actions.is_empty() {
+            return Err(GrantError::NoActions);
+        }
+        let subscribe = grant.actions.contains(&GrantAction::Subscribe);
+        let publish = grant.actions.contains(&GrantAction::Publish);
+        if publish && in_device_namespace(filter) {
+            return Err(GrantError::PublishIntoDeviceNamespace);
+        }
+        let class = TopicClass::new("grant", filter, TopicOperation::All, "", false)
+            .map_err(GrantError::Filter)?;
+        Ok(AppGrant {
+            product_key: product_key.into(),
+            class,
+            subscribe,
+            publish,
+        })
+    }
+
+    pub fn filter(&self) -> &str {
+        &self.class.template
+    }
+
+    pub fn product_key(&self) -> &str {
+        &self.product_key
+    }
+
+    pub fn allows(&self, action: GrantAction) -> bool {
+        match action {
+            GrantAction::Subscribe => self.subscribe,
+            GrantAction::Publish => self.publish,
+        }
+    }
+
+    /// Is every topic `filter` matches also matched by this grant?
+    pub fn covers(&self, filter: &str) -> bool {
+        self.class.covers_filter(&NO_DEVICE, filter)
+    }
+
+    /// Does this grant match the topic name?
+    pub fn matches(&self, topic: &str) -> bool {
+        self.class.matches_name(&NO_DEVICE, topic)
+    }
+}
+
+/// The first level of a topic, ignoring one leading `/`.
+fn first_level(topic: &str) -> &str {
+    topic
+        .strip_prefix('/')
+        .unwrap_or(topic)
+        .split('/')
+        .next()
+        .unwrap_or("")
+}
+
+fn in_device_namespace(topic: &str) -> bool {
+    DEVICE_NAMESPACES.contains(&first_level(topic))
+}
 
 /// The built-in authorizer: devices are confined to their product's topic classes; anonymous
 /// clients (when admitted) to topics outside every device namespace.
@@ -494,6 +720,49 @@ impl<S: TopicClassSource> TopicClassAuthorizer<S> {
     }
 
     fn device(&self, device: &DeviceId, action: TopicAction, topic: &str) -> Decision {
+        if let Some((pk, dn)) = topic_device(topic)
+            && (*device.product_key != *pk || *device.device_name != *dn)
+        {
+            return self.gateway_for(device, pk, dn, action, topic);
+        }
+        self.own(device, action, topic)
+    }
+
+    /// A gateway speaks for the sub-devices in its topology, on their topics, and nobody else
+    /// speaks for any device. Publishing also needs the sub-device to be logged in through the
+    /// gateway, so a removed or logged-out sub-device's data stops at once.
+    fn gateway_for(
+        &self,
+        gateway: &DeviceId,
+        pk: &str,
+        dn: &str,
+        action: TopicAction,
+        topic: &str,
+    ) -> Decision {
+        match self.source.sub_device(pk, dn) {
+            Some(link) if link.gateway == *gateway => {
+                if action == TopicAction::Publish && !link.online {
+                    return Decision::Deny(
+                        format!(
+                            "sub-device {pk}/{dn} is not logged in: publish combine/login on the gateway's session topic first"
+                        )
+                        .into(),
+                    );
+                }
+                self.own(&DeviceId::new(pk, dn), action, topic)
+            }
+            _ => Decision::Deny(
+                match action {
+                    TopicAction::Publish => "devices publish only to their own topics (or, for a gateway, its sub-devices')",
+                    TopicAction::Subscribe => "devices subscribe only to their own topics (or, for a gateway, its sub-devices')",
+                    TopicAction::Deliver => "the device may no longer receive this topic",
+                }
+                .into(),
+            ),
+        }
+    }
+
+    fn own(&self, device: &DeviceId, action: TopicAction, topic: &str) -> Decision {
         let Some(classes) = self.source.topic_classes(&device.product_key) else {
             return Decision::Deny("the device's product no longer exists".into());
         };
@@ -520,6 +789,94 @@ impl<S: TopicClassSource> TopicClassAuthorizer<S> {
                 }
                 .into(),
             )
+        }
+    }
+
+    /// Applications (application credentials). The rules, as an auditor would check them:
+    ///
+    /// - **SUBSCRIBE** only with a filter that one subscribe grant covers entirely (`#`, `+` in
+    ///   the product segment, another product's topics are refused), and only while the grant's
+    ///   product exists.
+    /// - **DELIVER** only messages whose topic a subscribe grant of a still-existing product
+    ///   matches: the check is repeated for every message, so a deleted product stops the flow.
+    /// - **PUBLISH** only to a topic a publish grant matches, and then only in the platform's
+    ///   direction of the product's custom topics: the topic must be `/{pk}/{dn}/user/…` and a
+    ///   topic class of the product must let device `{dn}` *receive* it (a `sub` or `all`
+    ///   class). An application therefore never publishes into a device namespace (`/sys`,
+    ///   `/shadow`, `/ext`, `/ota`: property sets and service calls go through the API, which
+    ///   validates, records and correlates them) and never forges a device's uplink (a `pub`
+    ///   class such as `/{pk}/{dn}/user/update`), so what subscribers see on a device's topics
+    ///   came from that device or from the platform. Topics starting with `$` are refused.
+    fn application(&self, app: &Application, action: TopicAction, topic: &str) -> Decision {
+        let live = |g: &AppGrant| self.source.topic_classes(g.product_key()).is_some();
+        match action {
+            TopicAction::Subscribe => {
+                if app
+                    .grants
+                    .iter()
+                    .any(|g| g.allows(GrantAction::Subscribe) && g.covers(topic) && live(g))
+                {
+                    Decision::Allow
+                } else {
+                    Decision::Deny(
+                        "no subscribe grant of the application credential covers this filter"
+                            .into(),
+                    )
+                }
+            }
+            TopicAction::Deliver => {
+                if app
+                    .grants
+                    .iter()
+                    .any(|g| g.allows(GrantAction::Subscribe) && g.matches(topic) && live(g))
+                {
+                    Decision::Allow
+                } else {
+                    Decision::Deny("the application may no longer receive this topic".into())
+                }
+            }
+            TopicAction::Publish => {
+                if topic.starts_with('$') {
+                    return Decision::Deny(
+                        "topics starting with '$' are reserved for the broker".into(),
+                    );
+                }
+                if in_device_namespace(topic) {
+                    return Decision::Deny(
+                        "applications do not publish into device namespaces: use the API".into(),
+                    );
+                }
+                if !app
+                    .grants
+                    .iter()
+                    .any(|g| g.allows(GrantAction::Publish) && g.matches(topic))
+                {
+                    return Decision::Deny(
+                        "no publish grant of the application credential matches this topic".into(),
+                    );
+                }
+                let mut levels = topic.strip_prefix('/').unwrap_or("").split('/');
+                let (Some(pk), Some(dn)) = (levels.next(), levels.next()) else {
+                    return Decision::Deny("not a device topic of a product".into());
+                };
+                let Some(classes) = self.source.topic_classes(pk) else {
+                    return Decision::Deny("the granted product no longer exists".into());
+                };
+                let device = DeviceId::new(pk, dn);
+                let downlink = classes
+                    .iter()
+                    .filter(|c| !c.system && c.operation.allows(TopicAction::Deliver))
+                    .any(|c| c.matches_name(&device, topic));
+                if downlink {
+                    Decision::Allow
+                } else {
+                    Decision::Deny(
+                        "applications publish only to topics the product's devices receive \
+                         (a sub or all topic class), never as a device"
+                            .into(),
+                    )
+                }
+            }
         }
     }
 
@@ -551,6 +908,7 @@ impl<S: TopicClassSource> TopicAuthorizer for TopicClassAuthorizer<S> {
             Principal::Platform => Decision::Allow,
             Principal::Device(device) => self.device(device, action, topic),
             Principal::Anonymous { .. } => self.anonymous(action, topic),
+            Principal::Application(app) => self.application(app, action, topic),
         }
     }
 }
@@ -695,6 +1053,199 @@ mod tests {
         assert!(ok(TopicAction::Deliver, "city/lights"));
     }
 
+    fn app(grants: &[(&str, &[GrantAction])]) -> Principal {
+        let grants: Vec<AppGrant> = grants
+            .iter()
+            .map(|(f, a)| {
+                AppGrant::compile(&Grant {
+                    filter: f.to_string(),
+                    actions: a.to_vec(),
+                })
+                .unwrap()
+            })
+            .collect();
+        Principal::Application(Application::new("7", grants))
+    }
+
+    const SUB: &[GrantAction] = &[GrantAction::Subscribe];
+    const PUB: &[GrantAction] = &[GrantAction::Publish];
+    const BOTH: &[GrantAction] = &[GrantAction::Subscribe, GrantAction::Publish];
+
+    #[test]
+    fn grants_are_validated() {
+        let compile = |f: &str, a: &[GrantAction]| {
+            AppGrant::compile(&Grant {
+                filter: f.into(),
+                actions: a.to_vec(),
+            })
+        };
+        assert!(compile("/pk1/+/user/update", SUB).is_ok());
+        assert!(compile("/sys/pk1/+/thing/event/property/post", SUB).is_ok());
+        assert!(compile("/pk1/#", BOTH).is_ok());
+        assert_eq!(
+            compile("/pk1/+/user/update", SUB).unwrap().product_key(),
+            "pk1"
+        );
+        assert_eq!(
+            compile("/sys/pk1/#", SUB).unwrap().product_key(),
+            "pk1",
+            "the product of a system filter is its second level"
+        );
+        assert!(matches!(
+            compile("#", SUB),
+            Err(GrantError::NotAProductFilter(_))
+        ));
+        assert!(matches!(
+            compile("pk1/+", SUB),
+            Err(GrantError::NotAProductFilter(_))
+        ));
+        assert!(matches!(
+            compile("/+/d1/user/update", SUB),
+            Err(GrantError::WildcardProduct(_))
+        ));
+        assert!(matches!(
+            compile("/sys/#", SUB),
+            Err(GrantError::WildcardProduct(_))
+        ));
+        assert!(matches!(
+            compile("/sys/+/d1/x", SUB),
+            Err(GrantError::WildcardProduct(_))
+        ));
+        assert!(matches!(
+            compile("/shadow/get/pk1/d1", SUB),
+            Err(GrantError::NotAProductFilter(_))
+        ));
+        assert!(matches!(
+            compile("/pk1/a#", SUB),
+            Err(GrantError::Filter(_))
+        ));
+        assert_eq!(
+            compile("/pk1/${deviceName}/user/get", SUB),
+            Err(GrantError::Dollar)
+        );
+        assert_eq!(compile("/pk1/+/user/get", &[]), Err(GrantError::NoActions));
+        assert_eq!(
+            compile("/sys/pk1/+/thing/service/property/set", PUB),
+            Err(GrantError::PublishIntoDeviceNamespace)
+        );
+        let g: Grant =
+            serde_json::from_str(r#"{"filter": "/pk1/#", "actions": ["subscribe", "publish"]}"#)
+                .unwrap();
+        assert_eq!(g.actions, BOTH);
+    }
+
+    #[test]
+    fn application_subscribes_only_within_its_grants() {
+        let a = authorizer();
+        let p = app(&[
+            ("/pk1/+/user/update", SUB),
+            ("/sys/pk1/+/thing/event/property/post", SUB),
+        ]);
+        let ok = |act, t: &str| a.authorize_topic(&p, act, t).is_allowed();
+        assert!(ok(TopicAction::Subscribe, "/pk1/+/user/update"));
+        assert!(ok(TopicAction::Subscribe, "/pk1/d7/user/update"));
+        assert!(ok(
+            TopicAction::Subscribe,
+            "/sys/pk1/+/thing/event/property/post"
+        ));
+        for refused in [
+            "#",
+            "+/#",
+            "/#",
+            "/pk1/#",
+            "/pk1/+/user/#",
+            "/pk1/+/+/update",
+            "/+/+/user/update",
+            "/pk2/+/user/update",
+            "/sys/pk2/+/thing/event/property/post",
+            "/sys/pk1/+/thing/service/property/set",
+            "/sys/#",
+            "$SYS/#",
+            "/pk1/+/user/update/error",
+        ] {
+            assert!(
+                !ok(TopicAction::Subscribe, refused),
+                "{refused} must be refused"
+            );
+        }
+        assert!(ok(TopicAction::Deliver, "/pk1/d1/user/update"));
+        assert!(ok(
+            TopicAction::Deliver,
+            "/sys/pk1/d1/thing/event/property/post"
+        ));
+        assert!(!ok(TopicAction::Deliver, "/pk1/d1/user/get"));
+        assert!(!ok(TopicAction::Deliver, "/pk2/d1/user/update"));
+        assert!(!ok(
+            TopicAction::Deliver,
+            "/sys/pk1/d1/thing/service/property/set"
+        ));
+        // Subscribe grants do not let it publish.
+        assert!(!ok(TopicAction::Publish, "/pk1/d1/user/update"));
+    }
+
+    #[test]
+    fn grants_of_a_deleted_product_stop_working() {
+        let a = authorizer();
+        let p = app(&[("/pk9/+/user/update", SUB)]);
+        assert!(
+            !a.authorize_topic(&p, TopicAction::Subscribe, "/pk9/+/user/update")
+                .is_allowed()
+        );
+        assert!(
+            !a.authorize_topic(&p, TopicAction::Deliver, "/pk9/d1/user/update")
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn application_publishes_only_downlink_custom_topics() {
+        let a = authorizer();
+        let p = app(&[("/pk1/#", BOTH)]);
+        let ok = |act, t: &str| a.authorize_topic(&p, act, t).is_allowed();
+        // `/user/get` is a `sub` class: devices receive it, so the application may send it.
+        assert!(ok(TopicAction::Publish, "/pk1/d1/user/get"));
+        // `/user/update` is the device's uplink: publishing there would impersonate it.
+        assert!(!ok(TopicAction::Publish, "/pk1/d1/user/update"));
+        assert!(!ok(TopicAction::Publish, "/pk1/d1/user/anything"));
+        assert!(!ok(TopicAction::Publish, "/pk2/d1/user/get"));
+        assert!(!ok(TopicAction::Publish, "$SYS/x"));
+        // No grant can open a device namespace, whatever it says.
+        let wide = Principal::Application(Application::new(
+            "8",
+            vec![AppGrant {
+                class: TopicClass::new("g", "/sys/pk1/#", TopicOperation::All, "", false).unwrap(),
+                product_key: "pk1".into(),
+                subscribe: true,
+                publish: true,
+            }],
+        ));
+        assert!(
+            !a.authorize_topic(
+                &wide,
+                TopicAction::Publish,
+                "/sys/pk1/d1/thing/service/property/set"
+            )
+            .is_allowed()
+        );
+        // Without a publish grant nothing is published.
+        let reader = app(&[("/pk1/#", SUB)]);
+        assert!(
+            !a.authorize_topic(&reader, TopicAction::Publish, "/pk1/d1/user/get")
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn application_principals_are_keyed_by_id() {
+        let a = app(&[("/pk1/#", SUB)]);
+        let key = Principal::Application(Application::key("7"));
+        assert_eq!(a, key);
+        let mut set = std::collections::HashSet::new();
+        set.insert(a);
+        assert!(set.contains(&key));
+        assert_eq!(key.to_string(), "application:7");
+    }
+
     #[test]
     fn custom_classes_must_stay_in_user_namespace() {
         assert!(
@@ -712,5 +1263,91 @@ mod tests {
         assert!(
             TopicClass::custom("1", "/${productKey}/+/user/x", TopicOperation::Pub, "").is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+    use crate::product::NodeType;
+
+    /// Gateway product `gw` with device `g1`; sub-device product `sub` with `s1` (attached to
+    /// g1, online), `s2` (attached to g1, logged out) and `s3` (attached to another gateway).
+    struct Topology;
+    impl TopicClassSource for Topology {
+        fn topic_classes(&self, pk: &str) -> Option<Arc<[TopicClass]>> {
+            match pk {
+                "gw" => Some(system_topic_classes_for(NodeType::Gateway).into()),
+                "sub" => Some(system_topic_classes_for(NodeType::Subdevice).into()),
+                _ => None,
+            }
+        }
+        fn sub_device(&self, pk: &str, dn: &str) -> Option<SubDeviceLink> {
+            let link = |gw: &str, online| SubDeviceLink {
+                gateway: DeviceId::new("gw", gw),
+                online,
+            };
+            match (pk, dn) {
+                ("sub", "s1") => Some(link("g1", true)),
+                ("sub", "s2") => Some(link("g1", false)),
+                ("sub", "s3") => Some(link("g2", true)),
+                _ => None,
+            }
+        }
+    }
+
+    fn allowed(action: TopicAction, topic: &str) -> bool {
+        TopicClassAuthorizer::new(Topology)
+            .authorize_topic(&Principal::Device(DeviceId::new("gw", "g1")), action, topic)
+            .is_allowed()
+    }
+
+    #[test]
+    fn a_gateway_speaks_only_for_its_own_logged_in_sub_devices() {
+        use TopicAction::{Deliver, Publish, Subscribe};
+        assert!(allowed(Publish, "/sys/gw/g1/thing/topo/add"));
+        assert!(allowed(Publish, "/ext/session/gw/g1/combine/login"));
+        assert!(allowed(Publish, "/sys/sub/s1/thing/event/property/post"));
+        assert!(allowed(Subscribe, "/sys/sub/s1/thing/service/property/set"));
+        assert!(allowed(Deliver, "/sys/sub/s1/thing/service/property/set"));
+        // Logged out: may still subscribe (to be ready), may not publish.
+        assert!(allowed(Subscribe, "/sys/sub/s2/thing/service/property/set"));
+        assert!(!allowed(Publish, "/sys/sub/s2/thing/event/property/post"));
+        // Another gateway's sub-device, an unknown device, wildcards: refused.
+        assert!(!allowed(Publish, "/sys/sub/s3/thing/event/property/post"));
+        assert!(!allowed(Subscribe, "/sys/sub/s3/thing/service/property/set"));
+        assert!(!allowed(Publish, "/sys/sub/s9/thing/event/property/post"));
+        assert!(!allowed(Subscribe, "/sys/sub/+/thing/service/property/set"));
+        assert!(!allowed(Subscribe, "#"));
+        // The sub-device's own classes still apply: it cannot publish a downlink topic.
+        assert!(!allowed(Publish, "/sys/sub/s1/thing/service/property/set"));
+    }
+
+    #[test]
+    fn only_gateway_products_have_topology_topics() {
+        let direct = TopicClassAuthorizer::new(Topology);
+        let sub = Principal::Device(DeviceId::new("sub", "s1"));
+        assert!(
+            !direct
+                .authorize_topic(&sub, TopicAction::Publish, "/sys/sub/s1/thing/topo/add")
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn topic_device_names_the_device_a_topic_is_about() {
+        assert_eq!(
+            topic_device("/sys/pk/dn/thing/event/property/post"),
+            Some(("pk", "dn"))
+        );
+        assert_eq!(
+            topic_device("/ext/session/pk/dn/combine/login"),
+            Some(("pk", "dn"))
+        );
+        assert_eq!(topic_device("/shadow/update/pk/dn"), Some(("pk", "dn")));
+        assert_eq!(topic_device("/pk/dn/user/update"), Some(("pk", "dn")));
+        assert_eq!(topic_device("/pk/dn/other"), None);
+        assert_eq!(topic_device("/sys/+/dn/x"), None);
+        assert_eq!(topic_device("plain"), None);
     }
 }

@@ -419,6 +419,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // Its place in a topology, as a sub-device or as a gateway.
+        sqlx::query(
+            "DELETE FROM device_topology WHERE (product_key = $1 AND device_name = $2)              OR (gateway_product_key = $1 AND gateway_device_name = $2)",
+        )
+        .bind(product_key)
+        .bind(device_name)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

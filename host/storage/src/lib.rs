@@ -16,6 +16,7 @@
 //! Device and product secrets are encrypted at rest with the node's master key; see
 //! [`SecretBox`].
 
+mod applications;
 mod devices;
 mod downlink;
 mod error;
@@ -24,6 +25,7 @@ mod secret;
 mod shadow;
 mod sql;
 mod telemetry;
+mod topology;
 mod types;
 mod users;
 
@@ -38,8 +40,10 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
 
+pub use applications::{AppCredentialRow, AppCredentialUpdate};
 pub use error::{Result, StorageError};
 pub use secret::{Secret, SecretBox};
+pub use topology::TopologyLink;
 pub use types::*;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -90,6 +90,7 @@ on_both_backends!(
     events_query,
     shadow_optimistic_concurrency,
     downlinks,
+    gateway_topology,
 );
 
 const T0: i64 = 1_700_000_000_000;
@@ -1161,4 +1162,52 @@ async fn in_memory_sqlite_works() {
     s.create_product(&product("pk")).await.unwrap();
     assert_eq!(s.list_products(Page::default()).await.unwrap().1, 1);
     s.close().await;
+}
+
+async fn gateway_topology(s: &Store, _url: &str) {
+    product_with_devices(s, "gw", 2).await;
+    product_with_devices(s, "sub", 3).await;
+    let (g0, g1) = (("gw", "d000"), ("gw", "d001"));
+    assert_eq!(
+        s.attach_sub_device(("sub", "d000"), g0, T0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.attach_sub_device(("sub", "d001"), g0, T0 + 1)
+            .await
+            .unwrap(),
+        None
+    );
+    // Attaching again to the same gateway is not a move.
+    assert_eq!(
+        s.attach_sub_device(("sub", "d000"), g0, T0 + 2)
+            .await
+            .unwrap(),
+        None
+    );
+    let names = |links: Vec<lotus_storage::TopologyLink>| {
+        links.into_iter().map(|l| l.device_name).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(s.sub_devices("gw", "d000").await.unwrap()),
+        ["d001", "d000"]
+    );
+    // Another gateway takes a sub-device over and learns who had it.
+    assert_eq!(
+        s.attach_sub_device(("sub", "d001"), g1, T0 + 3)
+            .await
+            .unwrap(),
+        Some(("gw".to_string(), "d000".to_string()))
+    );
+    assert_eq!(names(s.sub_devices("gw", "d001").await.unwrap()), ["d001"]);
+    // Only the gateway it is attached to can detach it.
+    assert!(!s.detach_sub_device(("sub", "d001"), g0).await.unwrap());
+    assert!(s.detach_sub_device(("sub", "d001"), g1).await.unwrap());
+    assert_eq!(s.all_topology().await.unwrap().len(), 1);
+    // Deleting a gateway forgets its topology.
+    s.attach_sub_device(("sub", "d002"), g0, T0 + 4)
+        .await
+        .unwrap();
+    s.delete_device("gw", "d000").await.unwrap();
+    assert!(s.all_topology().await.unwrap().is_empty());
 }

@@ -92,6 +92,12 @@ pub struct LotusNode {
     pub mqtt: SocketAddr,
     pub mqtt_ws: SocketAddr,
     pub mqtt_tls: Option<SocketAddr>,
+    /// HTTPS (API and HTTP device access) when the node was given a certificate.
+    pub https: Option<SocketAddr>,
+    /// CoAP over UDP, over DTLS, and the symmetric-encrypted channel.
+    pub coap: Option<SocketAddr>,
+    pub coap_dtls: Option<SocketAddr>,
+    pub coap_encrypted: Option<SocketAddr>,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     pub client: reqwest::Client,
@@ -130,6 +136,12 @@ impl LotusNode {
                 "127.0.0.1:0",
                 "--mqtt-ws-listen",
                 "127.0.0.1:0",
+                "--coap-listen",
+                "127.0.0.1:0",
+                "--coap-dtls-listen",
+                "127.0.0.1:0",
+                "--coap-encrypted-listen",
+                "127.0.0.1:0",
             ])
             .args([
                 "--log-format",
@@ -141,6 +153,8 @@ impl LotusNode {
             .arg(&ready)
             .env("LOTUS_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env_remove("LOTUS_CONFIG")
+            // The harness's own variable, not a node setting (the node refuses unknown keys).
+            .env_remove("LOTUS_BIN")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -153,6 +167,7 @@ impl LotusNode {
         if let Some((cert, key)) = &options.tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
             cmd.args(["--mqtt-tls-listen", "127.0.0.1:0"]);
+            cmd.args(["--https-listen", "127.0.0.1:0"]);
         }
         cmd.args(&options.extra_args);
         for (k, v) in &options.extra_env {
@@ -187,6 +202,10 @@ impl LotusNode {
             mqtt: first_addr(&info, "mqtt").context("no MQTT address")?,
             mqtt_ws: first_addr(&info, "mqttWs").context("no MQTT WebSocket address")?,
             mqtt_tls: first_addr(&info, "mqttTls"),
+            https: first_addr(&info, "https"),
+            coap: first_addr(&info, "coap"),
+            coap_dtls: first_addr(&info, "coapDtls"),
+            coap_encrypted: first_addr(&info, "coapEncrypted"),
             data_dir,
             _temp: temp,
             client: reqwest::Client::new(),
