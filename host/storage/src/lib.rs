@@ -57,6 +57,13 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 /// Readers for SQLite. WAL lets them run beside the single writer without blocking it.
 const SQLITE_READERS: u32 = 4;
 
+/// Page cache of the SQLite writer, in KiB: the history index is written at one position per
+/// device series, and a cache that holds those pages saves a read per row.
+const SQLITE_WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// How often the background checkpointer copies the WAL into the database file.
+const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Connections to PostgreSQL.
 const POSTGRES_CONNECTIONS: u32 = 16;
 
@@ -112,6 +119,9 @@ struct Inner {
     /// Reads. On SQLite a separate pool of read-only connections; on PostgreSQL the same pool
     /// as `write`.
     read: AnyPool,
+    /// SQLite: the connection that checkpoints the WAL in the background, so that the writer's
+    /// commits never wait for the database file to be written and synced.
+    checkpoint: Option<AnyPool>,
     secrets: SecretBox,
 }
 
@@ -134,7 +144,7 @@ impl Store {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
 
         let backend = Backend::from_url(database_url)?;
-        let (write, read) = match backend {
+        let (write, read, checkpoint) = match backend {
             Backend::Sqlite => open_sqlite(database_url).await?,
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -143,17 +153,20 @@ impl Store {
                     .connect(database_url)
                     .await?;
                 POSTGRES_MIGRATIONS.run(&pool).await?;
-                (pool.clone(), pool)
+                (pool.clone(), pool, None)
             }
         };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                backend,
-                write,
-                read,
-                secrets,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            backend,
+            write,
+            read,
+            checkpoint,
+            secrets,
+        });
+        if inner.checkpoint.is_some() {
+            tokio::spawn(checkpoint_wal(Arc::downgrade(&inner)));
+        }
+        Ok(Store { inner })
     }
 
     pub fn backend(&self) -> Backend {
@@ -170,6 +183,13 @@ impl Store {
     pub async fn close(&self) {
         self.inner.write.close().await;
         self.inner.read.close().await;
+        if let Some(pool) = &self.inner.checkpoint {
+            // Leave a short WAL behind for the next start.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await;
+            pool.close().await;
+        }
     }
 
     fn write(&self) -> &AnyPool {
@@ -185,8 +205,29 @@ impl Store {
     }
 }
 
-/// Opens the writer (which runs the migrations) and the reader pool of a SQLite database.
-async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool)> {
+/// Copies committed WAL frames into the database file until the store is dropped or closed.
+/// PASSIVE never blocks the writer or readers; it does what it can and tries again.
+async fn checkpoint_wal(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(SQLITE_CHECKPOINT_INTERVAL).await;
+        let Some(pool) = inner.upgrade().and_then(|i| i.checkpoint.clone()) else {
+            return;
+        };
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
+/// Opens the writer (which runs the migrations), the reader pool and the checkpointer of a
+/// SQLite database.
+async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool, Option<AnyPool>)> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| StorageError::Config(format!("invalid SQLite URL: {e}")))?;
     let filename = options.get_filename().to_path_buf();
@@ -205,7 +246,7 @@ async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool)> {
             .connect(url)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        return Ok((pool.clone(), pool));
+        return Ok((pool.clone(), pool, None));
     }
 
     create_parent_dir(&filename)?;
@@ -227,6 +268,13 @@ async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool)> {
                 sqlx::query("PRAGMA journal_mode = WAL")
                     .execute(&mut *conn)
                     .await?;
+                // The checkpointer does this work off the commit path.
+                sqlx::query("PRAGMA wal_autocheckpoint = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(&format!("PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB}"))
+                    .execute(&mut *conn)
+                    .await?;
                 sqlite_pragmas(conn, false).await
             })
         })
@@ -239,7 +287,13 @@ async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool)> {
         .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn, true)))
         .connect(&url)
         .await?;
-    Ok((write, read))
+    let checkpoint = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn, false)))
+        .connect(&url)
+        .await?;
+    Ok((write, read, Some(checkpoint)))
 }
 
 /// Per-connection SQLite settings; see the crate documentation for why `synchronous=FULL`.
