@@ -4,6 +4,7 @@
 pub mod city;
 pub mod connections;
 pub mod pipeline;
+pub mod publisher;
 pub mod relay;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -162,4 +163,18 @@ pub fn per_sec(n: u64, d: Duration) -> f64 {
     } else {
         n as f64 / d.as_secs_f64()
     }
+}
+
+/// An MQTT client without Nagle's algorithm. rumqttc leaves it on, and a QoS 0 publisher gets
+/// no packets back to carry the peer's ACKs, so small publishes waited for the delayed-ACK timer
+/// and measured 10–20 ms of "latency" that no broker caused.
+pub(crate) fn mqtt_client(
+    options: rumqttc::MqttOptions,
+    capacity: usize,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (client, mut event_loop) = rumqttc::AsyncClient::new(options, capacity);
+    let mut network = event_loop.network_options();
+    network.set_tcp_nodelay(true);
+    event_loop.set_network_options(network);
+    (client, event_loop)
 }

@@ -288,7 +288,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         let mut opts = mqtt_options(&d.creds, config.mqtt);
         opts.set_inflight(1000);
         opts.set_keep_alive(Duration::from_secs(60));
-        let (client, el) = AsyncClient::new(opts, 1024);
+        let (client, el) = crate::mqtt_client(opts, 1024);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
         loops.push(tokio::spawn(device_loop(
             client.clone(),

@@ -14,20 +14,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use bytes::{BufMut, Bytes, BytesMut};
+use anyhow::{Context, bail};
+use bytes::BufMut;
 use hdrhistogram::Histogram;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 
-use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
+use lotus_model::alink::SignMethod;
+use lotus_test_harness::device::{DeviceCredentials, signed_login};
 use serde_json::json;
 
 use crate::pipeline::Api;
+use crate::publisher::{BATCH, Publisher};
 use crate::{Latency, histogram, own_cpu_time, per_sec, process_cpu_time, secs};
 
 /// publisher (4 bytes) + sequence (8) + send time in ns since the run's epoch (8).
 const HEADER: usize = 20;
+
+/// QoS 1 publishes a publisher may have unacknowledged.
+const INFLIGHT: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -238,7 +243,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         }
         None => "bench/#".to_string(),
     };
-    let (sub, mut sub_el) = AsyncClient::new(sub_options, 1024);
+    let (sub, mut sub_el) = crate::mqtt_client(sub_options, 1024);
     let (subacked_tx, subacked_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     sub.subscribe(&filter, qos).await?;
     let sub_task = {
@@ -311,51 +316,32 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
-    let mut pubs = Vec::new();
-    let mut pub_loops = Vec::new();
+    let mut pubs = Vec::with_capacity(config.publishers);
     for i in 0..config.publishers {
-        let opts = match &app {
+        let (client_id, login, topic) = match &app {
             Some(a) => {
-                let mut o = mqtt_options(&a.devices[i], config.mqtt);
-                o.set_keep_alive(Duration::from_secs(60));
-                o.set_inflight(1000);
-                o.set_max_packet_size(1 << 20, 1 << 20);
-                o
+                let d = &a.devices[i];
+                let ts = lotus_test_harness::now_ms().to_string();
+                let (id, user, pass) =
+                    signed_login(d, &d.device_name, SignMethod::HmacSha256, Some(&ts));
+                let topic = format!("/{}/{}/user/update", a.product_key, d.device_name);
+                (id, Some((user, pass)), topic)
             }
-            None => options(&format!("lg-pub-{tag}-{i}"), config.mqtt),
+            None => (format!("lg-pub-{tag}-{i}"), None, format!("bench/{i}")),
         };
-        let (client, mut el) = AsyncClient::new(opts, 4096);
-        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-        let acked = acked.clone();
-        pub_loops.push(tokio::spawn(async move {
-            let mut connected_tx = Some(connected_tx);
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(tx) = connected_tx.take() {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        if let Some(tx) = connected_tx.take() {
-                            let _ = tx.send(Err(anyhow::anyhow!("publisher: {e}")));
-                        }
-                        break;
-                    }
-                }
-            }
-        }));
-        match tokio::time::timeout(Duration::from_secs(10), connected_rx).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(e),
-            _ => bail!("publisher {i} did not connect within 10 s"),
-        }
-        pubs.push(client);
+        let login = login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        let publisher = Publisher::connect(
+            config.mqtt,
+            &client_id,
+            login,
+            &topic,
+            config.qos,
+            INFLIGHT,
+            acked.clone(),
+        )
+        .await
+        .with_context(|| format!("publisher {i}"))?;
+        pubs.push(publisher);
     }
 
     let broker_cpu0 = config.broker_pid.and_then(process_cpu_time);
@@ -366,48 +352,52 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         .rate
         .map(|r| Duration::from_secs_f64(config.publishers as f64 / r.max(1) as f64));
     let mut senders = Vec::new();
-    for (i, client) in pubs.iter().enumerate() {
-        let client = client.clone();
+    for (i, mut publisher) in pubs.into_iter().enumerate() {
         let (stop, published) = (stop.clone(), published.clone());
-        let topic = match &app {
-            Some(a) => format!(
-                "/{}/{}/user/update",
-                a.product_key, a.devices[i].device_name
-            ),
-            None => format!("bench/{i}"),
-        };
         let offset = period.map(|p| p.mul_f64(i as f64 / config.publishers as f64));
         senders.push(tokio::spawn(async move {
             let mut seq: u64 = 0;
-            let mut buf = BytesMut::with_capacity(payload_len * 64);
             loop {
-                if let (Some(period), Some(offset)) = (period, offset) {
-                    let due = start + offset + period.mul_f64(seq as f64);
-                    if due >= deadline {
-                        break;
+                let now = Instant::now();
+                if now >= deadline || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Everything due by now goes out in one write.
+                let due = match (period, offset) {
+                    (Some(period), Some(offset)) => {
+                        let elapsed = now.saturating_duration_since(start + offset);
+                        let until = (elapsed.as_secs_f64() / period.as_secs_f64()) as u64 + 1;
+                        let due = until.saturating_sub(seq) as usize;
+                        if due == 0 {
+                            let next = start + offset + period.mul_f64(seq as f64);
+                            tokio::time::sleep_until(next.min(deadline).into()).await;
+                            continue;
+                        }
+                        due
                     }
-                    tokio::time::sleep_until(due.into()).await;
-                } else if seq.is_multiple_of(64)
-                    && (Instant::now() >= deadline || stop.load(Ordering::Relaxed))
-                {
+                    _ => BATCH,
+                };
+                let sent_ns = epoch.elapsed().as_nanos() as u64;
+                let encoded = publisher
+                    .encode(due, payload_len, |buf| {
+                        buf.put_u32(i as u32);
+                        buf.put_u64(seq);
+                        buf.put_u64(sent_ns);
+                        buf.put_bytes(b'x', payload_len - HEADER);
+                        seq += 1;
+                    })
+                    .await;
+                if publisher.flush().await.is_err() {
                     break;
                 }
-                buf.reserve(payload_len);
-                buf.put_u32(i as u32);
-                buf.put_u64(seq);
-                buf.put_u64(epoch.elapsed().as_nanos() as u64);
-                buf.put_bytes(b'x', payload_len - HEADER);
-                let payload: Bytes = buf.split().freeze();
-                if client.publish(&topic, qos, false, payload).await.is_err() {
-                    break;
-                }
-                published.fetch_add(1, Ordering::Relaxed);
-                seq += 1;
+                published.fetch_add(encoded as u64, Ordering::Relaxed);
             }
+            publisher
         }));
     }
+    let mut pubs = Vec::with_capacity(senders.len());
     for s in senders {
-        let _ = s.await;
+        pubs.push(s.await?);
     }
     stop.store(true, Ordering::Relaxed);
     let send_elapsed = start.elapsed();
@@ -419,12 +409,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    // Disconnect after the queued publishes are written (requests are handled in order).
-    for p in &pubs {
-        let _ = p.disconnect().await;
-    }
-    for l in pub_loops {
-        let _ = tokio::time::timeout(Duration::from_secs(10), l).await;
+    for p in pubs {
+        p.disconnect().await;
     }
     // Wait until everything arrived, or nothing has arrived for a second.
     let published = published.load(Ordering::Relaxed);

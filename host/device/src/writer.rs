@@ -52,7 +52,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             queue_capacity: 20_000,
-            max_batch_rows: 4_000,
+            max_batch_rows: 16_000,
         }
     }
 }

@@ -20,6 +20,7 @@ mod applications;
 mod devices;
 mod downlink;
 mod error;
+mod plugins;
 mod products;
 mod secret;
 mod shadow;
@@ -35,13 +36,17 @@ use std::str::FromStr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Row};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
 
 pub use applications::{AppCredentialRow, AppCredentialUpdate};
 pub use error::{Result, StorageError};
+pub use plugins::{
+    DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE, PLUGIN_SUSPENDED,
+    PluginArtifact, PluginRow, PluginVersionRow,
+};
 pub use secret::{Secret, SecretBox};
 pub use topology::TopologyLink;
 pub use types::*;
@@ -63,6 +68,11 @@ const SQLITE_WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// How often the background checkpointer copies the WAL into the database file.
 const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// WAL length, in pages, past which the checkpointer restarts the log. A PASSIVE checkpoint
+/// never catches a writer that commits without pause, so the WAL would otherwise grow without
+/// bound; RESTART makes the writer wait for the (short) remainder and then reuses the file.
+const SQLITE_WAL_RESTART_PAGES: i64 = 32 * 1024;
 
 /// Connections to PostgreSQL.
 const POSTGRES_CONNECTIONS: u32 = 16;
@@ -216,11 +226,27 @@ async fn checkpoint_wal(inner: std::sync::Weak<Inner>) {
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
+        let log_pages = match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
             .await
         {
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            // Columns: busy, pages in the WAL, pages checkpointed.
+            Ok(row) => row.try_get::<i64, _>(1).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                continue;
+            }
+        };
+        if log_pages >= SQLITE_WAL_RESTART_PAGES {
+            let started = std::time::Instant::now();
+            match sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&pool)
+                .await
+            {
+                Ok(_) => metrics::histogram!("lotus_sqlite_wal_restart_seconds")
+                    .record(started.elapsed().as_secs_f64()),
+                Err(e) => tracing::warn!(error = %e, "WAL restart failed; retrying"),
+            }
         }
     }
 }
@@ -272,6 +298,14 @@ async fn open_sqlite(url: &str) -> Result<(AnyPool, AnyPool, Option<AnyPool>)> {
                 sqlx::query("PRAGMA wal_autocheckpoint = 0")
                     .execute(&mut *conn)
                     .await?;
+                // After a restart the WAL file is cut back to this size instead of keeping
+                // its high-water mark on disk.
+                sqlx::query(&format!(
+                    "PRAGMA journal_size_limit = {}",
+                    SQLITE_WAL_RESTART_PAGES * 4096
+                ))
+                .execute(&mut *conn)
+                .await?;
                 sqlx::query(&format!("PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB}"))
                     .execute(&mut *conn)
                     .await?;

@@ -224,6 +224,10 @@ async fn supervise(
             }
         };
         let (client, mut event_loop) = AsyncClient::new(opts, 64);
+        // Replies and small posts should leave at once, not wait for the peer's delayed ACK.
+        let mut network = event_loop.network_options();
+        network.set_tcp_nodelay(true);
+        event_loop.set_network_options(network);
         let ended = tokio::select! {
             ended = session(&shared, &client, &mut event_loop, &mut first) => ended,
             _ = stopped(&mut shutdown) => {
