@@ -22,6 +22,7 @@ use crate::problem::Path;
 mod code {
     pub const UNAVAILABLE: i64 = 10000;
     pub const AUTH_FAILED: i64 = 20000;
+    pub const TOKEN_EXPIRED: i64 = 20001;
     pub const TOKEN_MISSING: i64 = 20002;
     pub const TOKEN_INVALID: i64 = 20003;
     pub const REQUEST_ERROR: i64 = 40000;
@@ -72,6 +73,9 @@ fn access_problem(e: AccessError, token_error: bool) -> Response {
                 code::AUTH_FAILED
             };
             problem(StatusCode::UNAUTHORIZED, code, m, None)
+        }
+        AccessError::TokenExpired(m) => {
+            problem(StatusCode::UNAUTHORIZED, code::TOKEN_EXPIRED, m, None)
         }
         AccessError::Forbidden(m) => {
             let code = if token_error {

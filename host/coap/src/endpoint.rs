@@ -135,7 +135,9 @@ fn refusal(e: AccessError, token_hint: bool) -> Reply {
             ResponseType::Unauthorized,
             format!("{m}: POST /auth again to get a new token"),
         ),
-        AccessError::Unauthorized(m) => Reply::text(ResponseType::Unauthorized, m),
+        AccessError::Unauthorized(m) | AccessError::TokenExpired(m) => {
+            Reply::text(ResponseType::Unauthorized, m)
+        }
         AccessError::Forbidden(m) => Reply::text(ResponseType::Forbidden, m),
         AccessError::Rejected(reply) => Reply::json(
             ResponseType::BadRequest,

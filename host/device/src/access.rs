@@ -72,6 +72,10 @@ pub enum AccessError {
     /// No valid credential or token: authenticate (again).
     #[error("{0}")]
     Unauthorized(String),
+    /// The token was valid and has run out: authenticate again. Firmware tells this apart from
+    /// a wrong token (Alibaba's code 20001), so it re-authenticates instead of giving up.
+    #[error("{0}")]
+    TokenExpired(String),
     /// The device may not do this (ACL, disabled device).
     #[error("{0}")]
     Forbidden(String),
@@ -130,7 +134,7 @@ impl TokenTable {
         if entry.expires_at_ms <= crate::now_ms() {
             drop(entry);
             self.by_token.remove(token);
-            return Err(AccessError::Unauthorized(
+            return Err(AccessError::TokenExpired(
                 "the token has expired: POST /auth to get a new one".into(),
             ));
         }

@@ -264,3 +264,73 @@ async fn http_access_works_over_tls() -> anyhow::Result<()> {
     assert_eq!(status, 200, "{text}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refused_until_the_device_authenticates_again() -> anyhow::Result<()> {
+    let options = NodeOptions {
+        extra_env: vec![(
+            "LOTUS_AUTH__DEVICE_TOKEN_TTL_SECS".to_string(),
+            "1".to_string(),
+        )],
+        ..Default::default()
+    };
+    let f = Fixture::start_with(options, 1, json!({})).await?;
+    let http = reqwest::Client::new();
+    let base = f.node.http.clone();
+    let lamp = &f.devices[0];
+    let topic = sys(lamp, "thing/event/property/post");
+    let token = |body: &Value| body["info"]["token"].as_str().unwrap().to_string();
+
+    let (_, body) = post_json(
+        &http,
+        format!("{base}/auth"),
+        &auth_body(lamp, &lamp.device_secret),
+    )
+    .await?;
+    let old = token(&body);
+    let (status, text) = post_topic(
+        &http,
+        &base,
+        &topic,
+        Some(&old),
+        property_post("1", json!({"Brightness": 10})),
+    )
+    .await?;
+    assert_eq!(status, 200, "{text}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, text) = post_topic(
+        &http,
+        &base,
+        &topic,
+        Some(&old),
+        property_post("2", json!({"Brightness": 20})),
+    )
+    .await?;
+    assert_eq!(status, 401, "{text}");
+    let body: Value = serde_json::from_str(&text)?;
+    assert_eq!(body["code"], 20001, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("POST /auth"),
+        "{body}"
+    );
+
+    let (_, body) = post_json(
+        &http,
+        format!("{base}/auth"),
+        &auth_body(lamp, &lamp.device_secret),
+    )
+    .await?;
+    let fresh = token(&body);
+    assert_ne!(fresh, old);
+    let (status, text) = post_topic(
+        &http,
+        &base,
+        &topic,
+        Some(&fresh),
+        property_post("3", json!({"Brightness": 30})),
+    )
+    .await?;
+    assert_eq!(status, 200, "{text}");
+    Ok(())
+}
