@@ -112,6 +112,7 @@ impl CoapLink {
                 &["auth".to_string()],
                 body.to_string().into_bytes(),
                 None,
+                None,
             )
             .await?;
         match resp.header.code {
@@ -141,9 +142,7 @@ impl CoapLink {
                 self.authenticate(&mut st).await?;
             }
             let token = st.auth_token.clone();
-            let resp = self
-                .exchange(&mut st, &path, payload.clone(), token)
-                .await?;
+            let resp = self.send(&mut st, &path, &payload, token).await?;
             match resp.header.code {
                 MessageClass::Response(
                     ResponseType::Changed | ResponseType::Content | ResponseType::Created,
@@ -237,6 +236,40 @@ impl CoapLink {
         }
     }
 
+    /// Sends a request body larger than one block as RFC 7959 Block1 fragments: the server
+    /// answers 2.31 Continue to each but the last, and the last one's answer is the request's.
+    /// A refusal of any fragment (4.01, 4.13, …) ends the upload and is returned as the answer.
+    async fn send(
+        &self,
+        st: &mut State,
+        path: &[String],
+        payload: &[u8],
+        auth_token: Option<Vec<u8>>,
+    ) -> Result<Packet> {
+        if payload.len() <= BLOCK_SIZE {
+            return self
+                .exchange(st, path, payload.to_vec(), auth_token, None)
+                .await;
+        }
+        let blocks = payload.len().div_ceil(BLOCK_SIZE);
+        for (num, chunk) in payload.chunks(BLOCK_SIZE).enumerate() {
+            let more = num + 1 < blocks;
+            let resp = self
+                .exchange(
+                    st,
+                    path,
+                    chunk.to_vec(),
+                    auth_token.clone(),
+                    Some(block1(num as u32, more)),
+                )
+                .await?;
+            if !more || resp.header.code != MessageClass::Response(ResponseType::Continue) {
+                return Ok(resp);
+            }
+        }
+        unreachable!("the last fragment returns")
+    }
+
     /// One confirmable request with RFC 7252 retransmission: the first wait is random in
     /// `[ACK_TIMEOUT, ACK_TIMEOUT·1.5]` and doubles after each of `MAX_RETRANSMIT` resends.
     async fn exchange(
@@ -245,6 +278,7 @@ impl CoapLink {
         path: &[String],
         payload: Vec<u8>,
         auth_token: Option<Vec<u8>>,
+        block: Option<Vec<u8>>,
     ) -> Result<Packet> {
         let message_id = st.next_message_id;
         st.next_message_id = st.next_message_id.wrapping_add(1);
@@ -260,6 +294,9 @@ impl CoapLink {
         req.set_content_format(ContentFormat::ApplicationJSON);
         if let Some(t) = auth_token {
             req.add_option(CoapOption::Unknown(TOKEN_OPTION), t);
+        }
+        if let Some(b) = block {
+            req.add_option(CoapOption::Block1, b);
         }
         req.payload = payload;
         let bytes = req
@@ -336,6 +373,18 @@ impl CoapLink {
         st.socket = None;
         Err(Error::NotConnected)
     }
+}
+
+/// Block size of uploads: 1024 bytes (szx 6), the largest CoAP over UDP allows.
+const BLOCK_SIZE: usize = 1024;
+const BLOCK_SZX: u32 = 6;
+
+/// A Block1 option value (RFC 7959 §2.2) in the fewest bytes.
+fn block1(num: u32, more: bool) -> Vec<u8> {
+    let v = (num << 4) | (u32::from(more) << 3) | BLOCK_SZX;
+    let bytes = v.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    bytes[skip..].to_vec()
 }
 
 #[cfg(test)]

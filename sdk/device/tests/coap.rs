@@ -43,6 +43,16 @@ async fn posts_over_coap_with_typed_rejections() -> anyhow::Result<()> {
         Posted::Accepted(_)
     ));
 
+    // A post larger than one CoAP block goes up in Block1 fragments and is stored whole.
+    let note: String = (0..3000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let r = device
+        .post_properties(json!({"MaintenanceNote": note}))
+        .await?;
+    assert!(matches!(r, Posted::Accepted(_)), "{r:?}");
+    assert_eq!(f.latest(0, "MaintenanceNote").await?, note);
+
     // Downlink needs a standing connection: refused at registration, clearly.
     let e = device
         .on_service("SetLight", |_| Ok(json!({})))
