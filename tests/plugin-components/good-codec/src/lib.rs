@@ -1,0 +1,2 @@
+const CODEC_VERSION: &str = "1";
+include!("codec_body.rs");
