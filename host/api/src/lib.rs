@@ -6,6 +6,7 @@ pub mod applications;
 pub mod auth;
 pub mod devices;
 pub mod ops;
+pub mod plugins;
 pub mod problem;
 pub mod products;
 pub mod registration;
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub shutting_down: Arc<AtomicBool>,
     /// Compared against when a username does not exist, so timing reveals nothing.
     pub dummy_hash: Arc<str>,
+    /// The Wasm plugin runtime; `None` on a node that runs none (the plugin routes say so).
+    pub plugins: Option<Arc<dyn plugins::PluginManager>>,
 }
 
 impl ApiState {
@@ -49,7 +52,14 @@ impl ApiState {
             metrics,
             shutting_down: Arc::new(AtomicBool::new(false)),
             dummy_hash: auth::hash_password("not a real password").into(),
+            plugins: None,
         }
+    }
+
+    /// Gives the API the plugin runtime to manage.
+    pub fn with_plugins(mut self, plugins: Arc<dyn plugins::PluginManager>) -> Self {
+        self.plugins = Some(plugins);
+        self
     }
 }
 
@@ -68,6 +78,9 @@ impl ApiState {
         devices::get_shadow, devices::put_shadow, devices::sub_devices,
         registration::register_device, access::auth, access::publish,
         applications::create, applications::list, applications::get, applications::update, applications::delete,
+        plugins::install, plugins::list, plugins::get, plugins::upgrade, plugins::rollback,
+        plugins::disable, plugins::enable, plugins::resume, plugins::delete, plugins::logs,
+        plugins::dead_letters, plugins::get_codec, plugins::put_codec, plugins::delete_codec,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     modifiers(&BearerAuth),
@@ -82,6 +95,7 @@ impl ApiState {
         (name = "shadow", description = "Desired and reported state"),
         (name = "device access", description = "What devices call over HTTPS"),
         (name = "applications", description = "MQTT credentials for applications, confined to granted topic filters"),
+        (name = "plugins", description = "Wasm plugins: install, upgrade, roll back, logs, dead letters, product codecs"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -145,6 +159,23 @@ pub fn router(state: ApiState) -> Router {
             post(devices::create_batch),
         )
         .route("/api/v1/devices", get(devices::list_all))
+        .route("/api/v1/plugins", get(plugins::list))
+        .route(
+            "/api/v1/plugins/{id}",
+            get(plugins::get).delete(plugins::delete),
+        )
+        .route("/api/v1/plugins/{id}/rollback", post(plugins::rollback))
+        .route("/api/v1/plugins/{id}/disable", post(plugins::disable))
+        .route("/api/v1/plugins/{id}/enable", post(plugins::enable))
+        .route("/api/v1/plugins/{id}/resume", post(plugins::resume))
+        .route("/api/v1/plugins/{id}/logs", get(plugins::logs))
+        .route("/api/v1/dead-letters", get(plugins::dead_letters))
+        .route(
+            "/api/v1/products/{productKey}/codec",
+            get(plugins::get_codec)
+                .put(plugins::put_codec)
+                .delete(plugins::delete_codec),
+        )
         .route(
             "/api/v1/app-credentials",
             post(applications::create).get(applications::list),
@@ -200,6 +231,13 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async {
             problem::ApiError::not_found("no such endpoint: see /api/v1/openapi.json")
         })
+        .with_state(state.clone());
+    // Components are bigger than any other request: the upload routes have their own limit,
+    // enforced by the multipart reader so that going over it is a problem+json 413.
+    let uploads = Router::new()
+        .route("/api/v1/plugins", post(plugins::install))
+        .route("/api/v1/plugins/{id}", put(plugins::upgrade))
+        .layer(plugins::upload_limit())
         .with_state(state);
     api.merge(
         utoipa_swagger_ui::SwaggerUi::new("/api/docs")
@@ -208,5 +246,6 @@ pub fn router(state: ApiState) -> Router {
     .layer(tower_http::limit::RequestBodyLimitLayer::new(
         4 * 1024 * 1024,
     ))
+    .merge(uploads)
     .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -272,6 +272,9 @@ pub async fn delete(
     product_or_404(&state, &pk).await?;
     state.store.delete_product(&pk).await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
+    // The binding row went with the product; a product re-created under the same key must
+    // not inherit the old codec from memory.
+    state.plane.codecs.set_binding(&pk, None);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -423,16 +426,17 @@ pub async fn list_topic_classes(
     Path(pk): Path<String>,
 ) -> ApiResult<Json<Vec<TopicClassOut>>> {
     let product = product_or_404(&state, &pk).await?;
-    let mut out: Vec<TopicClassOut> = lotus_model::topic::system_topic_classes_for(product.node_type)
-        .into_iter()
-        .map(|c| TopicClassOut {
-            id: c.id,
-            template: c.template,
-            operation: c.operation,
-            description: c.description,
-            system: true,
-        })
-        .collect();
+    let mut out: Vec<TopicClassOut> =
+        lotus_model::topic::system_topic_classes_for(product.node_type)
+            .into_iter()
+            .map(|c| TopicClassOut {
+                id: c.id,
+                template: c.template,
+                operation: c.operation,
+                description: c.description,
+                system: true,
+            })
+            .collect();
     out.extend(
         state
             .store

@@ -26,8 +26,11 @@ pub async fn serve_tls(
         shutdown.await;
         stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    axum_server::from_tcp_rustls(listener.into_std()?, RustlsConfig::from_config(Arc::new(tls)))?
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
+    axum_server::from_tcp_rustls(
+        listener.into_std()?,
+        RustlsConfig::from_config(Arc::new(tls)),
+    )?
+    .handle(handle)
+    .serve(app.into_make_service())
+    .await
 }

@@ -160,7 +160,10 @@ impl DevicePlane {
                         sign: password,
                     }
                 };
-                match self.check_device_login(product_key, device_name, proof).await {
+                match self
+                    .check_device_login(product_key, device_name, proof)
+                    .await
+                {
                     Ok(device) => AuthOutcome::Accept {
                         session_key: format!("device:{device}").into(),
                         principal: Principal::Device(device),

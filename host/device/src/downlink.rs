@@ -86,16 +86,37 @@ impl DevicePlane {
             method: Some(method),
             sys: None,
         };
-        let payload = serde_json::to_vec(&request).expect("requests serialise");
-        let class = if topic.contains("/rrpc/request/") {
-            "rrpc"
-        } else if request.method.as_deref() == Some("thing.service.property.set") {
-            "property_set"
-        } else {
-            "service"
+        let (topic, payload, class) = match self.encode_downlink(device, &request).await {
+            Ok(Some((raw_topic, raw))) => (raw_topic, raw, "raw"),
+            Ok(None) => {
+                let payload = serde_json::to_vec(&request).expect("requests serialise");
+                let class = if topic.contains("/rrpc/request/") {
+                    "rrpc"
+                } else if request.method.as_deref() == Some("thing.service.property.set") {
+                    "property_set"
+                } else {
+                    "service"
+                };
+                (topic, payload.into(), class)
+            }
+            Err(e) => {
+                self.store
+                    .complete_downlink(
+                        &device.product_key,
+                        &device.device_name,
+                        &message_id,
+                        "failed",
+                        None,
+                        None,
+                        Some(&e.to_string()),
+                        crate::now_ms(),
+                    )
+                    .await?;
+                return Err(e);
+            }
         };
         let delivered = self
-            .send_to_device(&topic, payload.into(), QoS::AtLeastOnce, class)
+            .send_to_device(&topic, payload, QoS::AtLeastOnce, class)
             .await;
         if delivered == 0 {
             self.store

@@ -26,11 +26,7 @@ impl BrokerHooks for PlaneHooks {
 
     async fn on_publish(&self, client: &ClientContext, publish: &InboundPublish) -> PublishVerdict {
         match &client.principal {
-            Principal::Device(device) => {
-                self.0
-                    .uplink(device, client.connection_id, publish)
-                    .await
-            }
+            Principal::Device(device) => self.0.uplink(device, client.connection_id, publish).await,
             _ => PublishVerdict::Route { ack: None },
         }
     }

@@ -6,10 +6,12 @@
 //! and service calls and correlates their replies, [`shadow`] keeps desired/reported state and
 //! [`status`] tracks online/offline. [`registry`] caches products so that the hot path never
 //! waits on storage for metadata. [`access`] lets devices on request/response transports
-//! (CoAP, HTTP) authenticate for a token and publish into the same pipeline.
+//! (CoAP, HTTP) authenticate for a token and publish into the same pipeline. [`codec`] decodes
+//! raw data of `dataFormat: custom` products through their codec plugin into that same path.
 
 pub mod access;
 pub mod application;
+pub mod codec;
 pub mod connect;
 pub mod downlink;
 pub mod gateway;

@@ -71,6 +71,8 @@ pub struct DevicePlane {
     pub(crate) status: StatusTracker,
     /// Tokens of devices on request/response transports (CoAP, HTTP).
     pub(crate) tokens: TokenTable,
+    /// Codec plugins for `dataFormat: custom` products and which product uses which.
+    pub codecs: crate::codec::Codecs,
     broker: OnceLock<Broker<PlaneHooks>>,
     /// Synchronous calls waiting for the device's answer, by message id.
     pub(crate) pending: DashMap<String, oneshot::Sender<Reply>>,
@@ -115,6 +117,7 @@ impl DevicePlane {
             writer,
             status,
             tokens: TokenTable::default(),
+            codecs: Default::default(),
             broker: OnceLock::new(),
             pending: DashMap::new(),
             replies_rx: parking_lot::Mutex::new(Some(replies_rx)),

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::DevicePlane;
+use crate::codec::CustomTopic;
 use crate::writer::WriteItem;
 
 /// Where the platform's answer to a device message goes. An MQTT device gets it on a reply
@@ -25,7 +26,9 @@ use crate::writer::WriteItem;
 /// returns it in the response to the very request, so it is kept for the caller.
 pub(crate) enum Answer {
     /// Publish it to the device's reply topic; the request came on this MQTT connection.
-    Topic { connection_id: u64 },
+    Topic {
+        connection_id: u64,
+    },
     Caller(parking_lot::Mutex<Option<Value>>),
 }
 
@@ -47,8 +50,8 @@ impl Answer {
 }
 
 /// v5 PUBACK reason for a payload the platform cannot accept.
-const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
-const IMPLEMENTATION_SPECIFIC_ERROR: u8 = 0x83;
+pub(crate) const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
+pub(crate) const IMPLEMENTATION_SPECIFIC_ERROR: u8 = 0x83;
 
 fn refuse(reason: impl Into<String>) -> PublishVerdict {
     PublishVerdict::Refuse {
@@ -105,8 +108,11 @@ impl DevicePlane {
             }
             UplinkTopic::PropertySetReply
             | UplinkTopic::PropertyGetReply
-            | UplinkTopic::ServiceReply { .. }
-            | UplinkTopic::RawDownReply => self.device_reply(device, None, publish),
+            | UplinkTopic::ServiceReply { .. } => self.device_reply(device, None, publish),
+            UplinkTopic::RawDownReply => match self.raw_down_reply(device, publish).await {
+                Some(verdict) => verdict,
+                None => self.device_reply(device, None, publish),
+            },
             UplinkTopic::RrpcResponse { message_id } => {
                 self.device_reply(device, Some(message_id), publish)
             }
@@ -118,22 +124,13 @@ impl DevicePlane {
                 let update = kind == UplinkTopic::DeviceInfoUpdate;
                 self.device_info(device, update, publish, answer).await
             }
-            UplinkTopic::RawUp => {
-                // The codec seam: raw payloads need the product's codec plugin to become Alink
-                // JSON before validation. Until a codec is bound, say so to the device.
-                let reply = Reply::error(
-                    "",
-                    code::METHOD_NOT_FOUND,
-                    format!("product '{pk}' has no codec plugin to decode raw data"),
-                    Some("thing.model.up_raw"),
-                );
-                self.reply_now(&publish.topic, &reply, answer).await;
-                PublishVerdict::Refuse {
-                    code: IMPLEMENTATION_SPECIFIC_ERROR,
-                    reason: "no codec plugin bound to this product".into(),
-                }
-            }
+            UplinkTopic::RawUp => self.raw_uplink(device, publish, answer).await,
             UplinkTopic::Custom { .. } => {
+                if let CustomTopic::Handled(verdict) =
+                    self.custom_uplink(device, publish, answer).await
+                {
+                    return verdict;
+                }
                 self.bus.publish(Envelope::device(
                     pk,
                     dn,
@@ -206,7 +203,7 @@ impl DevicePlane {
         }
     }
 
-    async fn property_post(
+    pub(crate) async fn property_post(
         self: &Arc<Self>,
         device: &DeviceId,
         publish: &InboundPublish,
@@ -263,7 +260,7 @@ impl DevicePlane {
             .await
     }
 
-    async fn event_post(
+    pub(crate) async fn event_post(
         self: &Arc<Self>,
         device: &DeviceId,
         identifier: &str,
@@ -328,15 +325,8 @@ impl DevicePlane {
                 params,
             },
         )];
-        self.commit_then_reply(
-            to,
-            &request,
-            &method,
-            Vec::new(),
-            vec![record],
-            announce,
-        )
-        .await
+        self.commit_then_reply(to, &request, &method, Vec::new(), vec![record], announce)
+            .await
     }
 
     /// Hands writes to the group-commit writer; PUBACK, `_reply` and bus follow the commit.

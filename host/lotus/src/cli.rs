@@ -34,6 +34,9 @@ pub enum ClientCommand {
     /// MQTT credentials for applications, confined to granted topic filters.
     #[command(subcommand, name = "app-credential")]
     AppCredential(AppCredentialCommand),
+    /// Wasm plugins: codecs, rules, event handlers, apps, channels.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
 #[derive(Args, Clone)]
@@ -226,6 +229,124 @@ pub enum AppCredentialCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Install a plugin: its lotus-plugin.toml and its .wasm component.
+    Install {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        wasm: PathBuf,
+    },
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// A plugin with its versions and runtime status.
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    /// Replace a plugin's running version with a new one (the old one is kept for rollback).
+    Upgrade {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        wasm: PathBuf,
+    },
+    /// Go back to the version installed before the running one.
+    Rollback {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    Disable {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    Enable {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    /// Lift a suspension after repeated failures.
+    Resume {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    /// Remove a plugin and all its versions.
+    Remove {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    /// The plugin's newest log lines.
+    Logs {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Messages plugins failed on, newest first.
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long)]
+        product_key: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Make a codec plugin decode and encode a `dataFormat: custom` product's data.
+    #[command(name = "bind-codec")]
+    BindCodec {
+        #[command(flatten)]
+        conn: Connection,
+        product_key: String,
+        plugin: String,
+    },
+}
+
+/// The multipart body of an install or upgrade, read from the two files.
+fn plugin_upload(
+    manifest: &std::path::Path,
+    wasm: &std::path::Path,
+) -> anyhow::Result<reqwest::multipart::Form> {
+    let manifest_text = std::fs::read_to_string(manifest).with_context(|| {
+        format!(
+            "cannot read the manifest {} (give --manifest lotus-plugin.toml)",
+            manifest.display()
+        )
+    })?;
+    let wasm_bytes = std::fs::read(wasm).with_context(|| {
+        format!(
+            "cannot read the component {} (give --wasm file.wasm)",
+            wasm.display()
+        )
+    })?;
+    let file_name = wasm
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin.wasm".into());
+    Ok(reqwest::multipart::Form::new()
+        .text("manifest", manifest_text)
+        .part(
+            "wasm",
+            reqwest::multipart::Part::bytes(wasm_bytes).file_name(file_name),
+        ))
+}
+
 /// Grants from `--subscribe` and `--publish` filters; a filter given to both gets both actions.
 fn grants_json(subscribe: &[String], publish: &[String]) -> Value {
     let mut grants: Vec<(String, Vec<&str>)> = Vec::new();
@@ -293,11 +414,29 @@ impl Client {
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
         if let Some(b) = body {
             req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    /// A multipart upload (plugins).
+    async fn upload(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .multipart(form);
+        self.send(req).await
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
         let resp = req
             .send()
@@ -505,6 +644,71 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     .await?;
                 println!("deleted application credential {id}; its connections are closed");
             }
+        },
+        ClientCommand::Plugin(p) => match p {
+            PluginCommand::Install { conn, manifest, wasm } => {
+                let form = plugin_upload(&manifest, &wasm)?;
+                print(&Client::new(&conn).upload(Method::POST, "/api/v1/plugins", form).await?)
+            }
+            PluginCommand::List { conn } => print(&Client::new(&conn).call(Method::GET, "/api/v1/plugins", None).await?),
+            PluginCommand::Get { conn, id } => {
+                print(&Client::new(&conn).call(Method::GET, &format!("/api/v1/plugins/{}", enc(&id)), None).await?)
+            }
+            PluginCommand::Upgrade { conn, id, manifest, wasm } => {
+                let form = plugin_upload(&manifest, &wasm)?;
+                print(&Client::new(&conn).upload(Method::PUT, &format!("/api/v1/plugins/{}", enc(&id)), form).await?)
+            }
+            PluginCommand::Rollback { conn, id } => print(
+                &Client::new(&conn).call(Method::POST, &format!("/api/v1/plugins/{}/rollback", enc(&id)), None).await?,
+            ),
+            PluginCommand::Disable { conn, id } => print(
+                &Client::new(&conn).call(Method::POST, &format!("/api/v1/plugins/{}/disable", enc(&id)), None).await?,
+            ),
+            PluginCommand::Enable { conn, id } => print(
+                &Client::new(&conn).call(Method::POST, &format!("/api/v1/plugins/{}/enable", enc(&id)), None).await?,
+            ),
+            PluginCommand::Resume { conn, id } => print(
+                &Client::new(&conn).call(Method::POST, &format!("/api/v1/plugins/{}/resume", enc(&id)), None).await?,
+            ),
+            PluginCommand::Remove { conn, id } => {
+                Client::new(&conn).call(Method::DELETE, &format!("/api/v1/plugins/{}", enc(&id)), None).await?;
+                println!("removed plugin {id} and all its versions");
+            }
+            PluginCommand::Logs { conn, id, limit } => {
+                let logs = Client::new(&conn)
+                    .call(Method::GET, &format!("/api/v1/plugins/{}/logs?limit={limit}", enc(&id)), None)
+                    .await?;
+                for line in logs.get("items").and_then(Value::as_array).into_iter().flatten() {
+                    let field = |k: &str| line.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                    println!(
+                        "{} {:5} {:5} v{} {}",
+                        field("at_ms").unwrap_or_default(),
+                        field("level").unwrap_or_default(),
+                        field("source").unwrap_or_default(),
+                        field("version").unwrap_or_default(),
+                        field("message").unwrap_or_default()
+                    );
+                }
+            }
+            PluginCommand::DeadLetters { conn, plugin, product_key, limit } => {
+                let mut path = format!("/api/v1/dead-letters?limit={limit}");
+                if let Some(p) = plugin {
+                    path.push_str(&format!("&plugin={}", enc(&p)));
+                }
+                if let Some(pk) = product_key {
+                    path.push_str(&format!("&product_key={}", enc(&pk)));
+                }
+                print(&Client::new(&conn).call(Method::GET, &path, None).await?)
+            }
+            PluginCommand::BindCodec { conn, product_key, plugin } => print(
+                &Client::new(&conn)
+                    .call(
+                        Method::PUT,
+                        &format!("/api/v1/products/{}/codec", enc(&product_key)),
+                        Some(json!({"plugin": plugin})),
+                    )
+                    .await?,
+            ),
         },
     }
     Ok(())

@@ -23,6 +23,30 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub writer: WriterSettings,
+    pub plugins: PluginSettings,
+}
+
+/// The Wasm plugin runtime (per-plugin bounds are in each plugin's manifest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Consecutive failures (traps, timeouts, limits, bad output) after which a plugin is
+    /// suspended and an operator alarm is raised.
+    pub suspend_after_failures: u32,
+    /// Log lines kept per plugin for `lotus plugin logs`.
+    pub log_lines_per_plugin: usize,
+    /// Where compiled components are cached (default: data_dir/plugin-cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            suspend_after_failures: 10,
+            log_lines_per_plugin: 1000,
+            cache_dir: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +141,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             writer: WriterSettings::default(),
+            plugins: PluginSettings::default(),
         }
     }
 }
@@ -226,6 +251,13 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("lotus.db").display()))
+    }
+
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.plugins
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugin-cache"))
     }
 
     pub fn master_key_file(&self) -> PathBuf {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod plugin_host;
 mod serve;
 
 use std::net::SocketAddr;

@@ -215,6 +215,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         token_ttl: std::time::Duration::from_secs(config.auth.device_token_ttl_secs),
     };
     let (plane, tasks) = DevicePlane::start(store.clone(), bus, plane_config).await?;
+    let plugin_cache = config.plugin_cache_dir();
+    std::fs::create_dir_all(&plugin_cache).with_context(|| {
+        format!(
+            "cannot create the plugin cache directory {}",
+            plugin_cache.display()
+        )
+    })?;
+    let plugins = crate::plugin_host::start(
+        lotus_plugin::RuntimeConfig {
+            cache_dir: Some(plugin_cache),
+            suspend_after_failures: config.plugins.suspend_after_failures,
+            log_lines_per_plugin: config.plugins.log_lines_per_plugin,
+            ..lotus_plugin::RuntimeConfig::default()
+        },
+        store.clone(),
+        plane.clone(),
+        plane.bus.clone(),
+    )
+    .await?;
 
     let broker_config = BrokerConfig {
         max_packet_size: config.mqtt.max_packet_size,
@@ -322,7 +341,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plane.clone(),
         config.auth.session_ttl_secs * 1000,
         Some(Arc::new(move || metrics.render())),
-    );
+    )
+    .with_plugins(Arc::new(crate::plugin_host::RuntimeManager(
+        plugins.runtime.clone(),
+    )));
     let shutting_down = state.shutting_down.clone();
     let app = lotus_api::router(state);
     let (stop_http_tx, stop_http) = tokio::sync::watch::channel(false);

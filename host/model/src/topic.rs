@@ -1315,7 +1315,10 @@ mod gateway_tests {
         assert!(!allowed(Publish, "/sys/sub/s2/thing/event/property/post"));
         // Another gateway's sub-device, an unknown device, wildcards: refused.
         assert!(!allowed(Publish, "/sys/sub/s3/thing/event/property/post"));
-        assert!(!allowed(Subscribe, "/sys/sub/s3/thing/service/property/set"));
+        assert!(!allowed(
+            Subscribe,
+            "/sys/sub/s3/thing/service/property/set"
+        ));
         assert!(!allowed(Publish, "/sys/sub/s9/thing/event/property/post"));
         assert!(!allowed(Subscribe, "/sys/sub/+/thing/service/property/set"));
         assert!(!allowed(Subscribe, "#"));

@@ -36,16 +36,16 @@ use std::str::FromStr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use sqlx::{AnyPool, Row};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, Row};
 
 pub use applications::{AppCredentialRow, AppCredentialUpdate};
 pub use error::{Result, StorageError};
 pub use plugins::{
-    DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE, PLUGIN_SUSPENDED,
-    PluginArtifact, PluginRow, PluginVersionRow,
+    DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE,
+    PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginVersionRow,
 };
 pub use secret::{Secret, SecretBox};
 pub use topology::TopologyLink;
