@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project. Installs what the tests need when it is missing:
-# Debian packages (PostgreSQL server, mosquitto clients, libcoap's coap-client) through apt-get.
+# the wasm32-wasip2 target (plugins), Debian packages (PostgreSQL server, mosquitto clients,
+# libcoap's coap-client, Python's venv for componentize-py) through apt-get; the JavaScript and
+# Python plugin toolchains are installed by sdk/plugin-js/build-all.sh, which the tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v coap-client-openssl >/dev/null || missing+=(libcoap3-bin)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,12 +21,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Plugin crates are WebAssembly guests, each its own workspace (as an ISV's would be).
+guests=(sdk/plugin/Cargo.toml plugins/Cargo.toml)
+for m in examples/plugins/*/Cargo.toml; do guests+=("$m"); done
+
 echo "==> formatting"
 cargo fmt --all -- --check
+for m in "${guests[@]}"; do cargo fmt --manifest-path "$m" --all -- --check; done
 echo "==> lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> build"
 cargo build --workspace --all-targets --locked
+echo "==> plugin crates (native unit tests)"
+cargo test --manifest-path sdk/plugin/Cargo.toml --all-features --locked
+for m in "${guests[@]:1}"; do cargo test --manifest-path "$m" --locked; done
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

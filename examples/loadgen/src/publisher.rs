@@ -63,7 +63,10 @@ impl Publisher {
             bail!("expected CONNACK, got packet type {:#04x}", connack[0]);
         }
         if connack[3] != 0 {
-            bail!("the broker refused the connection (return code {})", connack[3]);
+            bail!(
+                "the broker refused the connection (return code {})",
+                connack[3]
+            );
         }
         let (read, writer) = stream.into_split();
         let window = Arc::new(Semaphore::new(window));
