@@ -5,6 +5,7 @@ pub mod city;
 pub mod connections;
 pub mod pipeline;
 pub mod publisher;
+pub mod raw;
 pub mod relay;
 
 use std::net::{SocketAddr, ToSocketAddrs};

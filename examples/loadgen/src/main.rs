@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lotus_loadgen::city::Mix;
+use lotus_loadgen::raw::{CodecPlugin, Format};
 use lotus_loadgen::{connections, loopback_addr, pipeline, raise_fd_limit, relay};
 
 #[derive(Parser)]
@@ -56,6 +57,19 @@ enum Command {
         /// The server's PID, to report its CPU beside the generator's.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// alink: JSON property posts; raw: binary water-meter frames on
+        /// …/thing/model/up_raw, decoded by the codec plugin given by --codec-wasm and
+        /// --codec-manifest (installed and bound to a new dataFormat custom product; --mix is
+        /// then ignored).
+        #[arg(long, default_value = "alink")]
+        format: Format,
+        /// The codec plugin component (.wasm) for --format raw.
+        #[arg(long, requires = "codec_manifest")]
+        codec_wasm: Option<std::path::PathBuf>,
+        /// The codec plugin's lotus-plugin.toml for --format raw; its `products` is set to the
+        /// new product.
+        #[arg(long, requires = "codec_wasm")]
+        codec_manifest: Option<std::path::PathBuf>,
     },
     /// Publishers → one subscriber: anonymous on bench/{i} → bench/#, or (with --api) signed
     /// devices on /{pk}/{dn}/user/update → an application credential on /{pk}/+/user/update.
@@ -138,7 +152,17 @@ fn main() -> anyhow::Result<()> {
                 mix,
                 downlink_rate,
                 server_pid,
+                format,
+                codec_wasm,
+                codec_manifest,
             } => {
+                let codec = match (codec_wasm, codec_manifest) {
+                    (Some(wasm), Some(manifest)) => Some(CodecPlugin { wasm, manifest }),
+                    _ => None,
+                };
+                if format == Format::Raw && codec.is_none() {
+                    anyhow::bail!("--format raw needs --codec-wasm and --codec-manifest");
+                }
                 let report = pipeline::run(pipeline::Config {
                     api,
                     mqtt: loopback_addr(&mqtt)?,
@@ -151,6 +175,8 @@ fn main() -> anyhow::Result<()> {
                     mix,
                     downlink_rate,
                     server_pid,
+                    format,
+                    codec,
                 })
                 .await?;
                 if json {

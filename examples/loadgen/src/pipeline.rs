@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::city::{Mix, SimDevice};
+use crate::raw::{CodecPlugin, Format};
 use crate::{Latency, histogram, own_cpu_time, per_sec, process_cpu_time, secs};
 
 /// An event follows every this many property posts of a device (city mix).
@@ -39,6 +40,11 @@ pub struct Config {
     pub downlink_rate: f64,
     /// The server's PID, to report its CPU beside the generator's.
     pub server_pid: Option<u32>,
+    /// Alink JSON, or raw frames decoded by `codec` (then `mix` is ignored: one water-meter
+    /// product with `dataFormat: custom`).
+    pub format: Format,
+    /// The codec plugin for `Format::Raw`.
+    pub codec: Option<CodecPlugin>,
 }
 
 impl Config {
@@ -56,6 +62,8 @@ impl Config {
             mix: Mix::StreetLight,
             downlink_rate: 0.0,
             server_pid: None,
+            format: Format::Alink,
+            codec: None,
         }
     }
 }
@@ -64,6 +72,10 @@ impl Config {
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub mix: String,
+    /// `alink` (JSON property posts) or `raw` (frames decoded by a codec plugin).
+    pub format: String,
+    /// The codec plugin installed and bound for `raw`.
+    pub codec_plugin: Option<String>,
     pub devices: usize,
     /// Devices per product name.
     pub products: HashMap<String, usize>,
@@ -115,6 +127,13 @@ impl Report {
             "pipeline",
             &[
                 ("mix", self.mix.clone()),
+                (
+                    "format",
+                    match &self.codec_plugin {
+                        Some(p) => format!("{} (codec plugin {p})", self.format),
+                        None => self.format.clone(),
+                    },
+                ),
                 (
                     "devices",
                     format!(
@@ -272,8 +291,24 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         1 => QoS::AtLeastOnce,
         q => bail!("unsupported QoS {q} (0 or 1)"),
     };
+    let raw = config.format == Format::Raw;
+    if raw && config.downlink_rate > 0.0 {
+        bail!("--downlink-rate is not supported with --format raw");
+    }
     let api = Api::login(&config.api, &config.user, &config.password).await?;
-    let devices = crate::city::provision(&api, config.devices, config.mix).await?;
+    let (devices, codec_plugin) = if raw {
+        let plugin = config
+            .codec
+            .as_ref()
+            .context("--format raw needs --codec-wasm and --codec-manifest")?;
+        let (devices, id) = crate::raw::provision(&api, config.devices, plugin).await?;
+        (devices, Some(id))
+    } else {
+        (
+            crate::city::provision(&api, config.devices, config.mix).await?,
+            None,
+        )
+    };
     let mut products: HashMap<String, usize> = HashMap::new();
     for d in &devices {
         *products.entry(format!("{:?}", d.kind)).or_default() += 1;
@@ -319,6 +354,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let period = Duration::from_secs_f64(n as f64 / config.rate as f64);
     // Times lie in the past, one millisecond apart per device, so that they are unique.
     let base_ms = lotus_test_harness::now_ms() - 3600 * 1000;
+    // Raw frames carry no time: the node stores them at their arrival (its clock, the same
+    // machine's), so they are counted in a window around the run.
+    let wall_from = lotus_test_harness::now_ms() - 1000;
     let server_cpu0 = config.server_pid.and_then(process_cpu_time);
     let cpu0 = own_cpu_time();
     let start = Instant::now();
@@ -327,10 +365,17 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     for (i, client) in clients.iter().enumerate() {
         let client = client.clone();
         let device = devices[i].clone();
-        let topic = format!(
-            "/sys/{}/{}/thing/event/property/post",
-            device.creds.product_key, device.creds.device_name
-        );
+        let topic = if raw {
+            format!(
+                "/sys/{}/{}/thing/model/up_raw",
+                device.creds.product_key, device.creds.device_name
+            )
+        } else {
+            format!(
+                "/sys/{}/{}/thing/event/property/post",
+                device.creds.product_key, device.creds.device_name
+            )
+        };
         let counters = counters.clone();
         let offset = period.mul_f64(i as f64 / n as f64);
         senders.push(tokio::spawn(async move {
@@ -343,19 +388,19 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 }
                 tokio::time::sleep_until(due.into()).await;
                 let time = base_ms + seq as i64;
-                let payload = device.property_post(seq, time);
+                let payload = if raw {
+                    crate::raw::data_frame(&device, seq)
+                } else {
+                    device.property_post(seq, time).into_bytes()
+                };
                 if client.publish(&topic, qos, false, payload).await.is_err() {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 if (seq + 1).is_multiple_of(EVENT_EVERY)
-                    && let Some((id, payload)) = device.event(seq, time)
+                    && let Some((topic, payload)) = event_message(&device, raw, &topic, seq, time)
                 {
-                    let topic = format!(
-                        "/sys/{}/{}/thing/event/{id}/post",
-                        device.creds.product_key, device.creds.device_name
-                    );
                     if client.publish(&topic, qos, false, payload).await.is_err() {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
                         break;
@@ -418,7 +463,15 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let verify_deadline = Instant::now() + Duration::from_secs(30);
     let mut stored;
     loop {
-        stored = count_stored(&api, &devices, &per_device, base_ms).await?;
+        let window = if raw {
+            Window::Wall {
+                from: wall_from,
+                to: lotus_test_harness::now_ms() + 1000,
+            }
+        } else {
+            Window::Synthetic { base_ms }
+        };
+        stored = count_stored(&api, &devices, &per_device, window).await?;
         if stored >= acked || Instant::now() > verify_deadline {
             break;
         }
@@ -428,10 +481,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let errors = counters.errors.load(Ordering::Relaxed);
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     Ok(Report {
-        mix: match config.mix {
-            Mix::StreetLight => "street-light".into(),
-            Mix::City => "city".into(),
+        mix: match (config.format, config.mix) {
+            (Format::Raw, _) => "water-meter".into(),
+            (Format::Alink, Mix::StreetLight) => "street-light".into(),
+            (Format::Alink, Mix::City) => "city".into(),
         },
+        format: config.format.as_str().into(),
+        codec_plugin,
         devices: devices.len(),
         products,
         qos: config.qos,
@@ -457,6 +513,40 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         server_cpu_s: server_cpu.map(secs),
         server_cpu_pct: server_cpu.map(|c| 100.0 * secs(c) / secs(ack_elapsed).max(1e-9)),
     })
+}
+
+/// The event that follows post `seq`: `(topic, payload)`. Raw devices send a `Leakage` alarm
+/// frame on their `up_raw` topic.
+fn event_message(
+    device: &SimDevice,
+    raw: bool,
+    raw_topic: &str,
+    seq: u64,
+    time: i64,
+) -> Option<(String, Vec<u8>)> {
+    if raw {
+        return Some((
+            raw_topic.to_string(),
+            crate::raw::leakage_frame(device, seq),
+        ));
+    }
+    let (id, payload) = device.event(seq, time)?;
+    Some((
+        format!(
+            "/sys/{}/{}/thing/event/{id}/post",
+            device.creds.product_key, device.creds.device_name
+        ),
+        payload.into_bytes(),
+    ))
+}
+
+/// Where the stored points of a run lie in time.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// Alink posts carry `base_ms + seq`.
+    Synthetic { base_ms: i64 },
+    /// Raw frames are stored at their arrival, between `from` and `to` (inclusive).
+    Wall { from: i64, to: i64 },
 }
 
 /// One device's MQTT event loop: subscribes to its downlinks once connected, answers them,
@@ -603,7 +693,7 @@ async fn count_stored(
     api: &Arc<Api>,
     devices: &[SimDevice],
     per_device: &[(u64, u64)],
-    base_ms: i64,
+    window: Window,
 ) -> anyhow::Result<u64> {
     let total = Arc::new(AtomicU64::new(0));
     let jobs: Vec<(String, &'static str, u64, u64)> = devices
@@ -632,22 +722,40 @@ async fn count_stored(
                 let Some((path, key, posts, events)) = jobs.get(i) else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let mut window = 0u64;
-                while window < *posts {
-                    let from = base_ms + window as i64;
+                // Windows of 10,000 ms: the page limit is 10,000 points.
+                let (ranges, events_range): (Vec<(i64, i64)>, (i64, i64)) = match window {
+                    Window::Synthetic { base_ms } => (
+                        (0..posts.div_ceil(10_000))
+                            .map(|k| {
+                                let from = base_ms + k as i64 * 10_000;
+                                (from, from + 9_999)
+                            })
+                            .collect(),
+                        (base_ms - 1, base_ms + *posts as i64 + 1),
+                    ),
+                    Window::Wall { from, to } => (
+                        (from..=to)
+                            .step_by(10_000)
+                            .map(|f| (f, (f + 9_999).min(to)))
+                            .collect(),
+                        (from, to),
+                    ),
+                };
+                for (from, to) in ranges {
                     let page = api
                         .call(
                             reqwest::Method::GET,
                             &format!(
-                                "{path}/properties/{key}/history?from={from}&to={}&limit=10000",
-                                from + 9_999
+                                "{path}/properties/{key}/history?from={from}&to={to}&limit=10000"
                             ),
                             None,
                         )
                         .await?;
                     let points = page["points"].as_array().map_or(0, Vec::len) as u64;
+                    if points >= 10_000 && matches!(window, Window::Wall { .. }) {
+                        bail!("{path}: 10,000 points or more in 10 s, too many to count");
+                    }
                     total.fetch_add(points, Ordering::Relaxed);
-                    window += 10_000;
                 }
                 if *events > 0 {
                     let list = api
@@ -655,8 +763,7 @@ async fn count_stored(
                             reqwest::Method::GET,
                             &format!(
                                 "{path}/events?from={}&to={}&limit=10000",
-                                base_ms - 1,
-                                base_ms + *posts as i64 + 1
+                                events_range.0, events_range.1
                             ),
                             None,
                         )

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use lotus_loadgen::city::Mix;
+use lotus_loadgen::raw::{CodecPlugin, Format};
 use lotus_loadgen::{pipeline, relay};
 use lotus_test_harness::node::{ADMIN_PASSWORD, LotusNode, NodeOptions};
 
@@ -21,12 +22,65 @@ async fn pipeline_stores_every_acknowledged_post() -> anyhow::Result<()> {
         mix: Mix::StreetLight,
         downlink_rate: 0.0,
         server_pid: node.pid(),
+        format: Format::Alink,
+        codec: None,
     })
     .await?;
+    assert_eq!(report.format, "alink", "{report:?}");
     assert!(report.acked > 0, "{report:?}");
     assert_eq!(report.lost, 0, "{report:?}");
     assert_eq!(report.stored, report.acked, "{report:?}");
     assert_eq!(report.errors, 0, "{report:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_frames_through_the_water_meter_codec_are_all_stored() -> anyhow::Result<()> {
+    let node = LotusNode::start(NodeOptions::default()).await?;
+    let codec = CodecPlugin {
+        wasm: lotus_plugin_artifacts::WATER_METER_CODEC.into(),
+        manifest: concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../plugins/water-meter-codec/lotus-plugin.toml"
+        )
+        .into(),
+    };
+    let config = pipeline::Config {
+        // 40 data frames per meter, each 25th followed by a Leakage alarm frame.
+        devices: 10,
+        rate: 200,
+        duration: Duration::from_secs(2),
+        server_pid: node.pid(),
+        format: Format::Raw,
+        codec: Some(codec),
+        ..pipeline::Config::new(node.http.clone(), node.mqtt, ADMIN_PASSWORD.into())
+    };
+    let report = pipeline::run(config.clone()).await?;
+    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    assert_eq!(report.format, "raw", "{report:?}");
+    assert_eq!(
+        report.codec_plugin.as_deref(),
+        Some("lotus-water-meter"),
+        "{report:?}"
+    );
+    assert!(report.acked > 0 && report.events_sent > 0, "{report:?}");
+    assert_eq!(report.sent, report.acked, "{report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.stored, report.acked, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+
+    // A second run on the same node finds the plugin id taken and installs a copy for its
+    // own product.
+    let again = pipeline::run(pipeline::Config {
+        devices: 2,
+        duration: Duration::from_secs(1),
+        ..config
+    })
+    .await?;
+    let id = again.codec_plugin.clone().unwrap_or_default();
+    assert!(id.starts_with("lotus-water-meter-"), "{again:?}");
+    assert!(again.acked > 0, "{again:?}");
+    assert_eq!(again.stored, again.acked, "{again:?}");
     Ok(())
 }
 

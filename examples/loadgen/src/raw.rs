@@ -1,0 +1,337 @@
+//! Raw payloads decoded by a codec plugin (`loadgen pipeline --format raw`): a `dataFormat:
+//! custom` water-meter product, the codec plugin installed and bound to it through the API, and
+//! devices that publish binary data frames (the layout of `plugins/water-meter-codec/README.md`)
+//! on `/sys/{pk}/{dn}/thing/model/up_raw`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use lotus_test_harness::device::DeviceCredentials;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::city::{Kind, SimDevice, mix64};
+use crate::pipeline::Api;
+
+/// How devices post their properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Alink JSON on `…/thing/event/property/post`.
+    #[default]
+    Alink,
+    /// Binary frames on `…/thing/model/up_raw`, decoded by a codec plugin.
+    Raw,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Alink => "alink",
+            Format::Raw => "raw",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "alink" => Ok(Format::Alink),
+            "raw" => Ok(Format::Raw),
+            other => Err(format!("unknown format '{other}': use alink or raw")),
+        }
+    }
+}
+
+/// A codec plugin to install: the component and its `lotus-plugin.toml`.
+#[derive(Debug, Clone)]
+pub struct CodecPlugin {
+    pub wasm: PathBuf,
+    pub manifest: PathBuf,
+}
+
+/// The water-meter thing model whose identifiers are exactly those the codec emits.
+pub const TSL: &str = include_str!("../products/water-meter-raw.tsl.json");
+/// The property whose stored history is counted.
+pub const KEY_PROPERTY: &str = "CumulativeFlow";
+pub const PRODUCT_NAME: &str = "Loadgen raw water meter";
+
+/// The manifest with its top-level `products` replaced by `[pk]` (added when absent) and, when
+/// `id` is given, its top-level `id` replaced.
+pub fn manifest_for(text: &str, pk: &str, id: Option<&str>) -> String {
+    let mut out = Vec::new();
+    let mut top_level = true;
+    let mut products_set = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if top_level && trimmed.starts_with('[') {
+            if !products_set {
+                out.push(format!("products = [\"{pk}\"]"));
+                products_set = true;
+            }
+            top_level = false;
+        }
+        let key = trimmed
+            .split_once('=')
+            .map(|(k, _)| k.trim())
+            .unwrap_or_default();
+        if top_level && key == "products" {
+            out.push(format!("products = [\"{pk}\"]"));
+            products_set = true;
+            continue;
+        }
+        if top_level
+            && key == "id"
+            && let Some(id) = id
+        {
+            out.push(format!("id = \"{id}\""));
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if !products_set {
+        out.push(format!("products = [\"{pk}\"]"));
+    }
+    out.join("\n") + "\n"
+}
+
+/// The top-level `id` of a manifest.
+fn manifest_id(text: &str) -> anyhow::Result<String> {
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            break;
+        }
+        if let Some((k, v)) = trimmed.split_once('=')
+            && k.trim() == "id"
+        {
+            return Ok(v.trim().trim_matches('"').to_string());
+        }
+    }
+    bail!("the manifest has no top-level id")
+}
+
+/// `POST /api/v1/plugins` (multipart `manifest` + `wasm`): `Ok(None)` on 409 (the id exists).
+async fn upload(api: &Api, manifest: String, wasm: Vec<u8>) -> anyhow::Result<Option<Value>> {
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest)
+        .part(
+            "wasm",
+            reqwest::multipart::Part::bytes(wasm)
+                .file_name("plugin.wasm")
+                .mime_str("application/wasm")?,
+        );
+    let resp = api
+        .client
+        .post(format!("{}/api/v1/plugins", api.base))
+        .bearer_auth(&api.token)
+        .multipart(form)
+        .send()
+        .await
+        .context("installing the codec plugin")?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if status == reqwest::StatusCode::CONFLICT {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        bail!("POST /api/v1/plugins: {status} {text}");
+    }
+    Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// Installs the codec for product `pk` and binds it; returns the plugin id.
+///
+/// The manifest's `products` becomes `[pk]`. When a plugin with the manifest's id is already
+/// installed (409), it is left alone (upgrading it would change the scope of the products bound
+/// to it) and the codec is installed again under the id `{id}-{pk}` (lower-cased), unique per
+/// product.
+pub async fn install_codec(api: &Api, plugin: &CodecPlugin, pk: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(&plugin.manifest)
+        .with_context(|| format!("reading {}", plugin.manifest.display()))?;
+    let wasm = std::fs::read(&plugin.wasm)
+        .with_context(|| format!("reading {}", plugin.wasm.display()))?;
+    let mut id = manifest_id(&text)?;
+    if upload(api, manifest_for(&text, pk, None), wasm.clone())
+        .await?
+        .is_none()
+    {
+        let mut unique = format!("{id}-{}", pk.to_lowercase());
+        unique.truncate(64);
+        upload(api, manifest_for(&text, pk, Some(&unique)), wasm)
+            .await?
+            .with_context(|| format!("plugin '{unique}' is already installed"))?;
+        id = unique;
+    }
+    api.call(
+        Method::PUT,
+        &format!("/api/v1/products/{pk}/codec"),
+        Some(json!({ "plugin": id })),
+    )
+    .await
+    .with_context(|| format!("binding codec '{id}' to {pk}"))?;
+    Ok(id)
+}
+
+/// Creates the custom water-meter product, installs and binds the codec, and creates `n`
+/// devices named by 14-digit meter serials. Returns the devices and the plugin id.
+pub async fn provision(
+    api: &Api,
+    n: usize,
+    plugin: &CodecPlugin,
+) -> anyhow::Result<(Vec<SimDevice>, String)> {
+    let product = api
+        .call(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({"name": PRODUCT_NAME, "nodeType": "direct", "dataFormat": "custom"})),
+        )
+        .await?;
+    let pk = product["productKey"]
+        .as_str()
+        .context("no productKey")?
+        .to_string();
+    let tsl: Value = serde_json::from_str(TSL)?;
+    api.call(
+        Method::PUT,
+        &format!("/api/v1/products/{pk}/thing-model"),
+        Some(tsl),
+    )
+    .await
+    .context("uploading the raw water-meter thing model")?;
+    let plugin_id = install_codec(api, plugin, &pk).await?;
+    // 14 BCD digits: the run (process id) then the device's index.
+    let run = u64::from(std::process::id()) % 10_000_000;
+    let names: Vec<String> = (0..n as u64).map(|i| format!("{run:07}{i:07}")).collect();
+    let mut devices = Vec::with_capacity(n);
+    for chunk in names.chunks(1000) {
+        let out = api
+            .call(
+                Method::POST,
+                &format!("/api/v1/products/{pk}/devices:batch"),
+                Some(json!({ "deviceNames": chunk })),
+            )
+            .await?;
+        for d in out["devices"].as_array().context("no devices in reply")? {
+            let index = devices.len() as u64;
+            let (lat, lon) = crate::city::coordinates(index);
+            devices.push(SimDevice {
+                creds: DeviceCredentials {
+                    product_key: pk.clone(),
+                    device_name: d["deviceName"].as_str().context("deviceName")?.to_string(),
+                    device_secret: d["deviceSecret"]
+                        .as_str()
+                        .context("deviceSecret")?
+                        .to_string(),
+                },
+                kind: Kind::WaterMeter,
+                key_property: KEY_PROPERTY,
+                index,
+                lat,
+                lon,
+            });
+        }
+    }
+    Ok((devices, plugin_id))
+}
+
+pub const START: u8 = 0x68;
+pub const END: u8 = 0x16;
+pub const VERSION: u8 = 0x01;
+pub const TYPE_DATA: u8 = 0x01;
+pub const TYPE_ALARM: u8 = 0x02;
+/// Alarm code of `Leakage`.
+pub const ALARM_LEAKAGE: u8 = 0x01;
+
+/// CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF).
+pub fn crc16_modbus(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0xFFFF;
+    for &b in bytes {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// The 7 BCD bytes of a 14-digit serial; `AA…AA` (any meter) otherwise.
+pub fn serial_bytes(device_name: &str) -> [u8; 7] {
+    let digits = device_name.as_bytes();
+    if digits.len() != 14 || !digits.iter().all(u8::is_ascii_digit) {
+        return [0xAA; 7];
+    }
+    let mut out = [0u8; 7];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        out[i] = ((pair[0] - b'0') << 4) | (pair[1] - b'0');
+    }
+    out
+}
+
+/// A complete uplink frame around `payload`, with its CRC (low byte first) and end byte.
+pub fn frame(frame_type: u8, sequence: u16, serial: [u8; 7], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + payload.len());
+    out.extend([START, VERSION, frame_type]);
+    out.extend(sequence.to_be_bytes());
+    out.extend(serial);
+    out.push(payload.len() as u8);
+    out.extend(payload);
+    out.extend(crc16_modbus(&out).to_le_bytes());
+    out.push(END);
+    out
+}
+
+fn uniform(seed: u64, lo: u64, hi: u64) -> u64 {
+    lo + mix64(seed) % (hi - lo)
+}
+
+/// Cumulative flow in litres (0.001 m³) of post `seq`: a starting reading per meter, then a
+/// few litres more every report.
+pub fn cumulative_litres(device: &SimDevice, seq: u64) -> u32 {
+    let start = 100_000 + (device.index % 1000) * 1_000 + mix64(device.index) % 1000;
+    // About 5 litres per report, strictly increasing.
+    let used = seq * 5 + mix64(device.index ^ seq.wrapping_mul(0x9E37)) % 5;
+    (start + used) as u32
+}
+
+/// The data report (type `0x01`) of post `seq`: increasing cumulative flow, plausible flow,
+/// battery, valve open, water temperature, no status bits, hourly reporting.
+pub fn data_frame(device: &SimDevice, seq: u64) -> Vec<u8> {
+    let seed = mix64(device.index) ^ mix64(seq);
+    let mut p = Vec::with_capacity(15);
+    p.extend(cumulative_litres(device, seq).to_be_bytes());
+    p.extend((uniform(seed, 0, 2_500) as u16).to_be_bytes()); // 0 … 2.5 m³/h
+    p.extend((3_600 - (device.index % 200) as u16).to_be_bytes()); // 3.4 … 3.6 V
+    p.push(1); // valve open
+    p.extend((uniform(seed ^ 1, 120, 220) as i16).to_be_bytes()); // 12.0 … 22.0 °C
+    p.extend(0u16.to_be_bytes());
+    p.extend(60u16.to_be_bytes());
+    frame(
+        TYPE_DATA,
+        seq as u16,
+        serial_bytes(&device.creds.device_name),
+        &p,
+    )
+}
+
+/// A `Leakage` alarm (type `0x02`) after post `seq`.
+pub fn leakage_frame(device: &SimDevice, seq: u64) -> Vec<u8> {
+    let seed = mix64(device.index) ^ mix64(seq) ^ 9;
+    let mut p = Vec::with_capacity(11);
+    p.push(ALARM_LEAKAGE);
+    p.extend(0b10u16.to_be_bytes());
+    p.extend(cumulative_litres(device, seq).to_be_bytes());
+    p.extend((uniform(seed, 50, 500) as u16).to_be_bytes());
+    p.extend((3_600 - (device.index % 200) as u16).to_be_bytes());
+    frame(
+        TYPE_ALARM,
+        seq as u16,
+        serial_bytes(&device.creds.device_name),
+        &p,
+    )
+}
