@@ -2,66 +2,11 @@
 //! `store.rs`: every case runs on each.
 
 use lotus_model::authz::{Grant, GrantAction};
-use lotus_storage::{AppCredentialUpdate, Backend, Page, SecretBox, StorageError, Store};
-use lotus_test_harness::postgres::TestPostgres;
+use lotus_storage::{AppCredentialUpdate, Page, StorageError, Store};
 use sqlx::Row;
 
-struct TestDb {
-    store: Store,
-    url: String,
-    _keep: Keep,
-}
-
-enum Keep {
-    Dir(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] TestPostgres),
-}
-
-impl TestDb {
-    async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/lotus.db", dir.path().display());
-        let store = Store::open(&url, SecretBox::random()).await.unwrap();
-        assert_eq!(store.backend(), Backend::Sqlite);
-        TestDb {
-            store,
-            url,
-            _keep: Keep::Dir(dir),
-        }
-    }
-
-    async fn postgres() -> TestDb {
-        let pg = TestPostgres::start().expect("a test PostgreSQL server");
-        let url = pg.url.clone();
-        let store = Store::open(&url, SecretBox::random()).await.unwrap();
-        assert_eq!(store.backend(), Backend::Postgres);
-        TestDb {
-            store,
-            url,
-            _keep: Keep::Postgres(pg),
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$name(&db.store, &db.url).await;
-                db.store.close().await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$name(&db.store, &db.url).await;
-                db.store.close().await;
-            }
-        }
-    )*};
-}
+#[macro_use]
+mod backends;
 
 on_both_backends!(app_credentials_crud, app_credential_secret_is_sealed);
 

@@ -3,67 +3,12 @@
 
 use lotus_model::product::{DataFormat, NodeType};
 use lotus_storage::{
-    Backend, DeadLetterFilter, NewDeadLetter, NewPluginVersion, NewProduct, PLUGIN_ACTIVE,
-    PLUGIN_SUSPENDED, SecretBox, StorageError, Store,
+    DeadLetterFilter, NewDeadLetter, NewPluginVersion, NewProduct, PLUGIN_ACTIVE, PLUGIN_SUSPENDED,
+    StorageError, Store,
 };
-use lotus_test_harness::postgres::TestPostgres;
 
-struct TestDb {
-    store: Store,
-    url: String,
-    _keep: Keep,
-}
-
-enum Keep {
-    Dir(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] TestPostgres),
-}
-
-impl TestDb {
-    async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/lotus.db", dir.path().display());
-        let store = Store::open(&url, SecretBox::random()).await.unwrap();
-        assert_eq!(store.backend(), Backend::Sqlite);
-        TestDb {
-            store,
-            url,
-            _keep: Keep::Dir(dir),
-        }
-    }
-
-    async fn postgres() -> TestDb {
-        let pg = TestPostgres::start().expect("a test PostgreSQL server");
-        let url = pg.url.clone();
-        let store = Store::open(&url, SecretBox::random()).await.unwrap();
-        assert_eq!(store.backend(), Backend::Postgres);
-        TestDb {
-            store,
-            url,
-            _keep: Keep::Postgres(pg),
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$name(&db.store, &db.url).await;
-                db.store.close().await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$name(&db.store, &db.url).await;
-                db.store.close().await;
-            }
-        }
-    )*};
-}
+#[macro_use]
+mod backends;
 
 on_both_backends!(
     plugin_versions_upgrade_and_rollback,

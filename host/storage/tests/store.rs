@@ -8,71 +8,14 @@ use std::time::Instant;
 use lotus_model::product::{DataFormat, NodeType};
 use lotus_model::topic::TopicOperation;
 use lotus_storage::{
-    Aggregation, Backend, DeviceFilter, DeviceStatus, DownlinkRow, EventRecord, NewProduct, Page,
+    Aggregation, DeviceFilter, DeviceStatus, DownlinkRow, EventRecord, NewProduct, Page,
     ProductUpdate, PropertyRecord, SecretBox, ShadowRow, StorageError, Store, TelemetryBatch,
 };
-use lotus_test_harness::postgres::TestPostgres;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-/// A store on a fresh database, and what keeps that database alive.
-struct TestDb {
-    store: Store,
-    url: String,
-    _keep: Keep,
-}
-
-enum Keep {
-    Dir(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] TestPostgres),
-}
-
-impl TestDb {
-    async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        // A directory that does not exist yet: open must create it.
-        let url = format!("sqlite://{}/data/lotus.db", dir.path().display());
-        let store = Store::open(&url, SecretBox::random()).await.unwrap();
-        assert_eq!(store.backend(), Backend::Sqlite);
-        TestDb {
-            store,
-            url,
-            _keep: Keep::Dir(dir),
-        }
-    }
-
-    async fn postgres() -> TestDb {
-        let pg = TestPostgres::start().expect("a test PostgreSQL server");
-        let url = pg.url.clone();
-        let store = Store::open(&url, SecretBox::random()).await.unwrap();
-        assert_eq!(store.backend(), Backend::Postgres);
-        TestDb {
-            store,
-            url,
-            _keep: Keep::Postgres(pg),
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$name(&db.store, &db.url).await;
-                db.store.close().await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$name(&db.store, &db.url).await;
-                db.store.close().await;
-            }
-        }
-    )*};
-}
+#[macro_use]
+mod backends;
 
 on_both_backends!(
     reopen_keeps_data,
