@@ -79,7 +79,7 @@ pub trait HostServices: Send + Sync + 'static {
 
 /// What a device call wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceOperation<'a> {
+pub enum DeviceCall<'a> {
     GetProperties,
     SetProperty,
     InvokeService { identifier: &'a str },
@@ -102,7 +102,7 @@ pub enum CapabilityRequest<'a> {
     Device {
         product_key: &'a str,
         device_name: &'a str,
-        operation: DeviceOperation<'a>,
+        operation: DeviceCall<'a>,
     },
     Publish {
         topic: &'a str,

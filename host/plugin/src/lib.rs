@@ -17,7 +17,7 @@ pub mod wit;
 
 pub use error::{CallError, PrepareError};
 pub use host::{
-    CapabilityCheck, CapabilityRequest, DeviceOperation, EventInput, HostError, HostServices,
+    CapabilityCheck, CapabilityRequest, DeviceCall, EventInput, HostError, HostServices,
     ManifestCapabilityCheck, http_host_allowed, topic_matches,
 };
 pub use logs::{LogLevel, LogLine, LogSource};

@@ -8,7 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::host::{
-    CapabilityCheck, CapabilityRequest, DeviceOperation, EventInput, HostError, HostServices,
+    CapabilityCheck, CapabilityRequest, DeviceCall, EventInput, HostError, HostServices,
 };
 use crate::logs::{LogLevel, LogSource, PluginLog};
 use crate::manifest::Manifest;
@@ -243,7 +243,7 @@ impl StoreData {
     fn device(
         &self,
         device: &v1::types::DeviceRef,
-        operation: DeviceOperation<'_>,
+        operation: DeviceCall<'_>,
     ) -> Result<(), HostError> {
         self.env.authorize(CapabilityRequest::Device {
             product_key: &device.product_key,
@@ -258,7 +258,7 @@ impl v1::device::Host for StoreData {
         &mut self,
         device: v1::types::DeviceRef,
     ) -> Result<String, v1::types::HostError> {
-        self.device(&device, DeviceOperation::GetProperties)
+        self.device(&device, DeviceCall::GetProperties)
             .map_err(to_wit)?;
         self.env
             .host
@@ -271,7 +271,7 @@ impl v1::device::Host for StoreData {
         device: v1::types::DeviceRef,
         params: String,
     ) -> Result<String, v1::types::HostError> {
-        self.device(&device, DeviceOperation::SetProperty)
+        self.device(&device, DeviceCall::SetProperty)
             .map_err(to_wit)?;
         self.check_size("property params", params.len())
             .map_err(to_wit)?;
@@ -294,7 +294,7 @@ impl v1::device::Host for StoreData {
     ) -> Result<String, v1::types::HostError> {
         self.device(
             &device,
-            DeviceOperation::InvokeService {
+            DeviceCall::InvokeService {
                 identifier: &identifier,
             },
         )
