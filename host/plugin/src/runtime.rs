@@ -357,12 +357,9 @@ impl PluginRuntime {
     pub fn activate(&self, plugin: PreparedPlugin) {
         let inner = &self.inner;
         let id = plugin.manifest.id.clone();
-        let mut plugins = inner.plugins.write();
-        let slot = plugins.get(&id).cloned();
-        let log = match &slot {
-            Some(slot) => slot.log.clone(),
-            None => Arc::new(PluginLog::new(inner.config.log_lines_per_plugin)),
-        };
+        let existing_log = inner.plugins.read().get(&id).map(|slot| slot.log.clone());
+        let log = existing_log
+            .unwrap_or_else(|| Arc::new(PluginLog::new(inner.config.log_lines_per_plugin)));
         let version = plugin.manifest.version.clone();
         let env = Arc::new(CallEnv {
             manifest: Arc::new(plugin.manifest),
@@ -377,6 +374,14 @@ impl PluginRuntime {
             pre: plugin.pre,
             idle: Mutex::new(Vec::new()),
         });
+        // Instantiating runs the component's own initialisation (a whole language engine for
+        // JavaScript and Python components); one warm instance keeps that cost out of the first
+        // message's call budget. A failure here is left to the first call to report.
+        if let Ok(instance) = new.instantiate(&inner.engine) {
+            new.idle.lock().push(instance);
+        }
+        let mut plugins = inner.plugins.write();
+        let slot = plugins.get(&id).cloned();
         match slot {
             Some(slot) => {
                 let old = std::mem::replace(&mut *slot.current.write(), new);
