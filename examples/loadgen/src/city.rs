@@ -390,33 +390,17 @@ pub async fn provision(api: &Api, n: usize, mix: Mix) -> anyhow::Result<Vec<SimD
         let names: Vec<String> = (0..count)
             .map(|i| format!("{}-{run}-{i:06}", spec.prefix))
             .collect();
-        for chunk in names.chunks(1000) {
-            let out = api
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/products/{pk}/devices:batch"),
-                    Some(json!({ "deviceNames": chunk })),
-                )
-                .await?;
-            for d in out["devices"].as_array().context("no devices in reply")? {
-                let index = devices.len() as u64;
-                let (lat, lon) = coordinates(index);
-                devices.push(SimDevice {
-                    creds: DeviceCredentials {
-                        product_key: pk.clone(),
-                        device_name: d["deviceName"].as_str().context("deviceName")?.to_string(),
-                        device_secret: d["deviceSecret"]
-                            .as_str()
-                            .context("deviceSecret")?
-                            .to_string(),
-                    },
-                    kind: spec.kind,
-                    key_property: spec.key_property,
-                    index,
-                    lat,
-                    lon,
-                });
-            }
+        for creds in api.create_devices(&pk, &names).await? {
+            let index = devices.len() as u64;
+            let (lat, lon) = coordinates(index);
+            devices.push(SimDevice {
+                creds,
+                kind: spec.kind,
+                key_property: spec.key_property,
+                index,
+                lat,
+                lon,
+            });
         }
     }
     if mix == Mix::City {

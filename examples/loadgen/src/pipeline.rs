@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use lotus_test_harness::device::mqtt_options;
+use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -206,6 +206,36 @@ pub struct Api {
 }
 
 impl Api {
+    /// Creates the named devices of a product (1,000 per batch call) and returns their
+    /// credentials in the order of `names`.
+    pub async fn create_devices(
+        &self,
+        product_key: &str,
+        names: &[String],
+    ) -> anyhow::Result<Vec<DeviceCredentials>> {
+        let mut devices = Vec::with_capacity(names.len());
+        for chunk in names.chunks(1000) {
+            let out = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/products/{product_key}/devices:batch"),
+                    Some(json!({ "deviceNames": chunk })),
+                )
+                .await?;
+            for d in out["devices"].as_array().context("no devices in reply")? {
+                devices.push(DeviceCredentials {
+                    product_key: product_key.to_string(),
+                    device_name: d["deviceName"].as_str().context("deviceName")?.to_string(),
+                    device_secret: d["deviceSecret"]
+                        .as_str()
+                        .context("deviceSecret")?
+                        .to_string(),
+                });
+            }
+        }
+        Ok(devices)
+    }
+
     pub async fn login(base: &str, user: &str, password: &str) -> anyhow::Result<Api> {
         let base = crate::loopback_url(base)?;
         let client = reqwest::Client::new();

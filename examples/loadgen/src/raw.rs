@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use lotus_test_harness::device::DeviceCredentials;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -205,33 +204,17 @@ pub async fn provision(
     let run = u64::from(std::process::id()) % 10_000_000;
     let names: Vec<String> = (0..n as u64).map(|i| format!("{run:07}{i:07}")).collect();
     let mut devices = Vec::with_capacity(n);
-    for chunk in names.chunks(1000) {
-        let out = api
-            .call(
-                Method::POST,
-                &format!("/api/v1/products/{pk}/devices:batch"),
-                Some(json!({ "deviceNames": chunk })),
-            )
-            .await?;
-        for d in out["devices"].as_array().context("no devices in reply")? {
-            let index = devices.len() as u64;
-            let (lat, lon) = crate::city::coordinates(index);
-            devices.push(SimDevice {
-                creds: DeviceCredentials {
-                    product_key: pk.clone(),
-                    device_name: d["deviceName"].as_str().context("deviceName")?.to_string(),
-                    device_secret: d["deviceSecret"]
-                        .as_str()
-                        .context("deviceSecret")?
-                        .to_string(),
-                },
-                kind: Kind::WaterMeter,
-                key_property: KEY_PROPERTY,
-                index,
-                lat,
-                lon,
-            });
-        }
+    for creds in api.create_devices(&pk, &names).await? {
+        let index = devices.len() as u64;
+        let (lat, lon) = crate::city::coordinates(index);
+        devices.push(SimDevice {
+            creds,
+            kind: Kind::WaterMeter,
+            key_property: KEY_PROPERTY,
+            index,
+            lat,
+            lon,
+        });
     }
     Ok((devices, plugin_id))
 }

@@ -85,26 +85,7 @@ async fn setup_application(target: &LotusTarget, publishers: usize) -> anyhow::R
     let names: Vec<String> = (0..publishers)
         .map(|i| format!("relay-{}-{i:04}", std::process::id()))
         .collect();
-    let mut devices = Vec::with_capacity(publishers);
-    for chunk in names.chunks(1000) {
-        let out = api
-            .call(
-                Method::POST,
-                &format!("/api/v1/products/{pk}/devices:batch"),
-                Some(json!({ "deviceNames": chunk })),
-            )
-            .await?;
-        for d in out["devices"].as_array().context("no devices in reply")? {
-            devices.push(DeviceCredentials {
-                product_key: pk.clone(),
-                device_name: d["deviceName"].as_str().context("deviceName")?.to_string(),
-                device_secret: d["deviceSecret"]
-                    .as_str()
-                    .context("deviceSecret")?
-                    .to_string(),
-            });
-        }
-    }
+    let devices = api.create_devices(&pk, &names).await?;
     let credential = api
         .call(
             Method::POST,
