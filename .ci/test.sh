@@ -2,7 +2,8 @@
 # Runs every check and test of the project. Installs what the tests need when it is missing:
 # the wasm32-wasip2 target (plugins), Debian packages (PostgreSQL server, mosquitto clients,
 # libcoap's coap-client, Python's venv for componentize-py) through apt-get; the JavaScript and
-# Python plugin toolchains are installed by sdk/plugin-js/build-all.sh, which the tests run.
+# Python plugin toolchains are installed by sdk/plugin-js/build-all.sh, run here before the tests
+# (which also call it, and find its outputs up to date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,8 @@ cargo build --workspace --all-targets --locked
 echo "==> plugin crates (native unit tests)"
 cargo test --manifest-path sdk/plugin/Cargo.toml --all-features --locked
 for m in "${guests[@]:1}"; do cargo test --manifest-path "$m" --locked; done
+echo "==> JavaScript and Python plugin components"
+bash sdk/plugin-js/build-all.sh "${CARGO_TARGET_DIR:-target}/script-codecs"
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -10,7 +10,7 @@
 # Needs node (>= 20) and python3 (>= 3.10). Installs what it needs on first use: `npm ci` here,
 # and componentize-py (pinned in examples/plugins/codec-python/requirements.txt) in a venv under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/lotus-py. An output newer than all of its inputs is kept, so a
-# second run does nothing.
+# second run does nothing. Concurrent runs on one OUT_DIR take turns (flock).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -22,6 +22,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
+# Test processes run in parallel and each may call this script: one build at a time, the others
+# wait and then find the outputs up to date (two concurrent `npm ci` runs corrupt node_modules).
+exec 9>"$out/.build.lock"
+flock 9
 wit="$root/wit/v0.1.0"
 js_examples="$root/examples/plugins/codec-js"
 py_example="$root/examples/plugins/codec-python"
