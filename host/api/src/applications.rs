@@ -158,9 +158,10 @@ fn new_secret() -> String {
     responses((status = 201, body = AppCredential), (status = 400, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn create(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Json(req): Json<CreateAppCredential>,
 ) -> ApiResult<(StatusCode, Json<AppCredential>)> {
+    crate::authz::global(&state, &user, "application", "write", "*")?;
     let name = check_name(&req.name)?;
     let grants = check_grants(&state, req.grants)?;
     let secret = new_secret();
@@ -188,9 +189,10 @@ pub async fn create(
     params(PageQuery), responses((status = 200, body = Paged<AppCredential>)))]
 pub async fn list(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paged<AppCredential>>> {
+    crate::authz::global(&state, &user, "application", "read", "*")?;
     let (page, number, size) = q.page()?;
     let (rows, total) = state.store.list_app_credentials(page).await?;
     Ok(Json(Paged {
@@ -214,9 +216,10 @@ async fn credential_or_404(state: &ApiState, id: i64) -> ApiResult<AppCredential
     params(("id" = i64, Path)), responses((status = 200, body = AppCredential), (status = 404, body = crate::problem::Problem)))]
 pub async fn get(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<AppCredential>> {
+    crate::authz::global(&state, &user, "application", "read", &id.to_string())?;
     Ok(Json(credential_or_404(&state, id).await?.into()))
 }
 
@@ -227,10 +230,11 @@ pub async fn get(
     responses((status = 200, body = AppCredential), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn update(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(id): Path<i64>,
     Json(req): Json<UpdateAppCredential>,
 ) -> ApiResult<Json<AppCredential>> {
+    crate::authz::global(&state, &user, "application", "write", &id.to_string())?;
     let name = req.name.as_deref().map(check_name).transpose()?;
     let grants = req.grants.map(|g| check_grants(&state, g)).transpose()?;
     let before = credential_or_404(&state, id).await?;
@@ -265,9 +269,10 @@ pub async fn update(
     params(("id" = i64, Path)), responses((status = 204), (status = 404, body = crate::problem::Problem)))]
 pub async fn delete(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
+    crate::authz::global(&state, &user, "application", "delete", &id.to_string())?;
     state.store.delete_app_credential(id).await?;
     let kicked = state
         .plane

@@ -36,6 +36,9 @@ pub struct Device {
     pub last_offline_at: Option<i64>,
     pub last_offline_reason: Option<String>,
     pub tags: Value,
+    /// The device's own region; absent when it is where its product is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -53,6 +56,7 @@ impl From<DeviceRow> for Device {
             last_offline_at: r.last_offline_at,
             last_offline_reason: r.last_offline_reason,
             tags: r.tags,
+            region: r.region,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -73,6 +77,8 @@ pub struct DeviceCredentials {
 pub struct CreateDevice {
     /// Generated when absent.
     pub device_name: Option<String>,
+    /// Where the device is, when not where its product is (e.g. `/hz/xihu/lingyin`).
+    pub region: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -83,6 +89,8 @@ pub struct CreateDevices {
     pub device_names: Vec<String>,
     /// How many devices with generated names (at most 1000 per call).
     pub count: Option<usize>,
+    /// The region of all of them, when not their product's.
+    pub region: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -101,10 +109,30 @@ fn generated_name() -> String {
 
 async fn create_many(
     state: &ApiState,
+    user: &Authenticated,
     pk: &str,
     names: Vec<String>,
+    region: Option<String>,
 ) -> ApiResult<Vec<DeviceCredentials>> {
-    product_or_404(state, pk).await?;
+    let product = product_or_404(state, pk).await?;
+    let region = region
+        .map(|r| {
+            lotus_model::scope::parse_region(&r)
+                .map_err(|e| ApiError::unprocessable(format!("region: {e}")))
+        })
+        .transpose()?;
+    let scope = lotus_model::scope::Scope {
+        org: product.scope.org.clone(),
+        region: region
+            .clone()
+            .unwrap_or_else(|| product.scope.region.clone()),
+    };
+    crate::authz::check(
+        state,
+        user,
+        "device.write",
+        crate::authz::resource("device", &format!("{pk}/*"), Some(&scope)),
+    )?;
     let mut seen = std::collections::HashSet::new();
     for (i, name) in names.iter().enumerate() {
         validate_device_name(name)
@@ -118,6 +146,14 @@ async fn create_many(
     let devices: Vec<(String, String)> =
         names.into_iter().map(|n| (n, generate_secret())).collect();
     state.store.create_devices(pk, &devices).await?;
+    if let Some(region) = &region {
+        for (name, _) in &devices {
+            state
+                .store
+                .set_device_region(pk, name, Some(region))
+                .await?;
+        }
+    }
     for (name, _) in &devices {
         state.plane.bus.publish(lotus_bus::Envelope::device(
             pk,
@@ -144,7 +180,7 @@ async fn create_many(
     responses((status = 201, body = DeviceCredentials), (status = 409, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn create(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<DeviceCredentials>)> {
@@ -156,7 +192,7 @@ pub async fn create(
             .map_err(|e| ApiError::unprocessable(format!("invalid body: {e}")))?
     };
     let name = req.device_name.unwrap_or_else(generated_name);
-    let mut created = create_many(&state, &pk, vec![name]).await?;
+    let mut created = create_many(&state, &user, &pk, vec![name], req.region).await?;
     Ok((StatusCode::CREATED, Json(created.remove(0))))
 }
 
@@ -166,7 +202,7 @@ pub async fn create(
     responses((status = 201, body = CreatedDevices), (status = 409, body = crate::problem::Problem)))]
 pub async fn create_batch(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
     Json(req): Json<CreateDevices>,
 ) -> ApiResult<(StatusCode, Json<CreatedDevices>)> {
@@ -179,7 +215,7 @@ pub async fn create_batch(
             "give 1 to 1000 devices (deviceNames and/or count)",
         ));
     }
-    let devices = create_many(&state, &pk, names).await?;
+    let devices = create_many(&state, &user, &pk, names, req.region).await?;
     Ok((StatusCode::CREATED, Json(CreatedDevices { devices })))
 }
 
@@ -196,6 +232,7 @@ pub struct DeviceQuery {
 
 async fn list_filtered(
     state: &ApiState,
+    user: &Authenticated,
     pk: Option<String>,
     q: DeviceQuery,
 ) -> ApiResult<Json<Paged<Device>>> {
@@ -215,10 +252,29 @@ async fn list_filtered(
         product_key: pk,
         name_like: q.name,
         status: q.status,
+        within: crate::authz::list_scope(state, user, "device")?,
     };
     let (rows, total) = state.store.list_devices(&filter, page).await?;
+    // The filter narrows the query; each row is still the policy's to show.
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = format!("{}/{}", row.product_key, row.device_name);
+        if let Some(scope) = state
+            .store
+            .device_scope(&row.product_key, &row.device_name)
+            .await?
+            && crate::authz::allows(
+                state,
+                user,
+                "device.read",
+                crate::authz::resource("device", &id, Some(&scope)),
+            )
+        {
+            items.push(Device::from(row));
+        }
+    }
     Ok(Json(Paged {
-        items: rows.into_iter().map(Device::from).collect(),
+        items,
         total,
         page: number,
         page_size: size,
@@ -230,12 +286,12 @@ async fn list_filtered(
     params(("productKey" = String, Path), DeviceQuery), responses((status = 200, body = Paged<Device>)))]
 pub async fn list(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
     Query(q): Query<DeviceQuery>,
 ) -> ApiResult<Json<Paged<Device>>> {
-    product_or_404(&state, &pk).await?;
-    list_filtered(&state, Some(pk), q).await
+    crate::authz::product(&state, &user, "product", "read", &pk).await?;
+    list_filtered(&state, &user, Some(pk), q).await
 }
 
 /// Query strings lose their types through `serde(flatten)`, so the fields are repeated.
@@ -254,7 +310,7 @@ pub struct AllDevicesQuery {
     params(("productKey" = Option<String>, Query), DeviceQuery), responses((status = 200, body = Paged<Device>)))]
 pub async fn list_all(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Query(q): Query<AllDevicesQuery>,
 ) -> ApiResult<Json<Paged<Device>>> {
     let rest = DeviceQuery {
@@ -263,7 +319,7 @@ pub async fn list_all(
         page: q.page,
         page_size: q.page_size,
     };
-    list_filtered(&state, q.product_key, rest).await
+    list_filtered(&state, &user, q.product_key, rest).await
 }
 
 /// A sub-device in a gateway's topology.
@@ -284,10 +340,10 @@ pub struct SubDevice {
     responses((status = 200, body = Vec<SubDevice>), (status = 404, body = crate::problem::Problem)))]
 pub async fn sub_devices(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<SubDevice>>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "read", &pk, &dn).await?;
     let links = state.plane.sub_devices(&DeviceId::new(pk, dn)).await?;
     Ok(Json(
         links
@@ -315,9 +371,10 @@ async fn device_or_404(state: &ApiState, pk: &str, dn: &str) -> ApiResult<Device
     params(("productKey" = String, Path), ("deviceName" = String, Path)), responses((status = 200, body = Device), (status = 404, body = crate::problem::Problem)))]
 pub async fn get(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Device>> {
+    crate::authz::device(&state, &user, "device", "read", &pk, &dn).await?;
     Ok(Json(device_or_404(&state, &pk, &dn).await?.into()))
 }
 
@@ -328,6 +385,8 @@ pub struct UpdateDevice {
     /// Replaces the tags.
     pub tags: Option<Map<String, Value>>,
     pub enabled: Option<bool>,
+    /// Move the device to a region; `""` puts it back where its product is.
+    pub region: Option<String>,
 }
 
 /// Update a device's nickname, tags or enabled flag.
@@ -336,11 +395,39 @@ pub struct UpdateDevice {
     responses((status = 200, body = Device)))]
 pub async fn update(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
     Json(req): Json<UpdateDevice>,
 ) -> ApiResult<Json<Device>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "write", &pk, &dn).await?;
+    if let Some(region) = &req.region {
+        let product = product_or_404(&state, &pk).await?;
+        let region = if region.is_empty() {
+            None
+        } else {
+            Some(
+                lotus_model::scope::parse_region(region)
+                    .map_err(|e| ApiError::unprocessable(format!("region: {e}")))?,
+            )
+        };
+        // Moving a device needs the right to write where it goes as well as where it is.
+        let target = lotus_model::scope::Scope {
+            org: product.scope.org.clone(),
+            region: region
+                .clone()
+                .unwrap_or_else(|| product.scope.region.clone()),
+        };
+        crate::authz::check(
+            &state,
+            &user,
+            "device.write",
+            crate::authz::resource("device", &format!("{pk}/{dn}"), Some(&target)),
+        )?;
+        state
+            .store
+            .set_device_region(&pk, &dn, region.as_deref())
+            .await?;
+    }
     if let Some(enabled) = req.enabled {
         set_enabled(&state, &pk, &dn, enabled).await?;
     }
@@ -376,10 +463,10 @@ async fn set_enabled(state: &ApiState, pk: &str, dn: &str, enabled: bool) -> Api
     params(("productKey" = String, Path), ("deviceName" = String, Path)), responses((status = 200, body = Device)))]
 pub async fn enable(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Device>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "write", &pk, &dn).await?;
     set_enabled(&state, &pk, &dn, true).await?;
     Ok(Json(device_or_404(&state, &pk, &dn).await?.into()))
 }
@@ -389,10 +476,10 @@ pub async fn enable(
     params(("productKey" = String, Path), ("deviceName" = String, Path)), responses((status = 200, body = Device)))]
 pub async fn disable(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Device>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "write", &pk, &dn).await?;
     set_enabled(&state, &pk, &dn, false).await?;
     Ok(Json(device_or_404(&state, &pk, &dn).await?.into()))
 }
@@ -402,10 +489,10 @@ pub async fn disable(
     params(("productKey" = String, Path), ("deviceName" = String, Path)), responses((status = 204), (status = 404, body = crate::problem::Problem)))]
 pub async fn delete(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "delete", &pk, &dn).await?;
     state.store.delete_device(&pk, &dn).await?;
     let device = DeviceId::new(&*pk, &*dn);
     state
@@ -437,17 +524,28 @@ pub struct PropertyValue {
     params(("productKey" = String, Path), ("deviceName" = String, Path)), responses((status = 200, body = Vec<PropertyValue>)))]
 pub async fn properties(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<PropertyValue>>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "read", &pk, &dn).await?;
+    let actions = crate::authz::data_fields(&state, &user, &pk).await?;
     let rows = state.store.latest_properties(&pk, &dn).await?;
+    // Masked through one object so every field gets exactly the policy's action.
+    let mut object = Value::Object(
+        rows.iter()
+            .map(|(identifier, value, _)| (identifier.clone(), value.clone()))
+            .collect(),
+    );
+    lotus_model::mask::apply_field_actions(&mut object, &actions);
+    let shown = object.as_object().cloned().unwrap_or_default();
     Ok(Json(
         rows.into_iter()
-            .map(|(identifier, value, time)| PropertyValue {
-                identifier,
-                value,
-                time,
+            .filter_map(|(identifier, _, time)| {
+                shown.get(&identifier).cloned().map(|value| PropertyValue {
+                    identifier,
+                    value,
+                    time,
+                })
             })
             .collect(),
     ))
@@ -520,11 +618,23 @@ fn parse_interval(s: &str) -> ApiResult<i64> {
     responses((status = 200, body = History), (status = 400, body = crate::problem::Problem)))]
 pub async fn history(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn, identifier)): Path<(String, String, String)>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<History>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "read", &pk, &dn).await?;
+    let actions = crate::authz::data_fields(&state, &user, &pk).await?;
+    let action = actions
+        .get(&identifier)
+        .and_then(Value::as_str)
+        .unwrap_or("remove")
+        .to_string();
+    if action == "remove" {
+        return Err(ApiError::forbidden(format!(
+            "property {identifier} of {pk} is not shown at your data permission level \
+             (policy lotus.data.fields)"
+        )));
+    }
     let to = q.to.unwrap_or_else(lotus_device::now_ms);
     let from = q.from.unwrap_or(to - 86_400_000);
     if from > to {
@@ -535,7 +645,7 @@ pub async fn history(
         .agg
         .clone()
         .or_else(|| interval.map(|_| "avg".to_string()));
-    let points = match (interval, agg_name.as_deref()) {
+    let points: Vec<HistoryPoint> = match (interval, agg_name.as_deref()) {
         (None, None) => {
             let limit = q.limit.unwrap_or(1000);
             if !(1..=10_000).contains(&limit) {
@@ -579,6 +689,23 @@ pub async fn history(
         }
         (Some(_), None) => unreachable!("agg defaults to avg when an interval is given"),
     };
+    let points = if action == "keep" {
+        points
+    } else {
+        // Masked or hashed one value at a time, as the latest-value read does.
+        let one = serde_json::json!({ identifier.as_str(): action });
+        points
+            .into_iter()
+            .map(|p| {
+                let mut object = serde_json::json!({ identifier.as_str(): p.value });
+                lotus_model::mask::apply_field_actions(&mut object, &one);
+                HistoryPoint {
+                    time: p.time,
+                    value: object[identifier.as_str()].take(),
+                }
+            })
+            .collect()
+    };
     Ok(Json(History {
         identifier,
         from,
@@ -613,11 +740,11 @@ pub struct DeviceEventOut {
     params(("productKey" = String, Path), ("deviceName" = String, Path), EventQuery), responses((status = 200, body = Vec<DeviceEventOut>)))]
 pub async fn events(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Json<Vec<DeviceEventOut>>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "read", &pk, &dn).await?;
     let to = q.to.unwrap_or_else(lotus_device::now_ms);
     let from = q.from.unwrap_or(to - 7 * 86_400_000);
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
@@ -656,10 +783,11 @@ pub struct Accepted {
     responses((status = 202, body = Accepted), (status = 409, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn set_properties(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
     Json(req): Json<SetProperties>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    crate::authz::device(&state, &user, "device", "invoke", &pk, &dn).await?;
     let message_id = state
         .plane
         .set_properties(&DeviceId::new(&*pk, &*dn), Value::Object(req.params))
@@ -693,10 +821,11 @@ pub struct ServiceReply {
     responses((status = 200, body = ServiceReply), (status = 202, body = Accepted), (status = 409, body = crate::problem::Problem), (status = 504, body = crate::problem::Problem)))]
 pub async fn invoke_service(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn, call)): Path<(String, String, String)>,
     Json(req): Json<InvokeService>,
 ) -> ApiResult<Response> {
+    crate::authz::device(&state, &user, "device", "invoke", &pk, &dn).await?;
     let identifier = call.strip_suffix(":invoke").ok_or_else(|| {
         ApiError::not_found(format!(
             "unknown action '{call}': use {{identifier}}:invoke"
@@ -763,9 +892,10 @@ impl From<DownlinkRow> for DownlinkMessage {
     responses((status = 200, body = DownlinkMessage), (status = 404, body = crate::problem::Problem)))]
 pub async fn message(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<DownlinkMessage>> {
+    crate::authz::device(&state, &user, "device", "read", &pk, &dn).await?;
     let row = state
         .store
         .get_downlink(&pk, &dn, &id)
@@ -808,10 +938,10 @@ impl From<ShadowView> for Shadow {
     params(("productKey" = String, Path), ("deviceName" = String, Path)), responses((status = 200, body = Shadow)))]
 pub async fn get_shadow(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Shadow>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "shadow", "read", &pk, &dn).await?;
     Ok(Json(
         state.plane.shadow(&DeviceId::new(&*pk, &*dn)).await?.into(),
     ))
@@ -832,10 +962,11 @@ pub struct PutShadow {
     responses((status = 200, body = Shadow), (status = 422, body = crate::problem::Problem)))]
 pub async fn put_shadow(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
     Json(req): Json<PutShadow>,
 ) -> ApiResult<Json<Shadow>> {
+    crate::authz::device(&state, &user, "shadow", "write", &pk, &dn).await?;
     let view = state
         .plane
         .update_desired(&DeviceId::new(&*pk, &*dn), &req.desired, req.version)
@@ -857,10 +988,10 @@ pub struct StatusChange {
     params(("productKey" = String, Path), ("deviceName" = String, Path)), responses((status = 200, body = Vec<StatusChange>)))]
 pub async fn status_log(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, dn)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<StatusChange>>> {
-    device_or_404(&state, &pk, &dn).await?;
+    crate::authz::device(&state, &user, "device", "read", &pk, &dn).await?;
     let rows = state.store.status_log(&pk, &dn, 100).await?;
     Ok(Json(
         rows.into_iter()

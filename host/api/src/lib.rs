@@ -4,13 +4,17 @@
 pub mod access;
 pub mod applications;
 pub mod auth;
+pub mod authz;
+pub mod data_grants;
 pub mod devices;
 pub mod ops;
 pub mod plugins;
+pub mod policies;
 pub mod problem;
 pub mod products;
 pub mod registration;
 pub mod tls;
+pub mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -36,6 +40,10 @@ pub struct ApiState {
     pub dummy_hash: Arc<str>,
     /// The Wasm plugin runtime; `None` on a node that runs none (the plugin routes say so).
     pub plugins: Option<Arc<dyn plugins::PluginManager>>,
+    /// The `lotus.api` policy every route asks.
+    pub policy: Arc<dyn authz::ApiPolicy>,
+    /// Policy files and the decision log; `None` on a node that exposes neither.
+    pub policy_admin: Option<Arc<dyn policies::PolicyAdmin>>,
 }
 
 impl ApiState {
@@ -44,6 +52,7 @@ impl ApiState {
         plane: Arc<DevicePlane>,
         session_ttl_ms: i64,
         metrics: Option<MetricsRender>,
+        policy: Arc<dyn authz::ApiPolicy>,
     ) -> Self {
         ApiState {
             store,
@@ -53,7 +62,15 @@ impl ApiState {
             shutting_down: Arc::new(AtomicBool::new(false)),
             dummy_hash: auth::hash_password("not a real password").into(),
             plugins: None,
+            policy,
+            policy_admin: None,
         }
+    }
+
+    /// Gives the API the policy files and decision log to manage.
+    pub fn with_policy_admin(mut self, admin: Arc<dyn policies::PolicyAdmin>) -> Self {
+        self.policy_admin = Some(admin);
+        self
     }
 
     /// Gives the API the plugin runtime to manage.
@@ -81,6 +98,10 @@ impl ApiState {
         plugins::install, plugins::list, plugins::get, plugins::upgrade, plugins::rollback,
         plugins::disable, plugins::enable, plugins::resume, plugins::delete, plugins::logs,
         plugins::dead_letters, plugins::get_codec, plugins::put_codec, plugins::delete_codec,
+        plugins::list_secrets, plugins::put_secret, plugins::delete_secret, plugins::deliver,
+        policies::list, policies::get, policies::put, policies::put_tests, policies::rollback,
+        policies::decisions, users::create, users::list,
+        data_grants::put, data_grants::list, data_grants::delete,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     modifiers(&BearerAuth),
@@ -96,6 +117,9 @@ impl ApiState {
         (name = "device access", description = "What devices call over HTTPS"),
         (name = "applications", description = "MQTT credentials for applications, confined to granted topic filters"),
         (name = "plugins", description = "Wasm plugins: install, upgrade, roll back, logs, dead letters, product codecs"),
+        (name = "policies", description = "Rego policies that decide every permission, and the decision log"),
+        (name = "users", description = "Operator accounts, their roles, organisation and region"),
+        (name = "data permissions", description = "Data permission levels per product, with expiry; they decide which fields a read shows"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -169,7 +193,33 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{id}/enable", post(plugins::enable))
         .route("/api/v1/plugins/{id}/resume", post(plugins::resume))
         .route("/api/v1/plugins/{id}/logs", get(plugins::logs))
+        .route("/api/v1/plugins/{id}/secrets", get(plugins::list_secrets))
+        .route("/api/v1/plugins/{id}/deliver", post(plugins::deliver))
+        .route(
+            "/api/v1/plugins/{id}/secrets/{name}",
+            put(plugins::put_secret).delete(plugins::delete_secret),
+        )
         .route("/api/v1/dead-letters", get(plugins::dead_letters))
+        .route("/api/v1/policies", get(policies::list))
+        .route(
+            "/api/v1/policies/{package}",
+            get(policies::get).put(policies::put),
+        )
+        .route("/api/v1/policies/{package}/tests", put(policies::put_tests))
+        .route(
+            "/api/v1/policies/{package}/rollback",
+            post(policies::rollback),
+        )
+        .route("/api/v1/decisions", get(policies::decisions))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/products/{productKey}/data-grants",
+            get(data_grants::list),
+        )
+        .route(
+            "/api/v1/products/{productKey}/data-grants/{username}",
+            put(data_grants::put).delete(data_grants::delete),
+        )
         .route(
             "/api/v1/products/{productKey}/codec",
             get(plugins::get_codec)

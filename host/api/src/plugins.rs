@@ -14,7 +14,8 @@ use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
 use lotus_model::product::DataFormat;
 use lotus_storage::{
-    DeadLetterFilter, DeadLetterRow, NewPluginVersion, PLUGIN_ACTIVE, PluginRow, PluginVersionRow,
+    DeadLetterFilter, DeadLetterRow, NewPluginVersion, PLUGIN_ACTIVE, PluginRow, PluginSecretRow,
+    PluginVersionRow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,6 +30,20 @@ use crate::problem::{ApiError, ApiResult, Json, Path, Query};
 pub const MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
 /// Largest manifest accepted; real manifests are a few hundred bytes.
 const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+/// Largest vendor script accepted; real data-parsing scripts are a few KiB.
+const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+/// The kv key the script runner reads its script from (`sdk/plugin-js/src/adapter.js`).
+const SCRIPT_KV_KEY: &str = "script";
+/// Entry points the script adapter recognises; a script with none of them cannot decode.
+const SCRIPT_ENTRY_POINTS: [&str; 4] = [
+    "rawDataToProtocol",
+    "transformPayload",
+    "decodeUplink",
+    "Decode",
+];
+/// Longest secret name and value an operator may set.
+const MAX_SECRET_NAME: usize = 64;
+const MAX_SECRET_BYTES: usize = 16 * 1024;
 const DEFAULT_LOG_LINES: usize = 100;
 const MAX_LOG_LINES: usize = 1000;
 const DEFAULT_DEAD_LETTERS: i64 = 50;
@@ -70,6 +85,36 @@ pub trait PluginManager: Send + Sync + 'static {
     fn logs(&self, id: &str, limit: usize) -> Vec<Value>;
     /// The product keys a stored manifest binds the plugin to.
     fn manifest_products(&self, manifest: &str) -> Result<Vec<String>, String>;
+    /// The secret names a stored manifest lists (what the plugin may read).
+    fn manifest_secrets(&self, manifest: &str) -> Result<Vec<String>, String>;
+    /// The script runner component that runs vendor scripts uploaded as they are (a `script`
+    /// part instead of `wasm`); `None` when the node has none configured.
+    fn script_runner(&self) -> Option<Arc<Vec<u8>>>;
+    /// Sends a notification through a running channel plugin (blocking: the API calls it on a
+    /// blocking thread); the plugin's delivery report as `{status, providerId, detail}`.
+    fn deliver(&self, id: &str, notification: TestNotification) -> Result<Value, DeliverError>;
+}
+
+/// A notification an operator sends to check a channel plugin end to end.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestNotification {
+    /// The channel name the plugin receives (`notification.channel`); the plugin id when absent.
+    #[serde(default)]
+    pub channel: String,
+    /// Phone numbers, addresses or URLs, as the channel understands them.
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Why a test delivery did not reach the plugin or the plugin failed it.
+#[derive(Debug)]
+pub enum DeliverError {
+    /// Not installed, disabled, suspended or not a channel.
+    NotRunning(String),
+    /// The plugin returned an error or hit a bound (its message says which).
+    Failed(String),
 }
 
 /// A stored version of a plugin.
@@ -212,15 +257,6 @@ pub struct CodecBinding {
     pub plugin: String,
 }
 
-/// Plugin management changes what runs inside the host: operators with the admin role only.
-fn require_admin(user: &Authenticated) -> ApiResult<()> {
-    if user.user.roles.iter().any(|r| r == "admin") {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("managing plugins needs the admin role"))
-    }
-}
-
 fn manager(state: &ApiState) -> ApiResult<Arc<dyn PluginManager>> {
     state.plugins.clone().ok_or_else(|| {
         ApiError::new(
@@ -230,15 +266,17 @@ fn manager(state: &ApiState) -> ApiResult<Arc<dyn PluginManager>> {
     })
 }
 
-/// The two parts of an upload.
+/// The parts of an upload: the manifest and either a component or a vendor script.
 struct Upload {
     manifest: String,
-    wasm: Vec<u8>,
+    wasm: Option<Vec<u8>>,
+    script: Option<String>,
 }
 
 async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     let mut manifest = None;
     let mut wasm = None;
+    let mut script = None;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
@@ -261,10 +299,14 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
                 manifest = Some(text);
             }
             "wasm" => wasm = Some(field.bytes().await.map_err(multipart_error)?.to_vec()),
+            "script" => {
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                script = Some(check_script(&bytes)?);
+            }
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unexpected part '{other}': send the parts 'manifest' (lotus-plugin.toml) \
-                     and 'wasm' (the component)"
+                     and 'wasm' (the component) or 'script' (a vendor's JavaScript codec)"
                 )));
             }
         }
@@ -272,12 +314,76 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     let manifest = manifest.ok_or_else(|| {
         ApiError::bad_request("the part 'manifest' (lotus-plugin.toml text) is missing")
     })?;
-    let wasm = wasm
-        .ok_or_else(|| ApiError::bad_request("the part 'wasm' (the .wasm component) is missing"))?;
-    if wasm.is_empty() {
-        return Err(ApiError::unprocessable("wasm: the component is empty"));
+    match (&wasm, &script) {
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "the part 'wasm' (the .wasm component) or 'script' (a vendor's JavaScript \
+                 codec) is missing",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "send either 'wasm' or 'script', not both: a script runs in the node's script \
+                 runner component",
+            ));
+        }
+        (Some(w), None) if w.is_empty() => {
+            return Err(ApiError::unprocessable("wasm: the component is empty"));
+        }
+        _ => {}
     }
-    Ok(Upload { manifest, wasm })
+    Ok(Upload {
+        manifest,
+        wasm,
+        script,
+    })
+}
+
+/// A vendor script as uploaded: UTF-8, bounded, and defining an entry point the adapter calls.
+/// Whether it compiles is known at its first call (a `script does not compile` codec error that
+/// dead-letters the message and shows in the plugin's log).
+fn check_script(bytes: &[u8]) -> ApiResult<String> {
+    if bytes.len() > MAX_SCRIPT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("script: larger than {MAX_SCRIPT_BYTES} bytes"),
+        ));
+    }
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::unprocessable("script: the script must be UTF-8 text"))?;
+    if !SCRIPT_ENTRY_POINTS.iter().any(|name| text.contains(name)) {
+        return Err(ApiError::unprocessable(format!(
+            "script: defines none of {}: an Alibaba script needs rawDataToProtocol, a \
+             ChirpStack one decodeUplink (v4) or Decode (v3)",
+            SCRIPT_ENTRY_POINTS.join(", ")
+        )));
+    }
+    Ok(text)
+}
+
+/// The component an upload runs: its own, or for a script the node's script runner.
+fn component_of(manager: &dyn PluginManager, upload: &mut Upload) -> ApiResult<Arc<Vec<u8>>> {
+    if let Some(wasm) = upload.wasm.take() {
+        return Ok(Arc::new(wasm));
+    }
+    manager.script_runner().ok_or_else(|| {
+        ApiError::unprocessable(
+            "script: this node has no script runner configured: set `plugins.script_runner` \
+             to script_runner.wasm (built by sdk/plugin-js/build.mjs --runner), or upload a \
+             component built with build.mjs --script",
+        )
+    })
+}
+
+/// Before a version with a script serves, the script runner must find that script in its kv.
+async fn store_script(state: &ApiState, id: &str, script: Option<&str>) -> ApiResult<()> {
+    if let Some(script) = script {
+        state
+            .store
+            .plugin_kv_set(id, SCRIPT_KV_KEY, script.as_bytes())
+            .await?;
+    }
+    Ok(())
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -333,20 +439,24 @@ async fn detailed(state: &ApiState, row: PluginRow) -> ApiResult<Plugin> {
 /// Loads a stored version into the runtime (enable, rollback).
 async fn load_version(state: &ApiState, id: &str, version: &str) -> ApiResult<PreparedUpload> {
     let artifact = state.store.plugin_artifact(id, version).await?;
-    prepare(manager(state)?, artifact.manifest, Arc::new(artifact.wasm))
+    let prepared = prepare(manager(state)?, artifact.manifest, Arc::new(artifact.wasm))
         .await
         .map_err(|e| {
             ApiError::conflict(format!(
                 "stored version '{version}' of plugin '{id}' no longer loads: {}",
                 e.detail
             ))
-        })
+        })?;
+    store_script(state, id, artifact.script.as_deref()).await?;
+    Ok(prepared)
 }
 
 /// Install a plugin: multipart parts `manifest` (lotus-plugin.toml) and `wasm` (the
-/// component). It is validated, stored with its SHA-256 and activated.
+/// component), or `manifest` and `script` (a vendor's Alibaba or ChirpStack JavaScript codec,
+/// as it is; it runs in the node's script runner). It is validated, stored with its SHA-256
+/// and activated.
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "parts: manifest (lotus-plugin.toml text), wasm (the component)"),
+    request_body(content_type = "multipart/form-data", description = "parts: manifest (lotus-plugin.toml text), and wasm (the component) or script (a vendor JavaScript codec)"),
     responses((status = 201, body = Plugin), (status = 400, body = crate::problem::Problem),
         (status = 409, body = crate::problem::Problem), (status = 413, body = crate::problem::Problem),
         (status = 422, body = crate::problem::Problem)))]
@@ -355,10 +465,10 @@ pub async fn install(
     user: Authenticated,
     multipart: Multipart,
 ) -> ApiResult<(StatusCode, Json<Plugin>)> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "write", "*")?;
     let manager = manager(&state)?;
-    let upload = read_upload(multipart).await?;
-    let wasm = Arc::new(upload.wasm);
+    let mut upload = read_upload(multipart).await?;
+    let wasm = component_of(manager.as_ref(), &mut upload)?;
     let prepared = prepare(manager.clone(), upload.manifest.clone(), wasm.clone()).await?;
     let sha256 = hex::encode(Sha256::digest(wasm.as_slice()));
     let row = state
@@ -371,9 +481,12 @@ pub async fn install(
             wasm: &wasm,
             sha256: &sha256,
             installed_by: &user.user.username,
+            script: upload.script.as_deref(),
         })
         .await?;
-    tracing::info!(plugin = %row.id, version = %row.active_version, sha256, "plugin installed");
+    tracing::info!(plugin = %row.id, version = %row.active_version, sha256,
+        script = upload.script.is_some(), "plugin installed");
+    store_script(&state, &row.id, upload.script.as_deref()).await?;
     manager.activate(prepared);
     Ok((StatusCode::CREATED, Json(detailed(&state, row).await?)))
 }
@@ -382,7 +495,7 @@ pub async fn install(
 /// replaces the old one atomically; the old one stays stored for a rollback.
 #[utoipa::path(put, path = "/api/v1/plugins/{id}", tag = "plugins", security(("bearer" = [])),
     params(("id" = String, Path)),
-    request_body(content_type = "multipart/form-data", description = "parts: manifest (lotus-plugin.toml text), wasm (the component)"),
+    request_body(content_type = "multipart/form-data", description = "parts: manifest (lotus-plugin.toml text), and wasm (the component) or script (a vendor JavaScript codec)"),
     responses((status = 200, body = Plugin), (status = 404, body = crate::problem::Problem),
         (status = 409, body = crate::problem::Problem), (status = 413, body = crate::problem::Problem),
         (status = 422, body = crate::problem::Problem)))]
@@ -392,11 +505,11 @@ pub async fn upgrade(
     Path(id): Path<String>,
     multipart: Multipart,
 ) -> ApiResult<Json<Plugin>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "write", &id)?;
     let manager = manager(&state)?;
     plugin_or_404(&state, &id).await?;
-    let upload = read_upload(multipart).await?;
-    let wasm = Arc::new(upload.wasm);
+    let mut upload = read_upload(multipart).await?;
+    let wasm = component_of(manager.as_ref(), &mut upload)?;
     let prepared = prepare(manager.clone(), upload.manifest.clone(), wasm.clone()).await?;
     if prepared.id != id {
         return Err(ApiError::unprocessable(format!(
@@ -415,10 +528,13 @@ pub async fn upgrade(
             wasm: &wasm,
             sha256: &sha256,
             installed_by: &user.user.username,
+            script: upload.script.as_deref(),
         })
         .await?;
-    tracing::info!(plugin = %id, version = %row.active_version, sha256, "plugin upgraded");
+    tracing::info!(plugin = %id, version = %row.active_version, sha256,
+        script = upload.script.is_some(), "plugin upgraded");
     if row.enabled {
+        store_script(&state, &id, upload.script.as_deref()).await?;
         manager.activate(prepared);
     }
     Ok(Json(detailed(&state, row).await?))
@@ -434,7 +550,7 @@ pub async fn rollback(
     user: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Plugin>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "write", &id)?;
     let manager = manager(&state)?;
     let previous = state.store.previous_plugin_version(&id).await?;
     let prepared = load_version(&state, &id, &previous.version).await?;
@@ -456,7 +572,7 @@ pub async fn list(
     State(state): State<ApiState>,
     user: Authenticated,
 ) -> ApiResult<Json<PluginList>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "read", "*")?;
     let rows = state.store.list_plugins().await?;
     Ok(Json(PluginList {
         items: rows.into_iter().map(Plugin::from).collect(),
@@ -472,7 +588,7 @@ pub async fn get(
     user: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Plugin>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "read", &id)?;
     let row = plugin_or_404(&state, &id).await?;
     Ok(Json(detailed(&state, row).await?))
 }
@@ -487,7 +603,7 @@ pub async fn disable(
     user: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Plugin>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "write", &id)?;
     let manager = manager(&state)?;
     let row = state.store.set_plugin_enabled(&id, false).await?;
     manager.deactivate(&id);
@@ -505,7 +621,7 @@ pub async fn enable(
     user: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Plugin>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "write", &id)?;
     let manager = manager(&state)?;
     let current = plugin_or_404(&state, &id).await?;
     let prepared = load_version(&state, &id, &current.active_version).await?;
@@ -525,7 +641,7 @@ pub async fn resume(
     user: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Plugin>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "write", &id)?;
     let manager = manager(&state)?;
     let current = plugin_or_404(&state, &id).await?;
     if !current.enabled {
@@ -556,7 +672,7 @@ pub async fn delete(
     user: Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "delete", &id)?;
     let manager = manager(&state)?;
     state.store.delete_plugin(&id).await?;
     manager.deactivate(&id);
@@ -575,7 +691,7 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Json<PluginLogs>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "plugin", "read", &id)?;
     let limit = q.limit.unwrap_or(DEFAULT_LOG_LINES);
     if !(1..=MAX_LOG_LINES).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -596,7 +712,7 @@ pub async fn dead_letters(
     user: Authenticated,
     Query(q): Query<DeadLetterQuery>,
 ) -> ApiResult<Json<DeadLetterList>> {
-    require_admin(&user)?;
+    crate::authz::global(&state, &user, "dead_letter", "read", "*")?;
     let limit = q.limit.unwrap_or(DEFAULT_DEAD_LETTERS);
     if !(1..=MAX_DEAD_LETTERS).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -623,10 +739,10 @@ pub async fn dead_letters(
     responses((status = 200, body = CodecBinding), (status = 404, body = crate::problem::Problem)))]
 pub async fn get_codec(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
 ) -> ApiResult<Json<CodecBinding>> {
-    crate::products::product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "codec", "read", &pk).await?;
     let plugin =
         state.store.product_codec(&pk).await?.ok_or_else(|| {
             ApiError::not_found(format!("product '{pk}' has no codec plugin bound"))
@@ -646,8 +762,7 @@ pub async fn put_codec(
     Path(pk): Path<String>,
     Json(req): Json<CodecBinding>,
 ) -> ApiResult<Json<CodecBinding>> {
-    require_admin(&user)?;
-    let product = crate::products::product_or_404(&state, &pk).await?;
+    let product = crate::authz::product(&state, &user, "codec", "write", &pk).await?;
     if product.data_format != DataFormat::Custom {
         return Err(ApiError::unprocessable(format!(
             "product '{pk}' has dataFormat {}: set it to custom before binding a codec",
@@ -699,8 +814,7 @@ pub async fn delete_codec(
     user: Authenticated,
     Path(pk): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require_admin(&user)?;
-    crate::products::product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "codec", "write", &pk).await?;
     if !state.store.unbind_product_codec(&pk).await? {
         return Err(ApiError::not_found(format!(
             "product '{pk}' has no codec plugin bound"
@@ -708,6 +822,183 @@ pub async fn delete_codec(
     }
     state.plane.codecs.set_binding(&pk, None);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A plugin secret as listed: never its value.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginSecret {
+    pub name: String,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+impl From<PluginSecretRow> for PluginSecret {
+    fn from(r: PluginSecretRow) -> Self {
+        PluginSecret {
+            name: r.name,
+            updated_at: r.updated_at,
+            updated_by: r.updated_by,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PluginSecretList {
+    pub items: Vec<PluginSecret>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretValue {
+    /// The credential (an API key, a token, a password). Stored encrypted; never returned.
+    pub value: String,
+}
+
+/// The names of a plugin's secrets, with who set each and when; values are never returned.
+#[utoipa::path(get, path = "/api/v1/plugins/{id}/secrets", tag = "plugins", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = PluginSecretList), (status = 404, body = crate::problem::Problem)))]
+pub async fn list_secrets(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PluginSecretList>> {
+    crate::authz::global(&state, &user, "plugin", "read", &id)?;
+    plugin_or_404(&state, &id).await?;
+    let rows = state.store.list_plugin_secrets(&id).await?;
+    Ok(Json(PluginSecretList {
+        items: rows.into_iter().map(PluginSecret::from).collect(),
+    }))
+}
+
+/// Set a secret the plugin's manifest lists in `secrets` (its `secrets` capability reads it).
+/// Replacing a value takes effect at the plugin's next read.
+#[utoipa::path(put, path = "/api/v1/plugins/{id}/secrets/{name}", tag = "plugins", security(("bearer" = [])),
+    params(("id" = String, Path), ("name" = String, Path)), request_body = SecretValue,
+    responses((status = 200, body = PluginSecret), (status = 404, body = crate::problem::Problem),
+        (status = 422, body = crate::problem::Problem)))]
+pub async fn put_secret(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    Path((id, name)): Path<(String, String)>,
+    Json(req): Json<SecretValue>,
+) -> ApiResult<Json<PluginSecret>> {
+    crate::authz::global(&state, &user, "plugin", "write", &id)?;
+    let plugin = plugin_or_404(&state, &id).await?;
+    if name.is_empty()
+        || name.len() > MAX_SECRET_NAME
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::unprocessable(format!(
+            "name: 1 to {MAX_SECRET_NAME} characters of A-Z, a-z, 0-9, '-', '_' and '.'"
+        )));
+    }
+    if req.value.is_empty() || req.value.len() > MAX_SECRET_BYTES {
+        return Err(ApiError::unprocessable(format!(
+            "value: 1 to {MAX_SECRET_BYTES} bytes"
+        )));
+    }
+    // A secret the manifest does not list could never be read: refusing it catches a typo now
+    // instead of a `not-found` in the plugin's log later.
+    let manifest = state
+        .store
+        .plugin_artifact(&plugin.id, &plugin.active_version)
+        .await?
+        .manifest;
+    let listed = manager(&state)?.manifest_secrets(&manifest).map_err(|e| {
+        ApiError::conflict(format!(
+            "the stored manifest of '{}' no longer parses: {e}",
+            plugin.id
+        ))
+    })?;
+    if !listed.iter().any(|s| s == &name) {
+        return Err(ApiError::unprocessable(format!(
+            "name: plugin '{id}' lists secrets [{}] in its manifest, not '{name}'; add it to \
+             `secrets` in lotus-plugin.toml and upgrade the plugin",
+            listed.join(", ")
+        )));
+    }
+    let row = state
+        .store
+        .set_plugin_secret(&id, &name, &req.value, &user.user.username)
+        .await?;
+    tracing::info!(plugin = %id, secret = %name, by = %user.user.username, "plugin secret set");
+    Ok(Json(row.into()))
+}
+
+/// Delete a plugin secret; the plugin's reads of it fail with `not-found` from then on.
+#[utoipa::path(delete, path = "/api/v1/plugins/{id}/secrets/{name}", tag = "plugins", security(("bearer" = [])),
+    params(("id" = String, Path), ("name" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::problem::Problem)))]
+pub async fn delete_secret(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    crate::authz::global(&state, &user, "plugin", "write", &id)?;
+    plugin_or_404(&state, &id).await?;
+    if !state.store.delete_plugin_secret(&id, &name).await? {
+        return Err(ApiError::not_found(format!(
+            "plugin '{id}' has no secret '{name}'"
+        )));
+    }
+    tracing::info!(plugin = %id, secret = %name, by = %user.user.username, "plugin secret deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Send a notification through a channel plugin now (to check its settings, secrets and
+/// reachability). The plugin's answer is returned as it reported it; the call counts in its
+/// metrics and logs like any other.
+#[utoipa::path(post, path = "/api/v1/plugins/{id}/deliver", tag = "plugins", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = TestNotification,
+    responses((status = 200, description = "the plugin's delivery report {status, providerId, detail}"),
+        (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem),
+        (status = 502, body = crate::problem::Problem)))]
+pub async fn deliver(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    Path(id): Path<String>,
+    Json(mut req): Json<TestNotification>,
+) -> ApiResult<Json<Value>> {
+    crate::authz::global(&state, &user, "plugin", "invoke", &id)?;
+    let plugin = plugin_or_404(&state, &id).await?;
+    if plugin.world != "channel" {
+        return Err(ApiError::unprocessable(format!(
+            "plugin '{id}' is a {} plugin; only channel plugins deliver notifications",
+            plugin.world
+        )));
+    }
+    if req.recipients.is_empty() {
+        return Err(ApiError::unprocessable("recipients: give at least one"));
+    }
+    if req.channel.is_empty() {
+        req.channel = id.clone();
+    }
+    let manager = manager(&state)?;
+    let who = user.user.username.clone();
+    let target = id.clone();
+    let report = tokio::task::spawn_blocking(move || manager.deliver(&target, req))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("delivery task failed: {e}"),
+            )
+        })?;
+    tracing::info!(plugin = %id, by = %who, ok = report.is_ok(), "test notification sent");
+    match report {
+        Ok(report) => Ok(Json(report)),
+        Err(DeliverError::NotRunning(m)) => Err(ApiError::conflict(format!(
+            "{m}: enable or resume it first"
+        ))),
+        Err(DeliverError::Failed(m)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the channel plugin failed: {m}"),
+        )),
+    }
 }
 
 /// The body limit for the upload routes (the router's default is far smaller).

@@ -45,6 +45,11 @@ pub struct CreateProduct {
     pub replay_window_secs: Option<i64>,
     #[serde(default)]
     pub description: String,
+    /// The owning organisation; the caller's when absent.
+    pub org: Option<String>,
+    /// The region its devices are in (each device may name its own); the caller's when absent.
+    #[schema(example = "/hz/xihu")]
+    pub region: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -58,6 +63,10 @@ pub struct UpdateProduct {
     /// `0` turns the replay window off.
     pub replay_window_secs: Option<i64>,
     pub description: Option<String>,
+    /// Move the product to another organisation (the caller must be allowed there too).
+    pub org: Option<String>,
+    /// Move the product, and its devices without a region of their own, to another region.
+    pub region: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -78,6 +87,8 @@ pub struct Product {
     pub description: String,
     pub thing_model_version: Option<i64>,
     pub device_count: i64,
+    pub org: String,
+    pub region: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -96,6 +107,8 @@ impl From<ProductRow> for Product {
             description: r.description,
             thing_model_version: r.thing_model_version,
             device_count: r.device_count,
+            org: r.scope.org,
+            region: r.scope.region,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -141,6 +154,26 @@ pub struct Paged<T> {
     pub page_size: i64,
 }
 
+/// The scope a new product or device asks for, the caller's own for what it leaves out.
+pub(crate) fn requested_scope(
+    user: &Authenticated,
+    org: Option<&str>,
+    region: Option<&str>,
+) -> ApiResult<lotus_model::scope::Scope> {
+    Ok(lotus_model::scope::Scope {
+        org: match org {
+            Some(o) => lotus_model::scope::parse_org(o)
+                .map_err(|e| ApiError::unprocessable(format!("org: {e}")))?,
+            None => user.user.scope.org.clone(),
+        },
+        region: match region {
+            Some(r) => lotus_model::scope::parse_region(r)
+                .map_err(|e| ApiError::unprocessable(format!("region: {e}")))?,
+            None => user.user.scope.region.clone(),
+        },
+    })
+}
+
 pub(crate) async fn product_or_404(state: &ApiState, pk: &str) -> ApiResult<ProductRow> {
     state
         .store
@@ -155,9 +188,16 @@ pub(crate) async fn product_or_404(state: &ApiState, pk: &str) -> ApiResult<Prod
     responses((status = 201, body = Product), (status = 400, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
 pub async fn create(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Json(req): Json<CreateProduct>,
 ) -> ApiResult<(StatusCode, Json<Product>)> {
+    let scope = requested_scope(&user, req.org.as_deref(), req.region.as_deref())?;
+    crate::authz::check(
+        &state,
+        &user,
+        "product.write",
+        crate::authz::resource("product", "", Some(&scope)),
+    )?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(ApiError::unprocessable("name must be 1 to 64 characters"));
@@ -183,6 +223,7 @@ pub async fn create(
         replay_window_secs: req.replay_window_secs,
         description: req.description,
         product_secret: secret.clone(),
+        scope,
     };
     let row = state.store.create_product(&product).await?;
     for (template, op, description) in default_custom_topic_classes() {
@@ -207,13 +248,25 @@ pub async fn create(
     params(PageQuery), responses((status = 200, body = Paged<Product>)))]
 pub async fn list(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Paged<Product>>> {
     let (page, number, size) = q.page()?;
-    let (rows, total) = state.store.list_products(page).await?;
+    let within = crate::authz::list_scope(&state, &user, "product")?;
+    let (rows, total) = state.store.list_products(page, within.as_ref()).await?;
     Ok(Json(Paged {
-        items: rows.into_iter().map(Product::from).collect(),
+        items: rows
+            .into_iter()
+            .filter(|r| {
+                crate::authz::allows(
+                    &state,
+                    &user,
+                    "product.read",
+                    crate::authz::resource("product", &r.product_key, Some(&r.scope)),
+                )
+            })
+            .map(Product::from)
+            .collect(),
         total,
         page: number,
         page_size: size,
@@ -225,10 +278,14 @@ pub async fn list(
     params(("productKey" = String, Path)), responses((status = 200, body = Product), (status = 404, body = crate::problem::Problem)))]
 pub async fn get(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
 ) -> ApiResult<Json<Product>> {
-    Ok(Json(product_or_404(&state, &pk).await?.into()))
+    Ok(Json(
+        crate::authz::product(&state, &user, "product", "read", &pk)
+            .await?
+            .into(),
+    ))
 }
 
 /// Update a product's settings (fields left out are unchanged).
@@ -237,10 +294,32 @@ pub async fn get(
     responses((status = 200, body = Product), (status = 404, body = crate::problem::Problem)))]
 pub async fn update(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
     Json(req): Json<UpdateProduct>,
 ) -> ApiResult<Json<Product>> {
+    let current = crate::authz::product(&state, &user, "product", "write", &pk).await?;
+    if req.org.is_some() || req.region.is_some() {
+        // Moving a product needs the right to write where it goes as well as where it is.
+        let target = lotus_model::scope::Scope {
+            org: match &req.org {
+                Some(o) => lotus_model::scope::parse_org(o)
+                    .map_err(|e| ApiError::unprocessable(format!("org: {e}")))?,
+                None => current.scope.org.clone(),
+            },
+            region: match &req.region {
+                Some(r) => lotus_model::scope::parse_region(r)
+                    .map_err(|e| ApiError::unprocessable(format!("region: {e}")))?,
+                None => current.scope.region.clone(),
+            },
+        };
+        crate::authz::check(
+            &state,
+            &user,
+            "product.write",
+            crate::authz::resource("product", &pk, Some(&target)),
+        )?;
+    }
     if let Some(name) = &req.name
         && (name.trim().is_empty() || name.chars().count() > 64)
     {
@@ -255,6 +334,8 @@ pub async fn update(
             .replay_window_secs
             .map(|w| if w <= 0 { None } else { Some(w) }),
         description: req.description,
+        org: req.org,
+        region: req.region,
     };
     let row = state.store.update_product(&pk, &update).await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
@@ -266,10 +347,10 @@ pub async fn update(
     params(("productKey" = String, Path)), responses((status = 204), (status = 409, body = crate::problem::Problem)))]
 pub async fn delete(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
 ) -> ApiResult<StatusCode> {
-    product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "product", "delete", &pk).await?;
     state.store.delete_product(&pk).await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
     // The binding row went with the product; a product re-created under the same key must
@@ -293,11 +374,11 @@ pub struct ThingModelSaved {
     responses((status = 200, body = ThingModelSaved), (status = 422, body = crate::problem::Problem)))]
 pub async fn put_thing_model(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
     Json(tsl): Json<Value>,
 ) -> ApiResult<Json<ThingModelSaved>> {
-    product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "thing_model", "write", &pk).await?;
     let model = ThingModel::parse(&tsl)
         .map_err(|e| ApiError::unprocessable(format!("invalid thing model: {e}")))?;
     // Store the normalised full TSL so exports are what Alibaba's SDKs load.
@@ -326,11 +407,11 @@ pub struct VersionQuery {
     params(("productKey" = String, Path), VersionQuery), responses((status = 200, body = Object), (status = 404, body = crate::problem::Problem)))]
 pub async fn get_thing_model(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
     Query(q): Query<VersionQuery>,
 ) -> ApiResult<Json<Value>> {
-    product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "thing_model", "read", &pk).await?;
     let (_, tsl, _) = state
         .store
         .thing_model(&pk, q.version)
@@ -358,10 +439,10 @@ pub struct ThingModelVersion {
     params(("productKey" = String, Path)), responses((status = 200, body = Vec<ThingModelVersion>)))]
 pub async fn thing_model_versions(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
 ) -> ApiResult<Json<Vec<ThingModelVersion>>> {
-    product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "thing_model", "read", &pk).await?;
     let versions = state.store.thing_model_versions(&pk).await?;
     Ok(Json(
         versions
@@ -422,10 +503,10 @@ fn custom_out(r: TopicClassRow) -> TopicClassOut {
     params(("productKey" = String, Path)), responses((status = 200, body = Vec<TopicClassOut>)))]
 pub async fn list_topic_classes(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
 ) -> ApiResult<Json<Vec<TopicClassOut>>> {
-    let product = product_or_404(&state, &pk).await?;
+    let product = crate::authz::product(&state, &user, "topic_class", "read", &pk).await?;
     let mut out: Vec<TopicClassOut> =
         lotus_model::topic::system_topic_classes_for(product.node_type)
             .into_iter()
@@ -460,11 +541,11 @@ fn check_template(template: &str, op: TopicOperation) -> ApiResult<()> {
     responses((status = 201, body = TopicClassOut), (status = 422, body = crate::problem::Problem)))]
 pub async fn create_topic_class(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path(pk): Path<String>,
     Json(req): Json<TopicClassIn>,
 ) -> ApiResult<(StatusCode, Json<TopicClassOut>)> {
-    product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "topic_class", "write", &pk).await?;
     check_template(&req.template, req.operation)?;
     let row = state
         .store
@@ -488,12 +569,12 @@ fn custom_id(id: &str) -> ApiResult<i64> {
     responses((status = 200, body = TopicClassOut), (status = 403, body = crate::problem::Problem)))]
 pub async fn update_topic_class(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, id)): Path<(String, String)>,
     Json(req): Json<TopicClassPatch>,
 ) -> ApiResult<Json<TopicClassOut>> {
     let id = custom_id(&id)?;
-    product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "topic_class", "write", &pk).await?;
     if let Some(t) = &req.template {
         check_template(t, req.operation.unwrap_or(TopicOperation::All))?;
     }
@@ -516,11 +597,11 @@ pub async fn update_topic_class(
     params(("productKey" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 403, body = crate::problem::Problem)))]
 pub async fn delete_topic_class(
     State(state): State<ApiState>,
-    _user: Authenticated,
+    user: Authenticated,
     Path((pk, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id = custom_id(&id)?;
-    product_or_404(&state, &pk).await?;
+    crate::authz::product(&state, &user, "topic_class", "write", &pk).await?;
     state.store.delete_topic_class(&pk, id).await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
     Ok(StatusCode::NO_CONTENT)

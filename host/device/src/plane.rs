@@ -8,7 +8,6 @@ use lotus_bus::Bus;
 use lotus_model::alink::Reply;
 use lotus_model::authz::{DeviceId, Principal, TopicAuthorizer};
 use lotus_model::thing_model::ValidationError;
-use lotus_model::topic::TopicClassAuthorizer;
 use lotus_mqtt::{Broker, DisconnectReason, QoS};
 use lotus_storage::{StorageError, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -87,10 +86,13 @@ pub struct PlaneTasks {
 }
 
 impl DevicePlane {
+    /// Starts the plane. `authorizer` builds the topic ACL over the product registry (the node
+    /// passes the `lotus.device.topic` policy).
     pub async fn start(
         store: Store,
         bus: Arc<dyn Bus>,
         config: PlaneConfig,
+        authorizer: impl FnOnce(Arc<Registry>) -> Box<dyn TopicAuthorizer>,
     ) -> Result<(Arc<Self>, PlaneTasks), StorageError> {
         let registry = Registry::load(&store).await?;
         let (replies_tx, replies_rx) = mpsc::channel(4096);
@@ -109,7 +111,7 @@ impl DevicePlane {
             tracing::info!(devices = stale, "marked devices offline after restart");
         }
         let plane = Arc::new(DevicePlane {
-            authorizer: Box::new(TopicClassAuthorizer::new(registry.clone())),
+            authorizer: authorizer(registry.clone()),
             registry,
             store,
             bus,

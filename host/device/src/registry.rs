@@ -39,6 +39,8 @@ pub struct Registry {
     products: RwLock<HashMap<String, Arc<ProductEntry>>>,
     /// Which gateway each sub-device is attached to.
     pub topology: Topology,
+    /// Bumped by every refresh (see `TopicClassSource::generation`).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -47,6 +49,7 @@ impl Registry {
         let registry = Arc::new(Registry {
             products: RwLock::default(),
             topology: Topology::load(store.all_topology().await?),
+            generation: Default::default(),
         });
         let mut classes: HashMap<String, Vec<TopicClassRow>> = HashMap::new();
         for row in store.all_topic_classes().await? {
@@ -58,7 +61,7 @@ impl Registry {
         let mut offset = 0;
         loop {
             let (rows, total) = store
-                .list_products(lotus_storage::Page { offset, limit: 500 })
+                .list_products(lotus_storage::Page { offset, limit: 500 }, None)
                 .await?;
             let n = rows.len() as i64;
             for row in rows {
@@ -95,6 +98,8 @@ impl Registry {
                     .insert(product_key.to_string(), Arc::new(entry));
             }
         }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
@@ -172,5 +177,9 @@ impl TopicClassSource for Registry {
 
     fn sub_device(&self, product_key: &str, device_name: &str) -> Option<SubDeviceLink> {
         self.topology.link(product_key, device_name)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 }

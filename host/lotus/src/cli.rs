@@ -37,6 +37,103 @@ pub enum ClientCommand {
     /// Wasm plugins: codecs, rules, event handlers, apps, channels.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Rego policies: test and evaluate them locally, or manage a node's policies and read its
+    /// decision log.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Operator accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Run every `test_*` rule of the `*_test.rego` files (offline, like `opa test`); exits 1
+    /// when one fails.
+    Test {
+        /// The policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Print every test, not only failures.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Evaluate one decision locally: a package (all its rules) or a rule such as
+    /// `lotus.api.allow`, with an input JSON file.
+    Eval {
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+        #[arg(long)]
+        package: String,
+        /// Input JSON file (`-` for standard input).
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// The policy modules a node serves.
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// A package's source, tests and versions on a node.
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        package: String,
+    },
+    /// Replace a package's policy (or, with --tests, its tests) on a node; refused, with the
+    /// parser's line and column or the failing tests, unless every policy test passes.
+    Put {
+        #[command(flatten)]
+        conn: Connection,
+        package: String,
+        file: PathBuf,
+        #[arg(long)]
+        tests: bool,
+    },
+    /// Serve the package's previous source again.
+    Rollback {
+        #[command(flatten)]
+        conn: Connection,
+        package: String,
+    },
+    /// The node's decision log (every deny, a sample of allows), newest first, as JSON lines.
+    Decisions {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long)]
+        point: Option<String>,
+        /// Only denies.
+        #[arg(long)]
+        denied: bool,
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an operator scoped to an organisation and a region.
+    Create {
+        #[command(flatten)]
+        conn: Connection,
+        username: String,
+        /// Or set LOTUS_NEW_PASSWORD.
+        #[arg(long, env = "LOTUS_NEW_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Repeatable: admin, operator, viewer, security_admin, auditor.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        #[arg(long, default_value = "")]
+        org: String,
+        #[arg(long, default_value = "/")]
+        region: String,
+    },
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -231,14 +328,15 @@ pub enum AppCredentialCommand {
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
-    /// Install a plugin: its lotus-plugin.toml and its .wasm component.
+    /// Install a plugin: its lotus-plugin.toml and its .wasm component, or a vendor's
+    /// JavaScript codec script as it is (run by the node's script runner).
     Install {
         #[command(flatten)]
         conn: Connection,
         #[arg(long)]
         manifest: PathBuf,
-        #[arg(long)]
-        wasm: PathBuf,
+        #[command(flatten)]
+        code: PluginCode,
     },
     List {
         #[command(flatten)]
@@ -257,8 +355,8 @@ pub enum PluginCommand {
         id: String,
         #[arg(long)]
         manifest: PathBuf,
-        #[arg(long)]
-        wasm: PathBuf,
+        #[command(flatten)]
+        code: PluginCode,
     },
     /// Go back to the version installed before the running one.
     Rollback {
@@ -308,6 +406,24 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Send a test notification through a channel plugin and print its delivery report.
+    Deliver {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        /// A recipient (phone number, address, URL — as the channel understands it); repeatable.
+        #[arg(long = "to", required = true)]
+        recipients: Vec<String>,
+        #[arg(long, default_value = "Lotus test notification")]
+        subject: String,
+        #[arg(long, default_value = "If you read this, the channel works.")]
+        body: String,
+    },
+    /// Named credentials the plugin reads through its `secrets` capability.
+    #[command(subcommand)]
+    Secret(PluginSecretCommand),
+    /// Run a plugin's test cases locally in the real plugin runtime (offline, no node needed).
+    Test(crate::plugin_test::TestArgs),
     /// Make a codec plugin decode and encode a `dataFormat: custom` product's data.
     #[command(name = "bind-codec")]
     BindCodec {
@@ -318,11 +434,93 @@ pub enum PluginCommand {
     },
 }
 
-/// The multipart body of an install or upgrade, read from the two files.
+/// What a plugin version runs: a component, or a vendor script.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct PluginCode {
+    /// The .wasm component.
+    #[arg(long)]
+    wasm: Option<PathBuf>,
+    /// A vendor's Alibaba (`rawDataToProtocol`) or ChirpStack (`decodeUplink`) JavaScript
+    /// codec, uploaded unchanged; the node runs it in its script runner.
+    #[arg(long)]
+    script: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum PluginSecretCommand {
+    /// Set a secret; the value is read from --value-file, or else from standard input (so it
+    /// stays out of the shell history).
+    Set {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        name: String,
+        #[arg(long)]
+        value_file: Option<PathBuf>,
+    },
+    /// The names of a plugin's secrets (values are never shown).
+    List {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+    },
+    Delete {
+        #[command(flatten)]
+        conn: Connection,
+        id: String,
+        name: String,
+    },
+}
+
+/// A secret's value: the file's or standard input's text without its final line break.
+fn secret_value(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the secret from {}", path.display()))?,
+        None => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read the secret from standard input")?;
+            text
+        }
+    };
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if value.is_empty() {
+        anyhow::bail!("the secret is empty: give --value-file FILE or pipe the value in");
+    }
+    Ok(value.to_string())
+}
+
+/// The multipart body of an install or upgrade, read from the files.
 fn plugin_upload(
     manifest: &std::path::Path,
-    wasm: &std::path::Path,
+    code: &PluginCode,
 ) -> anyhow::Result<reqwest::multipart::Form> {
+    if let Some(script) = &code.script {
+        let manifest_text = std::fs::read_to_string(manifest).with_context(|| {
+            format!(
+                "cannot read the manifest {} (give --manifest lotus-plugin.toml)",
+                manifest.display()
+            )
+        })?;
+        let script_text = std::fs::read_to_string(script).with_context(|| {
+            format!(
+                "cannot read the script {} (give --script vendor.js, UTF-8 text)",
+                script.display()
+            )
+        })?;
+        return Ok(reqwest::multipart::Form::new()
+            .text("manifest", manifest_text)
+            .part(
+                "script",
+                reqwest::multipart::Part::text(script_text).file_name("script.js"),
+            ));
+    }
+    let Some(wasm) = code.wasm.as_deref() else {
+        anyhow::bail!("give --wasm file.wasm or --script vendor.js");
+    };
     let manifest_text = std::fs::read_to_string(manifest).with_context(|| {
         format!(
             "cannot read the manifest {} (give --manifest lotus-plugin.toml)",
@@ -645,17 +843,88 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 println!("deleted application credential {id}; its connections are closed");
             }
         },
+        ClientCommand::Policy(p) => match p {
+            PolicyCommand::Test { dir, verbose } => {
+                let report = lotus_policy::run_tests(&dir)
+                    .with_context(|| format!("the policies in {} do not load", dir.display()))?;
+                report.print(&mut std::io::stdout(), verbose)?;
+                if !report.passed() {
+                    std::process::exit(1);
+                }
+            }
+            PolicyCommand::Eval { dir, package, input } => {
+                let text = if input.as_os_str() == "-" {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                    text
+                } else {
+                    std::fs::read_to_string(&input)
+                        .with_context(|| format!("cannot read the input {}", input.display()))?
+                };
+                let value: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("the input {} is not JSON", input.display()))?;
+                print(&lotus_policy::eval_file_input(&dir, &package, value)?)
+            }
+            PolicyCommand::List { conn } => print(&Client::new(&conn).call(Method::GET, "/api/v1/policies", None).await?),
+            PolicyCommand::Get { conn, package } => print(
+                &Client::new(&conn).call(Method::GET, &format!("/api/v1/policies/{}", enc(&package)), None).await?,
+            ),
+            PolicyCommand::Put { conn, package, file, tests } => {
+                let source = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let path = if tests {
+                    format!("/api/v1/policies/{}/tests", enc(&package))
+                } else {
+                    format!("/api/v1/policies/{}", enc(&package))
+                };
+                let out = Client::new(&conn).call(Method::PUT, &path, Some(json!({"source": source}))).await?;
+                println!("{package} now serves version {}", out["version"]);
+            }
+            PolicyCommand::Rollback { conn, package } => print(
+                &Client::new(&conn)
+                    .call(Method::POST, &format!("/api/v1/policies/{}/rollback", enc(&package)), None)
+                    .await?,
+            ),
+            PolicyCommand::Decisions { conn, point, denied, principal, limit } => {
+                let mut path = format!("/api/v1/decisions?limit={limit}");
+                if let Some(p) = point {
+                    path.push_str(&format!("&point={}", enc(&p)));
+                }
+                if denied {
+                    path.push_str("&allow=false");
+                }
+                if let Some(p) = principal {
+                    path.push_str(&format!("&principal={}", enc(&p)));
+                }
+                let out = Client::new(&conn).call(Method::GET, &path, None).await?;
+                for item in out["items"].as_array().into_iter().flatten() {
+                    println!("{item}");
+                }
+            }
+        },
+        ClientCommand::User(u) => match u {
+            UserCommand::Create { conn, username, password, roles, org, region } => print(
+                &Client::new(&conn)
+                    .call(
+                        Method::POST,
+                        "/api/v1/users",
+                        Some(json!({"username": username, "password": password, "roles": roles, "org": org, "region": region})),
+                    )
+                    .await?,
+            ),
+            UserCommand::List { conn } => print(&Client::new(&conn).call(Method::GET, "/api/v1/users", None).await?),
+        },
         ClientCommand::Plugin(p) => match p {
-            PluginCommand::Install { conn, manifest, wasm } => {
-                let form = plugin_upload(&manifest, &wasm)?;
+            PluginCommand::Install { conn, manifest, code } => {
+                let form = plugin_upload(&manifest, &code)?;
                 print(&Client::new(&conn).upload(Method::POST, "/api/v1/plugins", form).await?)
             }
             PluginCommand::List { conn } => print(&Client::new(&conn).call(Method::GET, "/api/v1/plugins", None).await?),
             PluginCommand::Get { conn, id } => {
                 print(&Client::new(&conn).call(Method::GET, &format!("/api/v1/plugins/{}", enc(&id)), None).await?)
             }
-            PluginCommand::Upgrade { conn, id, manifest, wasm } => {
-                let form = plugin_upload(&manifest, &wasm)?;
+            PluginCommand::Upgrade { conn, id, manifest, code } => {
+                let form = plugin_upload(&manifest, &code)?;
                 print(&Client::new(&conn).upload(Method::PUT, &format!("/api/v1/plugins/{}", enc(&id)), form).await?)
             }
             PluginCommand::Rollback { conn, id } => print(
@@ -700,6 +969,37 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 }
                 print(&Client::new(&conn).call(Method::GET, &path, None).await?)
             }
+            PluginCommand::Deliver { conn, id, recipients, subject, body } => print(
+                &Client::new(&conn)
+                    .call(
+                        Method::POST,
+                        &format!("/api/v1/plugins/{}/deliver", enc(&id)),
+                        Some(json!({"recipients": recipients, "subject": subject, "body": body})),
+                    )
+                    .await?,
+            ),
+            PluginCommand::Secret(PluginSecretCommand::Set { conn, id, name, value_file }) => {
+                let value = secret_value(value_file.as_deref())?;
+                print(
+                    &Client::new(&conn)
+                        .call(
+                            Method::PUT,
+                            &format!("/api/v1/plugins/{}/secrets/{}", enc(&id), enc(&name)),
+                            Some(json!({"value": value})),
+                        )
+                        .await?,
+                )
+            }
+            PluginCommand::Secret(PluginSecretCommand::List { conn, id }) => print(
+                &Client::new(&conn).call(Method::GET, &format!("/api/v1/plugins/{}/secrets", enc(&id)), None).await?,
+            ),
+            PluginCommand::Secret(PluginSecretCommand::Delete { conn, id, name }) => {
+                Client::new(&conn)
+                    .call(Method::DELETE, &format!("/api/v1/plugins/{}/secrets/{}", enc(&id), enc(&name)), None)
+                    .await?;
+                println!("deleted secret {name} of plugin {id}");
+            }
+            PluginCommand::Test(args) => crate::plugin_test::run(args).await?,
             PluginCommand::BindCodec { conn, product_key, plugin } => print(
                 &Client::new(&conn)
                     .call(

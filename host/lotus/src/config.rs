@@ -24,6 +24,33 @@ pub struct Config {
     pub auth: AuthConfig,
     pub writer: WriterSettings,
     pub plugins: PluginSettings,
+    pub policy: PolicySettings,
+}
+
+/// The Rego policies that decide every permission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// The policy directory (default: data_dir/policies, filled with the defaults on first
+    /// start). Edits to its files take effect when their tests pass.
+    pub dir: Option<PathBuf>,
+    /// Share of allowed decisions kept in the decision log (every deny is kept).
+    pub sample_allows: f64,
+    /// Decisions kept in memory for `GET /api/v1/decisions`.
+    pub log_capacity: usize,
+    /// JSON-lines file every kept decision is appended to (default: data_dir/decisions.jsonl).
+    pub log_file: Option<PathBuf>,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            dir: None,
+            sample_allows: 0.01,
+            log_capacity: 100_000,
+            log_file: None,
+        }
+    }
 }
 
 /// The Wasm plugin runtime (per-plugin bounds are in each plugin's manifest).
@@ -37,6 +64,10 @@ pub struct PluginSettings {
     pub log_lines_per_plugin: usize,
     /// Where compiled components are cached (default: data_dir/plugin-cache).
     pub cache_dir: Option<PathBuf>,
+    /// The script runner component (`script_runner.wasm`, built by
+    /// `sdk/plugin-js/build.mjs --runner`) that runs vendor JavaScript codecs uploaded as
+    /// scripts; without it, script uploads are refused with this advice.
+    pub script_runner: Option<PathBuf>,
 }
 
 impl Default for PluginSettings {
@@ -45,6 +76,7 @@ impl Default for PluginSettings {
             suspend_after_failures: 10,
             log_lines_per_plugin: 1000,
             cache_dir: None,
+            script_runner: None,
         }
     }
 }
@@ -142,6 +174,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             writer: WriterSettings::default(),
             plugins: PluginSettings::default(),
+            policy: PolicySettings::default(),
         }
     }
 }
@@ -251,6 +284,20 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("lotus.db").display()))
+    }
+
+    pub fn policy_dir(&self) -> PathBuf {
+        self.policy
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("policies"))
+    }
+
+    pub fn decision_log_file(&self) -> PathBuf {
+        self.policy
+            .log_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("decisions.jsonl"))
     }
 
     pub fn plugin_cache_dir(&self) -> PathBuf {

@@ -3,6 +3,8 @@
 mod cli;
 mod config;
 mod plugin_host;
+mod plugin_test;
+mod policy_host;
 mod serve;
 
 use std::net::SocketAddr;

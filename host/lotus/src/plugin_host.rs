@@ -10,18 +10,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use lotus_api::plugins::{PluginManager, PreparedUpload, UploadRejection};
+use lotus_api::plugins::{
+    DeliverError, PluginManager, PreparedUpload, TestNotification, UploadRejection,
+};
 use lotus_bus::{Bus, DeviceEvent, Envelope};
 use lotus_device::DevicePlane;
 use lotus_device::codec::{CodecContext, CodecFailure, CodecHost};
 use lotus_device::downlink::CallOutcome;
 use lotus_model::authz::DeviceId;
+use lotus_plugin::wit::v0_1_0::{DeliveryStatus, types};
 use lotus_plugin::{
     CallError, EventInput, HostError, HostServices, Manifest, MessageContext, PluginRuntime,
     PreparedPlugin, RuntimeConfig,
 };
 use lotus_storage::{PLUGIN_SUSPENDED, StorageError, Store};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::runtime::Handle;
 
 /// How long a plugin's synchronous service call waits for the device.
@@ -193,9 +196,14 @@ impl HostServices for NodeServices {
     }
 
     fn secret(&self, plugin: &str, name: &str) -> Result<String, HostError> {
-        Err(HostError::NotFound(format!(
-            "no secret '{name}' is configured for plugin '{plugin}'"
-        )))
+        match block_on(&self.handle, self.store.plugin_secret(plugin, name)) {
+            Ok(Some(secret)) => Ok(secret.into_inner()),
+            Ok(None) => Err(HostError::NotFound(format!(
+                "no secret '{name}' is configured for plugin '{plugin}': an operator sets it \
+                 with PUT /api/v1/plugins/{plugin}/secrets/{name}"
+            ))),
+            Err(e) => Err(storage_error(e)),
+        }
     }
 
     fn plugin_suspended(&self, plugin: &str, reason: &str) {
@@ -288,7 +296,11 @@ impl CodecHost for RuntimeCodecs {
 }
 
 /// Plugin management for the API.
-pub struct RuntimeManager(pub PluginRuntime);
+pub struct RuntimeManager {
+    pub runtime: PluginRuntime,
+    /// The script runner's component, read once at start.
+    pub script_runner: Option<Arc<Vec<u8>>>,
+}
 
 impl PluginManager for RuntimeManager {
     fn prepare(&self, manifest: &str, wasm: &[u8]) -> Result<PreparedUpload, UploadRejection> {
@@ -300,7 +312,7 @@ impl PluginManager for RuntimeManager {
             manifest.world.name().to_string(),
         );
         let prepared = self
-            .0
+            .runtime
             .prepare(manifest, wasm)
             .map_err(|e| UploadRejection::Component(e.to_string()))?;
         Ok(PreparedUpload {
@@ -314,22 +326,24 @@ impl PluginManager for RuntimeManager {
 
     fn activate(&self, prepared: PreparedUpload) {
         match prepared.compiled.downcast::<PreparedPlugin>() {
-            Ok(plugin) => self.0.activate(*plugin),
+            Ok(plugin) => self.runtime.activate(*plugin),
             // Only this type ever builds a PreparedUpload.
             Err(_) => unreachable!("a PreparedUpload always holds a PreparedPlugin"),
         }
     }
 
     fn deactivate(&self, id: &str) -> bool {
-        self.0.deactivate(id)
+        self.runtime.deactivate(id)
     }
 
     fn resume(&self, id: &str) -> bool {
-        self.0.resume(id)
+        self.runtime.resume(id)
     }
 
     fn status(&self, id: &str) -> Option<Value> {
-        self.0.status(id).and_then(|s| serde_json::to_value(s).ok())
+        self.runtime
+            .status(id)
+            .and_then(|s| serde_json::to_value(s).ok())
     }
 
     fn manifest_products(&self, manifest: &str) -> Result<Vec<String>, String> {
@@ -338,8 +352,41 @@ impl PluginManager for RuntimeManager {
             .map_err(|e| e.to_string())
     }
 
+    fn manifest_secrets(&self, manifest: &str) -> Result<Vec<String>, String> {
+        Manifest::from_toml(manifest)
+            .map(|m| m.secrets)
+            .map_err(|e| e.to_string())
+    }
+
+    fn script_runner(&self) -> Option<Arc<Vec<u8>>> {
+        self.script_runner.clone()
+    }
+
+    fn deliver(&self, id: &str, notification: TestNotification) -> Result<Value, DeliverError> {
+        let channel = self.runtime.channel(id).ok_or_else(|| {
+            DeliverError::NotRunning(format!("plugin '{id}' is not a running channel"))
+        })?;
+        let delivery = channel
+            .deliver(&types::Notification {
+                channel: notification.channel,
+                recipients: notification.recipients,
+                subject: notification.subject,
+                body: notification.body,
+            })
+            .map_err(|e| DeliverError::Failed(e.to_string()))?;
+        Ok(json!({
+            "status": match delivery.status {
+                DeliveryStatus::Delivered => "delivered",
+                DeliveryStatus::Accepted => "accepted",
+                DeliveryStatus::Failed => "failed",
+            },
+            "providerId": delivery.provider_id,
+            "detail": delivery.detail,
+        }))
+    }
+
     fn logs(&self, id: &str, limit: usize) -> Vec<Value> {
-        self.0
+        self.runtime
             .logs(id, limit)
             .into_iter()
             .filter_map(|line| serde_json::to_value(line).ok())
@@ -350,6 +397,7 @@ impl PluginManager for RuntimeManager {
 /// The runtime of a node, shared by the device plane (codecs) and the API (management).
 pub struct NodePlugins {
     pub runtime: PluginRuntime,
+    pub script_runner: Option<Arc<Vec<u8>>>,
 }
 
 /// Creates the runtime and loads the active version of every enabled plugin. A plugin that no
@@ -360,9 +408,22 @@ pub async fn start(
     store: Store,
     plane: Arc<DevicePlane>,
     bus: Arc<dyn Bus>,
+    script_runner: Option<&std::path::Path>,
+    capabilities: Arc<dyn lotus_plugin::CapabilityCheck>,
 ) -> anyhow::Result<NodePlugins> {
+    let script_runner = match script_runner {
+        Some(path) => Some(Arc::new(std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read plugins.script_runner {}: build it with \
+                 `node sdk/plugin-js/build.mjs --runner --out script_runner.wasm`",
+                path.display()
+            )
+        })?)),
+        None => None,
+    };
     let services = Arc::new(NodeServices::new(store.clone(), plane.clone(), bus));
-    let runtime = PluginRuntime::new(config, services).context("starting the plugin runtime")?;
+    let runtime = PluginRuntime::with_capability_check(config, services, capabilities)
+        .context("starting the plugin runtime")?;
     let mut loaded = 0;
     for plugin in store.list_plugins().await? {
         if !plugin.enabled {
@@ -396,5 +457,8 @@ pub async fn start(
     plane
         .attach_codecs(Arc::new(RuntimeCodecs(runtime.clone())))
         .await?;
-    Ok(NodePlugins { runtime })
+    Ok(NodePlugins {
+        runtime,
+        script_runner,
+    })
 }

@@ -163,7 +163,12 @@ async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
     })
     .await?;
     store
-        .create_user("admin", &hash.0, &["admin".to_string()])
+        .create_user(
+            "admin",
+            &hash.0,
+            &["admin".to_string()],
+            &Default::default(),
+        )
         .await?;
     if generated {
         // Printed once, to the terminal, never logged: it is not stored in clear anywhere.
@@ -205,6 +210,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(backend = ?store.backend(), "storage ready");
     bootstrap_admin(&store).await?;
 
+    let policy_dir = config.policy_dir();
+    let policies = crate::policy_host::start(
+        &policy_dir,
+        lotus_policy::DecisionLogConfig {
+            sample_allows: config.policy.sample_allows,
+            capacity: config.policy.log_capacity,
+            jsonl_path: Some(config.decision_log_file()),
+        },
+    )?;
+
     let bus = Arc::new(LocalBus::new(65_536));
     let plane_config = PlaneConfig {
         writer: WriterConfig {
@@ -214,7 +229,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allow_anonymous: config.mqtt.allow_anonymous,
         token_ttl: std::time::Duration::from_secs(config.auth.device_token_ttl_secs),
     };
-    let (plane, tasks) = DevicePlane::start(store.clone(), bus, plane_config).await?;
+    let topic_engine = policies.engine.clone();
+    let (plane, tasks) = DevicePlane::start(store.clone(), bus, plane_config, move |registry| {
+        Box::new(lotus_policy::topic::PolicyTopicAuthorizer::new(
+            topic_engine,
+            registry,
+        ))
+    })
+    .await?;
     let plugin_cache = config.plugin_cache_dir();
     std::fs::create_dir_all(&plugin_cache).with_context(|| {
         format!(
@@ -232,6 +254,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         plane.clone(),
         plane.bus.clone(),
+        config.plugins.script_runner.as_deref(),
+        Arc::new(crate::policy_host::PolicyCapabilities(
+            policies.engine.clone(),
+        )),
     )
     .await?;
 
@@ -341,10 +367,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plane.clone(),
         config.auth.session_ttl_secs * 1000,
         Some(Arc::new(move || metrics.render())),
+        Arc::new(crate::policy_host::PolicyApi(policies.engine.clone())),
     )
-    .with_plugins(Arc::new(crate::plugin_host::RuntimeManager(
-        plugins.runtime.clone(),
-    )));
+    .with_policy_admin(Arc::new(crate::policy_host::PolicyFiles {
+        engine: policies.engine.clone(),
+        dir: policies.dir.clone(),
+    }))
+    .with_plugins(Arc::new(crate::plugin_host::RuntimeManager {
+        runtime: plugins.runtime.clone(),
+        script_runner: plugins.script_runner.clone(),
+    }));
     let shutting_down = state.shutting_down.clone();
     let app = lotus_api::router(state);
     let (stop_http_tx, stop_http) = tokio::sync::watch::channel(false);

@@ -4,6 +4,8 @@
 
 pub mod alink;
 pub mod authz;
+pub mod mask;
 pub mod product;
+pub mod scope;
 pub mod thing_model;
 pub mod topic;

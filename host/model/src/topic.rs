@@ -542,6 +542,12 @@ pub trait TopicClassSource: Send + Sync + 'static {
     fn sub_device(&self, _product_key: &str, _device_name: &str) -> Option<SubDeviceLink> {
         None
     }
+
+    /// Changes whenever any product's topic classes change, so that decisions cached from
+    /// them can be dropped.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 impl<T: TopicClassSource + ?Sized> TopicClassSource for Arc<T> {
@@ -551,6 +557,10 @@ impl<T: TopicClassSource + ?Sized> TopicClassSource for Arc<T> {
 
     fn sub_device(&self, product_key: &str, device_name: &str) -> Option<SubDeviceLink> {
         (**self).sub_device(product_key, device_name)
+    }
+
+    fn generation(&self) -> u64 {
+        (**self).generation()
     }
 }
 
@@ -695,7 +705,7 @@ impl AppGrant {
 }
 
 /// The first level of a topic, ignoring one leading `/`.
-fn first_level(topic: &str) -> &str {
+pub fn first_level(topic: &str) -> &str {
     topic
         .strip_prefix('/')
         .unwrap_or(topic)
@@ -704,7 +714,8 @@ fn first_level(topic: &str) -> &str {
         .unwrap_or("")
 }
 
-fn in_device_namespace(topic: &str) -> bool {
+/// Is the first level one of the device namespaces (`sys`, `shadow`, `ext`, `ota`)?
+pub fn in_device_namespace(topic: &str) -> bool {
     DEVICE_NAMESPACES.contains(&first_level(topic))
 }
 

@@ -11,7 +11,8 @@ use crate::error::CallError;
 
 /// Checks `text` is at most `limit` bytes and either a request — an object with a `method`
 /// string and a `params` object or array (Alink's `thing.deviceinfo.update` sends an array) —
-/// or a reply: an object with an `id` and an integer `code`.
+/// or a reply: an object with an `id`, an integer `code` and no `params` (a `method` and `data`
+/// may be there).
 pub(crate) fn check_request(text: String, limit: usize) -> Result<String, CallError> {
     if text.len() > limit {
         return Err(CallError::OutputTooLarge {
@@ -25,7 +26,9 @@ pub(crate) fn check_request(text: String, limit: usize) -> Result<String, CallEr
             "decode must return an Alink JSON request object: {e} (output starts {preview:?})"
         ))
     })?;
-    if shape.id && shape.code && shape.method.is_none() {
+    // A reply may name the method it answers (Alink replies to `thing.service.*` do), so what
+    // tells it from a request is the integer `code` without `params`.
+    if shape.id && shape.code && !shape.params {
         return Ok(text);
     }
     if shape.method.is_none() {
@@ -155,6 +158,13 @@ mod tests {
         );
         // A device's answer to a downlink decodes to a reply.
         assert!(check_request(r#"{"id":"42","code":200,"data":{}}"#.into(), 1024).is_ok());
+        assert!(
+            check_request(
+                r#"{"id":"42","code":200,"method":"thing.service.property.set","data":{}}"#.into(),
+                1024
+            )
+            .is_ok()
+        );
         for bad in [
             "t=1",
             r#"{"id":"42","code":"200"}"#,

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,28 +27,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds (or finds up to date) every script component once per test binary.
+/// Builds (or finds up to date) every script component (`sdk/plugin-js/build-all.sh`).
 fn components() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
-        let out = target.join("script-codecs");
-        let started = Instant::now();
-        let result = Command::new("bash")
-            .arg(repo().join("sdk/plugin-js/build-all.sh"))
-            .arg(&out)
-            .output()
-            .expect("run sdk/plugin-js/build-all.sh (needs bash)");
-        assert!(
-            result.status.success(),
-            "sdk/plugin-js/build-all.sh failed ({}); it needs node >= 20 and python3 >= 3.10\nstdout:\n{}\nstderr:\n{}",
-            result.status,
-            String::from_utf8_lossy(&result.stdout),
-            String::from_utf8_lossy(&result.stderr)
-        );
-        eprintln!("build-all.sh: {:.1} s\n{}", started.elapsed().as_secs_f64(), String::from_utf8_lossy(&result.stdout));
-        out
-    })
+    lotus_plugin_artifacts::script_components()
 }
 
 /// The platform side: a real kv per plugin (the script runner reads its script from it); the

@@ -7,12 +7,14 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
-use crate::sql::{Sql, contains_pattern, flag, insert_rows, json, page_bounds, to_json};
-use crate::{DeviceFilter, DeviceRow, DeviceStatus, Page, Secret, StatusRow, Store, now_ms};
+use crate::sql::{
+    Sql, contains_pattern, flag, insert_rows, json, page_bounds, push_scope_condition, to_json,
+};
+use crate::{DeviceFilter, DeviceRow, DeviceStatus, Page, Scope, Secret, StatusRow, Store, now_ms};
 
 const DEVICE_COLUMNS: &str = "product_key, device_name, nickname, enabled, online, \
      first_online_at, last_online_at, last_offline_at, last_offline_reason, tags, created_at, \
-     updated_at";
+     updated_at, region";
 
 /// Names checked per `IN (…)` list when looking for duplicates.
 const NAMES_PER_LOOKUP: usize = 500;
@@ -37,6 +39,7 @@ fn device_row(row: &AnyRow) -> Result<DeviceRow> {
         last_offline_at: row.try_get("last_offline_at")?,
         last_offline_reason: row.try_get("last_offline_reason")?,
         tags: json(row, "tags")?,
+        region: row.try_get("region")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -169,8 +172,60 @@ impl Store {
                 tags: Value::Object(Map::new()),
                 created_at: now,
                 updated_at: now,
+                region: None,
             })
             .collect())
+    }
+
+    /// Where a device belongs: its product's organisation, and its own region or else its
+    /// product's. `None` when the device does not exist.
+    pub async fn device_scope(
+        &self,
+        product_key: &str,
+        device_name: &str,
+    ) -> Result<Option<Scope>> {
+        let row = sqlx::query(
+            "SELECT p.org AS org, COALESCE(d.region, p.region) AS region FROM devices d \
+             JOIN products p ON p.product_key = d.product_key \
+             WHERE d.product_key = $1 AND d.device_name = $2",
+        )
+        .bind(product_key)
+        .bind(device_name)
+        .fetch_optional(self.read())
+        .await?;
+        row.map(|r| {
+            Ok(Scope {
+                org: r.try_get("org")?,
+                region: r.try_get("region")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Moves a device to a region (`None`: back to its product's). `NotFound` for an unknown
+    /// device.
+    pub async fn set_device_region(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        region: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE devices SET region = $1, updated_at = $2 \
+             WHERE product_key = $3 AND device_name = $4",
+        )
+        .bind(region)
+        .bind(now_ms())
+        .bind(product_key)
+        .bind(device_name)
+        .execute(self.write())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!(
+                "device '{product_key}/{device_name}' not found"
+            )));
+        }
+        Ok(())
     }
 
     pub async fn get_device(
@@ -246,6 +301,17 @@ impl Store {
             }
             if let Some(status) = status {
                 sql.push(" AND ").push(status_condition(status));
+            }
+            if let Some(scope) = &filter.within {
+                // A device's region is its own or its product's; the organisation its product's.
+                sql.push(" AND EXISTS (SELECT 1 FROM products p WHERE p.product_key = devices.product_key");
+                push_scope_condition(
+                    &mut sql,
+                    "p.org",
+                    "COALESCE(devices.region, p.region)",
+                    scope,
+                );
+                sql.push(")");
             }
             sql
         };

@@ -45,11 +45,12 @@ pub use applications::{AppCredentialRow, AppCredentialUpdate};
 pub use error::{Result, StorageError};
 pub use plugins::{
     DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE,
-    PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginVersionRow,
+    PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginSecretRow, PluginVersionRow,
 };
 pub use secret::{Secret, SecretBox};
 pub use topology::TopologyLink;
 pub use types::*;
+pub use users::DataGrantRow;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

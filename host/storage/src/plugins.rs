@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
+use crate::secret::Secret;
 use crate::sql::{Sql, flag};
 use crate::{Store, now_ms};
 
@@ -51,6 +52,9 @@ pub struct PluginArtifact {
     pub manifest: String,
     pub wasm: Vec<u8>,
     pub sha256: String,
+    /// The vendor script a script-runner codec runs (its kv key `script`), for versions
+    /// installed from a script.
+    pub script: Option<String>,
 }
 
 /// A version to store; the caller has validated the manifest and the component.
@@ -65,6 +69,21 @@ pub struct NewPluginVersion<'a> {
     pub sha256: &'a str,
     /// Who uploaded it (the operator's username).
     pub installed_by: &'a str,
+    /// The vendor script, when the version was installed from one (see [`PluginArtifact::script`]).
+    pub script: Option<&'a str>,
+}
+
+/// A plugin secret as listed: its name and who set it when, never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSecretRow {
+    pub name: String,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// The AAD of a sealed plugin secret: a value copied to another plugin or name does not open.
+fn plugin_secret_context(plugin_id: &str, name: &str) -> String {
+    format!("plugin_secret:{plugin_id}:{name}")
 }
 
 /// A message a plugin could not handle, kept with the reason.
@@ -270,7 +289,7 @@ impl Store {
     /// The manifest and component of one version.
     pub async fn plugin_artifact(&self, id: &str, version: &str) -> Result<PluginArtifact> {
         let r = sqlx::query(
-            "SELECT plugin_id, version, manifest, wasm, sha256 FROM plugin_versions \
+            "SELECT plugin_id, version, manifest, wasm, sha256, script FROM plugin_versions \
              WHERE plugin_id = $1 AND version = $2",
         )
         .bind(id)
@@ -286,6 +305,7 @@ impl Store {
             manifest: r.try_get("manifest")?,
             wasm: r.try_get("wasm")?,
             sha256: r.try_get("sha256")?,
+            script: r.try_get("script")?,
         })
     }
 
@@ -440,6 +460,92 @@ impl Store {
         Ok(())
     }
 
+    /// Sets (creates or replaces) a named secret of a plugin, encrypted under the master key.
+    pub async fn set_plugin_secret(
+        &self,
+        plugin_id: &str,
+        name: &str,
+        value: &str,
+        updated_by: &str,
+    ) -> Result<PluginSecretRow> {
+        let sealed = self
+            .secrets()
+            .seal(&plugin_secret_context(plugin_id, name), value)?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO plugin_secrets (plugin_id, name, value_enc, updated_at, updated_by) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plugin_id, name) DO UPDATE SET \
+             value_enc = excluded.value_enc, updated_at = excluded.updated_at, \
+             updated_by = excluded.updated_by",
+        )
+        .bind(plugin_id)
+        .bind(name)
+        .bind(&sealed)
+        .bind(now)
+        .bind(updated_by)
+        .execute(self.write())
+        .await
+        .map_err(|e| {
+            if StorageError::is_foreign_key_violation(&e) {
+                plugin_not_found(plugin_id)
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(PluginSecretRow {
+            name: name.to_string(),
+            updated_at: now,
+            updated_by: updated_by.to_string(),
+        })
+    }
+
+    /// The decrypted value of a plugin's secret; `None` when the operator has not set it.
+    pub async fn plugin_secret(&self, plugin_id: &str, name: &str) -> Result<Option<Secret>> {
+        let sealed: Option<String> = sqlx::query_scalar(
+            "SELECT value_enc FROM plugin_secrets WHERE plugin_id = $1 AND name = $2",
+        )
+        .bind(plugin_id)
+        .bind(name)
+        .fetch_optional(self.read())
+        .await?;
+        sealed
+            .map(|s| {
+                self.secrets()
+                    .open(&plugin_secret_context(plugin_id, name), &s)
+            })
+            .transpose()
+    }
+
+    /// The names of a plugin's secrets (never their values), by name.
+    pub async fn list_plugin_secrets(&self, plugin_id: &str) -> Result<Vec<PluginSecretRow>> {
+        sqlx::query(
+            "SELECT name, updated_at, updated_by FROM plugin_secrets WHERE plugin_id = $1 \
+             ORDER BY name",
+        )
+        .bind(plugin_id)
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PluginSecretRow {
+                name: r.try_get("name")?,
+                updated_at: r.try_get("updated_at")?,
+                updated_by: r.try_get("updated_by")?,
+            })
+        })
+        .collect()
+    }
+
+    /// `false` when the secret was not set.
+    pub async fn delete_plugin_secret(&self, plugin_id: &str, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM plugin_secrets WHERE plugin_id = $1 AND name = $2")
+            .bind(plugin_id)
+            .bind(name)
+            .execute(self.write())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Deletes a key; deleting a missing key is not an error.
     pub async fn plugin_kv_delete(&self, plugin_id: &str, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
@@ -554,7 +660,7 @@ async fn insert_version(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO plugin_versions (plugin_id, version, manifest, wasm, sha256, size, \
-         installed_at, installed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         installed_at, installed_by, script) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(v.plugin_id)
     .bind(v.version)
@@ -564,6 +670,7 @@ async fn insert_version(
     .bind(v.wasm.len() as i64)
     .bind(now)
     .bind(v.installed_by)
+    .bind(v.script)
     .execute(&mut **tx)
     .await
     .map_err(|e| {

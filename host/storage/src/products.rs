@@ -7,13 +7,15 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
-use crate::sql::{Sql, flag, json, page_bounds, to_json};
-use crate::{NewProduct, Page, ProductRow, ProductUpdate, Secret, Store, TopicClassRow, now_ms};
+use crate::sql::{Sql, flag, json, page_bounds, push_scope_condition, to_json};
+use crate::{
+    NewProduct, Page, ProductRow, ProductUpdate, Scope, Secret, Store, TopicClassRow, now_ms,
+};
 
 /// The product columns plus the two derived ones the console shows with every product.
 const PRODUCT_SELECT: &str = "SELECT p.product_key, p.name, p.node_type, p.data_format, \
      p.dynamic_registration, p.allow_unregistered, p.replay_window_secs, p.description, \
-     p.created_at, p.updated_at, \
+     p.created_at, p.updated_at, p.org, p.region, \
      (SELECT MAX(t.version) FROM thing_models t WHERE t.product_key = p.product_key) \
          AS thing_model_version, \
      (SELECT COUNT(*) FROM devices d WHERE d.product_key = p.product_key) AS device_count \
@@ -47,6 +49,10 @@ fn product_row(row: &AnyRow) -> Result<ProductRow> {
         updated_at: row.try_get("updated_at")?,
         thing_model_version: row.try_get("thing_model_version")?,
         device_count: row.try_get("device_count")?,
+        scope: Scope {
+            org: row.try_get("org")?,
+            region: row.try_get("region")?,
+        },
     })
 }
 
@@ -83,8 +89,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO products (product_key, name, node_type, data_format, \
              dynamic_registration, allow_unregistered, replay_window_secs, description, \
-             secret_enc, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+             secret_enc, created_at, updated_at, org, region) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
         )
         .bind(&p.product_key)
         .bind(&p.name)
@@ -96,6 +102,8 @@ impl Store {
         .bind(&p.description)
         .bind(secret_enc)
         .bind(now)
+        .bind(&p.scope.org)
+        .bind(&p.scope.region)
         .execute(self.write())
         .await
         .map_err(|e| {
@@ -118,6 +126,7 @@ impl Store {
             updated_at: now,
             thing_model_version: None,
             device_count: 0,
+            scope: p.scope.clone(),
         })
     }
 
@@ -147,16 +156,30 @@ impl Store {
     }
 
     /// One page of products, oldest first, and the total count.
-    pub async fn list_products(&self, page: Page) -> Result<(Vec<ProductRow>, i64)> {
+    /// A page of products, confined to `within` when given (see [`crate::Scope`]).
+    pub async fn list_products(
+        &self,
+        page: Page,
+        within: Option<&Scope>,
+    ) -> Result<(Vec<ProductRow>, i64)> {
         let (offset, limit) = page_bounds(page);
-        let rows = sqlx::query(&format!(
-            "{PRODUCT_SELECT} ORDER BY p.created_at, p.product_key LIMIT $1 OFFSET $2"
-        ))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.read())
-        .await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
+        let build = |head: &str| {
+            let mut sql = Sql::new(self.backend(), head);
+            sql.push(" WHERE 1 = 1");
+            if let Some(scope) = within {
+                push_scope_condition(&mut sql, "p.org", "p.region", scope);
+            }
+            sql
+        };
+        let mut sql = build(PRODUCT_SELECT);
+        sql.push(" ORDER BY p.created_at, p.product_key LIMIT ")
+            .push_arg(limit)
+            .push(" OFFSET ")
+            .push_arg(offset);
+        let (text, args) = sql.finish()?;
+        let rows = sqlx::query_with(&text, args).fetch_all(self.read()).await?;
+        let (text, args) = build("SELECT COUNT(*) FROM products p").finish()?;
+        let total: i64 = sqlx::query_scalar_with(&text, args)
             .fetch_one(self.read())
             .await?;
         let rows = rows.iter().map(product_row).collect::<Result<_>>()?;
@@ -186,6 +209,12 @@ impl Store {
         }
         if let Some(description) = &u.description {
             sql.push(", description = ").push_arg(description.as_str());
+        }
+        if let Some(org) = &u.org {
+            sql.push(", org = ").push_arg(org.as_str());
+        }
+        if let Some(region) = &u.region {
+            sql.push(", region = ").push_arg(region.as_str());
         }
         sql.push(" WHERE product_key = ").push_arg(product_key);
         let (text, args) = sql.finish()?;

@@ -188,3 +188,32 @@ pub(crate) fn contains_pattern(needle: &str) -> String {
 pub(crate) fn page_bounds(page: crate::Page) -> (i64, i64) {
     (page.offset.max(0), page.limit.max(0))
 }
+
+/// Appends ` AND …` confining rows to a scope: the organisation column equal to the scope's or
+/// empty (a resource of no organisation), and the region expression equal to the scope's
+/// region or below it. The whole city (`/`) adds no region condition.
+pub(crate) fn push_scope_condition(
+    sql: &mut Sql,
+    org_column: &str,
+    region_expr: &str,
+    scope: &crate::Scope,
+) {
+    sql.push(&format!(" AND ({org_column} = '' OR {org_column} = "))
+        .push_arg(scope.org.clone())
+        .push(")");
+    if scope.region != "/" {
+        let below = format!(
+            "{}/%",
+            scope
+                .region
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        sql.push(&format!(" AND ({region_expr} = "))
+            .push_arg(scope.region.clone())
+            .push(&format!(" OR {region_expr} LIKE "))
+            .push_arg(below)
+            .push(" ESCAPE '\\')");
+    }
+}

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use lotus_model::product::{DataFormat, NodeType};
+pub use lotus_model::scope::Scope;
 use lotus_model::topic::TopicOperation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,6 +34,8 @@ pub struct UserRow {
     pub password_hash: String,
     pub roles: Vec<String>,
     pub created_at: i64,
+    /// The organisation and region the user acts in (see `lotus_model::scope`).
+    pub scope: Scope,
 }
 
 /// A product to create. The secret is given in plain and encrypted by the store.
@@ -49,6 +52,8 @@ pub struct NewProduct {
     pub description: String,
     /// Plain; stored encrypted.
     pub product_secret: String,
+    /// The owning organisation and the region its devices are in unless they say otherwise.
+    pub scope: Scope,
 }
 
 impl fmt::Debug for NewProduct {
@@ -78,6 +83,8 @@ pub struct ProductUpdate {
     /// `Some(None)` turns the replay window off.
     pub replay_window_secs: Option<Option<i64>>,
     pub description: Option<String>,
+    pub org: Option<String>,
+    pub region: Option<String>,
 }
 
 /// A stored product (without its secret: see [`crate::Store::product_secret`]).
@@ -96,6 +103,7 @@ pub struct ProductRow {
     /// The latest thing model version, if a model was ever uploaded.
     pub thing_model_version: Option<i64>,
     pub device_count: i64,
+    pub scope: Scope,
 }
 
 /// A custom topic class of a product. System classes are not stored.
@@ -169,6 +177,8 @@ pub struct DeviceRow {
     pub tags: Value,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The device's own region; `None` when it is where its product is.
+    pub region: Option<String>,
 }
 
 impl DeviceRow {
@@ -194,6 +204,8 @@ pub struct DeviceFilter {
     pub name_like: Option<String>,
     /// `online`, `offline`, `inactive` or `disabled` (see [`DeviceStatus`]).
     pub status: Option<String>,
+    /// Only devices of this organisation (or of none) in this region or below it.
+    pub within: Option<Scope>,
 }
 
 /// One connect or disconnect.

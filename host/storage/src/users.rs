@@ -6,9 +6,10 @@ use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
 use crate::sql::{json, to_json};
-use crate::{Store, UserRow, now_ms};
+use crate::{Scope, Store, UserRow, now_ms};
 
-const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.roles, u.created_at";
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.password_hash, u.roles, u.created_at, u.org, u.region";
 
 fn user_row(row: &AnyRow) -> Result<UserRow> {
     Ok(UserRow {
@@ -17,6 +18,10 @@ fn user_row(row: &AnyRow) -> Result<UserRow> {
         password_hash: row.try_get("password_hash")?,
         roles: json(row, "roles")?,
         created_at: row.try_get("created_at")?,
+        scope: Scope {
+            org: row.try_get("org")?,
+            region: row.try_get("region")?,
+        },
     })
 }
 
@@ -35,16 +40,19 @@ impl Store {
         username: &str,
         password_hash: &str,
         roles: &[String],
+        scope: &Scope,
     ) -> Result<UserRow> {
         let created_at = now_ms();
         let row = sqlx::query(
-            "INSERT INTO users (username, password_hash, roles, created_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO users (username, password_hash, roles, created_at, org, region) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
         .bind(to_json(&roles))
         .bind(created_at)
+        .bind(&scope.org)
+        .bind(&scope.region)
         .fetch_one(self.write())
         .await
         .map_err(|e| {
@@ -60,6 +68,7 @@ impl Store {
             password_hash: password_hash.to_string(),
             roles: roles.to_vec(),
             created_at,
+            scope: scope.clone(),
         })
     }
 
@@ -73,6 +82,18 @@ impl Store {
         .as_ref()
         .map(user_row)
         .transpose()
+    }
+
+    /// Every user, by name (a city has hundreds of operators, not millions).
+    pub async fn list_users(&self) -> Result<Vec<UserRow>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u ORDER BY u.username"
+        ))
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(user_row)
+        .collect()
     }
 
     /// Stores a session and drops the expired ones, so the table does not grow without bound.
@@ -133,5 +154,120 @@ impl Store {
             .execute(self.write())
             .await?;
         Ok(())
+    }
+}
+
+/// A data permission level a user holds on a product's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataGrantRow {
+    pub user_id: i64,
+    pub username: String,
+    pub product_key: String,
+    /// `model_admin`, `data_admin`, `read_write`, `read_only` or `none`.
+    pub level: String,
+    pub expires_at: Option<i64>,
+    pub granted_by: String,
+    pub granted_at: i64,
+}
+
+fn grant_row(r: &AnyRow) -> Result<DataGrantRow> {
+    Ok(DataGrantRow {
+        user_id: r.try_get("user_id")?,
+        username: r.try_get("username")?,
+        product_key: r.try_get("product_key")?,
+        level: r.try_get("level")?,
+        expires_at: r.try_get("expires_at")?,
+        granted_by: r.try_get("granted_by")?,
+        granted_at: r.try_get("granted_at")?,
+    })
+}
+
+const GRANT_SELECT: &str = "SELECT g.user_id, u.username, g.product_key, g.level, g.expires_at, \
+     g.granted_by, g.granted_at FROM data_grants g JOIN users u ON u.id = g.user_id";
+
+impl Store {
+    /// Grants (or replaces) a user's level on a product's data. `NotFound` for an unknown user
+    /// or product.
+    pub async fn set_data_grant(
+        &self,
+        username: &str,
+        product_key: &str,
+        level: &str,
+        expires_at: Option<i64>,
+        granted_by: &str,
+    ) -> Result<DataGrantRow> {
+        let user = self
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(format!("user '{username}' not found")))?;
+        sqlx::query(
+            "INSERT INTO data_grants (user_id, product_key, level, expires_at, granted_by, \
+             granted_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, product_key) DO \
+             UPDATE SET level = excluded.level, expires_at = excluded.expires_at, \
+             granted_by = excluded.granted_by, granted_at = excluded.granted_at",
+        )
+        .bind(user.id)
+        .bind(product_key)
+        .bind(level)
+        .bind(expires_at)
+        .bind(granted_by)
+        .bind(now_ms())
+        .execute(self.write())
+        .await
+        .map_err(|e| {
+            if StorageError::is_foreign_key_violation(&e) {
+                StorageError::NotFound(format!("product '{product_key}' not found"))
+            } else {
+                e.into()
+            }
+        })?;
+        sqlx::query(&format!(
+            "{GRANT_SELECT} WHERE g.user_id = $1 AND g.product_key = $2"
+        ))
+        .bind(user.id)
+        .bind(product_key)
+        .fetch_one(self.read())
+        .await
+        .map_err(StorageError::from)
+        .and_then(|r| grant_row(&r))
+    }
+
+    /// A user's grants on every product (what the `lotus.data.fields` policy gets).
+    pub async fn data_grants_of_user(&self, user_id: i64) -> Result<Vec<DataGrantRow>> {
+        sqlx::query(&format!(
+            "{GRANT_SELECT} WHERE g.user_id = $1 ORDER BY g.product_key"
+        ))
+        .bind(user_id)
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(grant_row)
+        .collect()
+    }
+
+    /// Everyone's grants on one product, by user name.
+    pub async fn data_grants_on_product(&self, product_key: &str) -> Result<Vec<DataGrantRow>> {
+        sqlx::query(&format!(
+            "{GRANT_SELECT} WHERE g.product_key = $1 ORDER BY u.username"
+        ))
+        .bind(product_key)
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(grant_row)
+        .collect()
+    }
+
+    /// `false` when the user held no grant on the product.
+    pub async fn delete_data_grant(&self, username: &str, product_key: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM data_grants WHERE product_key = $1 AND user_id = \
+             (SELECT id FROM users WHERE username = $2)",
+        )
+        .bind(product_key)
+        .bind(username)
+        .execute(self.write())
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }

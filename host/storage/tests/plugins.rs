@@ -13,6 +13,7 @@ mod backends;
 on_both_backends!(
     plugin_versions_upgrade_and_rollback,
     plugin_state_and_removal,
+    plugin_scripts_and_secrets,
     dead_letters_are_kept_and_filtered
 );
 
@@ -25,6 +26,7 @@ fn version<'a>(id: &'a str, version: &'a str, wasm: &'a [u8]) -> NewPluginVersio
         wasm,
         sha256: "00",
         installed_by: "admin",
+        script: None,
     }
 }
 
@@ -39,6 +41,7 @@ async fn custom_product(s: &Store, pk: &str) {
         replay_window_secs: None,
         description: String::new(),
         product_secret: "product-secret".into(),
+        scope: Default::default(),
     })
     .await
     .unwrap();
@@ -255,4 +258,71 @@ async fn dead_letters_are_kept_and_filtered(s: &Store, _url: &str) {
         .unwrap();
     assert_eq!(older.len(), 1);
     assert_eq!(older[0].id, all[1].id);
+}
+
+async fn plugin_scripts_and_secrets(s: &Store, _url: &str) {
+    let mut v1 = version("vendor", "1", b"runner");
+    v1.script = Some("function rawDataToProtocol(b) { return {}; }");
+    s.install_plugin(&v1).await.unwrap();
+    s.upgrade_plugin(&version("vendor", "2", b"own"))
+        .await
+        .unwrap();
+    let a1 = s.plugin_artifact("vendor", "1").await.unwrap();
+    assert_eq!(a1.script.as_deref(), v1.script);
+    assert_eq!(s.plugin_artifact("vendor", "2").await.unwrap().script, None);
+
+    let row = s
+        .set_plugin_secret("vendor", "sms-key", "k-1", "ops")
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.name.as_str(), row.updated_by.as_str()),
+        ("sms-key", "ops")
+    );
+    s.set_plugin_secret("vendor", "sms-key", "k-2", "sec")
+        .await
+        .unwrap();
+    s.set_plugin_secret("vendor", "a-token", "t", "sec")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.plugin_secret("vendor", "sms-key")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        "k-2"
+    );
+    assert!(
+        s.plugin_secret("vendor", "missing")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let names: Vec<_> = s
+        .list_plugin_secrets("vendor")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, r.updated_by))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a-token".into(), "sec".into()),
+            ("sms-key".into(), "sec".into())
+        ]
+    );
+    assert!(matches!(
+        s.set_plugin_secret("nobody", "x", "v", "ops").await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(s.delete_plugin_secret("vendor", "a-token").await.unwrap());
+    assert!(!s.delete_plugin_secret("vendor", "a-token").await.unwrap());
+    // Removing the plugin removes its secrets with it.
+    s.delete_plugin("vendor").await.unwrap();
+    s.install_plugin(&version("vendor", "1", b"w"))
+        .await
+        .unwrap();
+    assert!(s.list_plugin_secrets("vendor").await.unwrap().is_empty());
 }

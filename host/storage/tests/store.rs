@@ -9,7 +9,8 @@ use lotus_model::product::{DataFormat, NodeType};
 use lotus_model::topic::TopicOperation;
 use lotus_storage::{
     Aggregation, DeviceFilter, DeviceStatus, DownlinkRow, EventRecord, NewProduct, Page,
-    ProductUpdate, PropertyRecord, SecretBox, ShadowRow, StorageError, Store, TelemetryBatch,
+    ProductUpdate, PropertyRecord, Scope, SecretBox, ShadowRow, StorageError, Store,
+    TelemetryBatch,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -20,6 +21,8 @@ mod backends;
 on_both_backends!(
     reopen_keeps_data,
     users_and_sessions,
+    scopes_of_users_products_and_devices,
+    data_grants,
     products_crud_and_encrypted_secret,
     thing_model_versions,
     topic_classes_crud,
@@ -49,6 +52,7 @@ fn product(pk: &str) -> NewProduct {
         replay_window_secs: None,
         description: String::new(),
         product_secret: format!("product-secret-of-{pk}"),
+        scope: Scope::default(),
     }
 }
 
@@ -132,11 +136,14 @@ async fn users_and_sessions(s: &Store, _url: &str) {
     assert_eq!(s.user_count().await.unwrap(), 0);
     let roles = vec!["admin".to_string(), "viewer".to_string()];
     let user = s
-        .create_user("alice", "$argon2id$hash", &roles)
+        .create_user("alice", "$argon2id$hash", &roles, &Scope::default())
         .await
         .unwrap();
     assert_eq!(user.roles, roles);
-    assert_conflict(s.create_user("alice", "x", &[]).await, "alice");
+    assert_conflict(
+        s.create_user("alice", "x", &[], &Scope::default()).await,
+        "alice",
+    );
     assert_eq!(s.user_count().await.unwrap(), 1);
     let found = s.user_by_name("alice").await.unwrap().unwrap();
     assert_eq!(found, user);
@@ -203,17 +210,23 @@ async fn products_crud_and_encrypted_secret(s: &Store, url: &str) {
 
     // Paging is stable and counts everything.
     let (page1, total) = s
-        .list_products(Page {
-            offset: 0,
-            limit: 2,
-        })
+        .list_products(
+            Page {
+                offset: 0,
+                limit: 2,
+            },
+            None,
+        )
         .await
         .unwrap();
     let (page2, _) = s
-        .list_products(Page {
-            offset: 2,
-            limit: 2,
-        })
+        .list_products(
+            Page {
+                offset: 2,
+                limit: 2,
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(total, 3);
@@ -234,6 +247,7 @@ async fn products_crud_and_encrypted_secret(s: &Store, url: &str) {
                 allow_unregistered: Some(true),
                 replay_window_secs: Some(Some(300)),
                 description: Some("lamps".into()),
+                ..Default::default()
             },
         )
         .await
@@ -1103,7 +1117,7 @@ async fn in_memory_sqlite_works() {
         .await
         .unwrap();
     s.create_product(&product("pk")).await.unwrap();
-    assert_eq!(s.list_products(Page::default()).await.unwrap().1, 1);
+    assert_eq!(s.list_products(Page::default(), None).await.unwrap().1, 1);
     s.close().await;
 }
 
@@ -1153,4 +1167,129 @@ async fn gateway_topology(s: &Store, _url: &str) {
         .unwrap();
     s.delete_device("gw", "d000").await.unwrap();
     assert!(s.all_topology().await.unwrap().is_empty());
+}
+
+async fn scopes_of_users_products_and_devices(s: &Store, _url: &str) {
+    let xihu = Scope {
+        org: "water".into(),
+        region: "/hz/xihu".into(),
+    };
+    let user = s
+        .create_user("ops", "h", &["operator".into()], &xihu)
+        .await
+        .unwrap();
+    assert_eq!(user.scope, xihu);
+    assert_eq!(s.user_by_name("ops").await.unwrap().unwrap().scope, xihu);
+    assert_eq!(s.list_users().await.unwrap()[0].username, "ops");
+
+    let mut p = product("pkScope");
+    p.scope = xihu.clone();
+    assert_eq!(s.create_product(&p).await.unwrap().scope, xihu);
+    s.create_devices(
+        "pkScope",
+        &[("d1".into(), "s1".into()), ("d2".into(), "s2".into())],
+    )
+    .await
+    .unwrap();
+    // A device is where its product is until it is moved.
+    assert_eq!(
+        s.device_scope("pkScope", "d1").await.unwrap(),
+        Some(xihu.clone())
+    );
+    s.set_device_region("pkScope", "d2", Some("/hz/xihu/lingyin"))
+        .await
+        .unwrap();
+    let moved = s.device_scope("pkScope", "d2").await.unwrap().unwrap();
+    assert_eq!(
+        (moved.org.as_str(), moved.region.as_str()),
+        ("water", "/hz/xihu/lingyin")
+    );
+    assert_eq!(
+        s.get_device("pkScope", "d2")
+            .await
+            .unwrap()
+            .unwrap()
+            .region
+            .as_deref(),
+        Some("/hz/xihu/lingyin")
+    );
+    // Moving the product moves the devices that have no region of their own.
+    s.update_product(
+        "pkScope",
+        &ProductUpdate {
+            region: Some("/hz/binjiang".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.device_scope("pkScope", "d1")
+            .await
+            .unwrap()
+            .unwrap()
+            .region,
+        "/hz/binjiang"
+    );
+    assert_eq!(
+        s.device_scope("pkScope", "d2")
+            .await
+            .unwrap()
+            .unwrap()
+            .region,
+        "/hz/xihu/lingyin"
+    );
+    s.set_device_region("pkScope", "d2", None).await.unwrap();
+    assert_eq!(
+        s.device_scope("pkScope", "d2")
+            .await
+            .unwrap()
+            .unwrap()
+            .region,
+        "/hz/binjiang"
+    );
+    assert_eq!(s.device_scope("pkScope", "none").await.unwrap(), None);
+    assert!(matches!(
+        s.set_device_region("pkScope", "none", None).await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+async fn data_grants(s: &Store, _url: &str) {
+    s.create_product(&product("pkData")).await.unwrap();
+    let ops = s
+        .create_user("ops", "h", &["operator".into()], &Scope::default())
+        .await
+        .unwrap();
+    let g = s
+        .set_data_grant("ops", "pkData", "read_write", Some(T0), "admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        (g.level.as_str(), g.expires_at, g.username.as_str()),
+        ("read_write", Some(T0), "ops")
+    );
+    s.set_data_grant("ops", "pkData", "data_admin", None, "sec")
+        .await
+        .unwrap();
+    let mine = s.data_grants_of_user(ops.id).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        (mine[0].level.as_str(), mine[0].granted_by.as_str()),
+        ("data_admin", "sec")
+    );
+    assert_eq!(s.data_grants_on_product("pkData").await.unwrap().len(), 1);
+    assert!(matches!(
+        s.set_data_grant("nobody", "pkData", "read_only", None, "a")
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.set_data_grant("ops", "pkNone", "read_only", None, "a")
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(s.delete_data_grant("ops", "pkData").await.unwrap());
+    assert!(!s.delete_data_grant("ops", "pkData").await.unwrap());
+    assert!(s.data_grants_of_user(ops.id).await.unwrap().is_empty());
 }

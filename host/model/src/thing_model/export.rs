@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{DataType, Event, Param, Property, Service, TSL_SCHEMA_URL, ThingModel};
+use super::{DataType, Event, Param, Property, Sensitivity, Service, TSL_SCHEMA_URL, ThingModel};
 
 pub(super) fn full_tsl(model: &ThingModel, product_key: &str) -> Value {
     let properties: Vec<Value> = model.properties.iter().map(property).collect();
@@ -68,6 +68,9 @@ fn property(p: &Property) -> Value {
         o.insert("desc".into(), desc.clone().into());
     }
     o.insert("dataType".into(), data_type(&p.data_type));
+    if p.sensitivity != Sensitivity::Public {
+        o.insert("sensitivity".into(), p.sensitivity.as_str().into());
+    }
     Value::Object(o)
 }
 

@@ -74,6 +74,43 @@ pub struct Property {
     pub required: bool,
     pub data_type: DataType,
     pub description: Option<String>,
+    /// How sensitive the value is (a Lotus extension of the TSL, key `sensitivity`): the
+    /// `lotus.data.fields` policy masks or removes fields by it for callers with a lower data
+    /// permission level. `public` when absent.
+    pub sensitivity: Sensitivity,
+}
+
+/// Classes of data a property may hold, from least to most sensitive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Sensitivity {
+    #[default]
+    Public,
+    Internal,
+    /// Personal data (an owner's phone number, a licence plate).
+    Personal,
+    /// Credentials and keys (a valve's unlock code).
+    Secret,
+}
+
+impl Sensitivity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sensitivity::Public => "public",
+            Sensitivity::Internal => "internal",
+            Sensitivity::Personal => "personal",
+            Sensitivity::Secret => "secret",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "public" => Some(Sensitivity::Public),
+            "internal" => Some(Sensitivity::Internal),
+            "personal" => Some(Sensitivity::Personal),
+            "secret" => Some(Sensitivity::Secret),
+            _ => None,
+        }
+    }
 }
 
 impl Property {

@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 
 use super::{
     ARRAY_MAX_SIZE, AccessMode, CallType, DataType, Event, EventType, IDENTIFIER_MAX_LENGTH, Param,
-    Property, RESERVED_IDENTIFIERS, Service, TEXT_MAX_LENGTH, ThingModel, ThingModelError,
+    Property, RESERVED_IDENTIFIERS, Sensitivity, Service, TEXT_MAX_LENGTH, ThingModel,
+    ThingModelError,
 };
 
 type Result<T> = std::result::Result<T, ThingModelError>;
@@ -97,6 +98,17 @@ fn parse_property(v: &Value, path: &str) -> Result<Property> {
         &field(path, "dataType"),
         Nesting::Top,
     )?;
+    let sensitivity = match optional_str(o, "sensitivity", path)? {
+        None => Sensitivity::Public,
+        Some(s) => Sensitivity::parse(&s).ok_or_else(|| {
+            error(
+                field(path, "sensitivity"),
+                format!(
+                    "expected \"public\", \"internal\", \"personal\" or \"secret\", got \"{s}\""
+                ),
+            )
+        })?,
+    };
     Ok(Property {
         identifier,
         name,
@@ -104,6 +116,7 @@ fn parse_property(v: &Value, path: &str) -> Result<Property> {
         required,
         data_type,
         description,
+        sensitivity,
     })
 }
 

@@ -864,3 +864,25 @@ fn numeric_values_for_history() {
     assert_eq!(numeric_value(&json!([1, 2])), None);
     assert_eq!(numeric_value(&Value::Null), None);
 }
+
+#[test]
+fn sensitivity_is_parsed_and_exported() {
+    let tsl = serde_json::json!({
+        "properties": [
+            {"identifier": "flow", "name": "flow", "accessMode": "r",
+             "dataType": {"type": "int", "specs": {"min": "0", "max": "10", "step": "1"}}},
+            {"identifier": "owner_phone", "name": "owner phone", "accessMode": "r", "sensitivity": "personal",
+             "dataType": {"type": "text", "specs": {"length": "20"}}},
+        ]
+    });
+    let model = ThingModel::parse(&tsl).unwrap();
+    assert_eq!(model.properties()[0].sensitivity, Sensitivity::Public);
+    assert_eq!(model.properties()[1].sensitivity, Sensitivity::Personal);
+    let exported = model.to_full_tsl("a1");
+    assert_eq!(exported["properties"][1]["sensitivity"], "personal");
+    assert!(exported["properties"][0].get("sensitivity").is_none());
+    let mut bad = tsl.clone();
+    bad["properties"][1]["sensitivity"] = "top-secret".into();
+    let err = ThingModel::parse(&bad).unwrap_err().to_string();
+    assert!(err.contains("sensitivity"), "{err}");
+}

@@ -1,0 +1,193 @@
+# Decision point lotus.api: may this user or app perform this API action on this resource?
+# Asked by the REST API for every operation.
+#
+# The host passes:
+#   principal  {"kind": "user", "id", "username", "org", "region", "roles": [...]}
+#              | {"kind": "app", "id", "org", "region", "apis": ["device.read", ...]}
+#   action     "<kind>.<verb>", verb one of read, write, delete, invoke (service call, property
+#              set), admin; e.g. "device.read", "policy.write", "decision.read"
+#   resource   {"kind", "id", "org", "region"}; org / region absent for collections (lists);
+#              org "" is a resource of no organisation
+# It returns allow (default false) and reason (a string when denied). For lists the host also
+# asks list_scope with input {"principal", "kind"}: the organisation and region the query is
+# confined to (undefined: no limit); each listed row is then still checked with allow.
+#
+# Roles: admin (everything), data_admin (data permission levels in scope), operator (read/write/delete/invoke on the device-plane kinds below,
+# plugin read only, within scope), viewer (read on those kinds within scope), security_admin
+# (policy.* and decision.read everywhere), auditor (decision.read and audit.read everywhere).
+# Scope: same org (or a resource without org) and the resource's region at or below the
+# principal's region ("/" covers all; a resource without region is in scope).
+#
+# To change who may do what, edit this file and api_test.rego, run `lotus policy test policies/`,
+# then save (hot reload) or PUT /api/v1/policies/lotus.api. Failing tests refuse the change.
+package lotus.api
+
+default allow := false
+
+managed_kinds := {
+	"device", "product", "thing_model", "topic_class", "shadow", "codec",
+	"gateway", "application", "dead_letter", "plugin",
+}
+
+operator_verbs := {"read", "write", "delete", "invoke"}
+
+action_parts := parts if {
+	parts := split(input.action, ".")
+	count(parts) == 2
+	parts[0] != ""
+	parts[1] != ""
+}
+
+kind := action_parts[0]
+
+verb := action_parts[1]
+
+is_user if input.principal.kind == "user"
+
+is_app if input.principal.kind == "app"
+
+has_role(role) if {
+	is_user
+	role in input.principal.roles
+}
+
+# --- what a role permits, before scope --------------------------------------------------------
+
+# Permitted everywhere, whatever the scope.
+unscoped if has_role("admin")
+
+unscoped if {
+	has_role("security_admin")
+	kind == "policy"
+}
+
+unscoped if {
+	has_role("security_admin")
+	input.action == "decision.read"
+}
+
+unscoped if {
+	has_role("auditor")
+	input.action in {"decision.read", "audit.read"}
+}
+
+# Permitted within the principal's scope.
+scoped if {
+	has_role("operator")
+	kind in managed_kinds
+	kind != "plugin"
+	verb in operator_verbs
+}
+
+scoped if {
+	has_role("operator")
+	kind == "plugin"
+	verb == "read"
+}
+
+scoped if {
+	has_role("viewer")
+	kind in managed_kinds
+	verb == "read"
+}
+
+# Data administrators hand out data permission levels on the products in their scope.
+scoped if {
+	has_role("data_admin")
+	kind == "data_grant"
+}
+
+scoped if {
+	is_app
+	input.action in input.principal.apis
+}
+
+# --- scope ------------------------------------------------------------------------------------
+
+resource_org := object.get(input, ["resource", "org"], null)
+
+resource_region := object.get(input, ["resource", "region"], null)
+
+principal_region := object.get(input, ["principal", "region"], null)
+
+org_in_scope if resource_org == null
+
+org_in_scope if resource_org == ""
+
+org_in_scope if {
+	resource_org != null
+	resource_org == input.principal.org
+}
+
+region_in_scope if resource_region == null
+
+region_in_scope if principal_region == "/"
+
+region_in_scope if {
+	is_string(resource_region)
+	is_string(principal_region)
+	region_covers(principal_region, resource_region)
+}
+
+# "/hz/xihu" covers "/hz/xihu" and "/hz/xihu/lingyin", not "/hz/xihuan".
+region_covers(mine, theirs) if trim_suffix(mine, "/") == trim_suffix(theirs, "/")
+
+region_covers(mine, theirs) if startswith(theirs, concat("", [trim_suffix(mine, "/"), "/"]))
+
+in_scope if {
+	org_in_scope
+	region_in_scope
+}
+
+# --- lists ------------------------------------------------------------------------------------
+
+# A list is confined to the principal's organisation and region unless its roles reach
+# everywhere for that kind.
+list_unscoped if has_role("admin")
+
+list_unscoped if {
+	has_role("security_admin")
+	input.kind in {"policy", "decision", "user"}
+}
+
+list_scope := {"org": object.get(input, ["principal", "org"], ""), "region": object.get(input, ["principal", "region"], "/")} if {
+	input.principal.kind in {"user", "app"}
+	not list_unscoped
+}
+
+# --- decision ---------------------------------------------------------------------------------
+
+allow if {
+	action_parts
+	unscoped
+}
+
+allow if {
+	action_parts
+	scoped
+	in_scope
+}
+
+resource_name := sprintf("%s %s", [object.get(input, ["resource", "kind"], kind), object.get(input, ["resource", "id"], "(collection)")])
+
+reason := msg if {
+	not allow
+	msg := deny_reason
+}
+
+deny_reason := sprintf("unknown principal kind %v", [object.get(input, ["principal", "kind"], null)]) if {
+	not is_user
+	not is_app
+} else := sprintf("action %v is not <kind>.<verb>", [object.get(input, "action", null)]) if {
+	not action_parts
+} else := sprintf("app %v is not granted the API %s", [input.principal.id, input.action]) if {
+	is_app
+	not scoped
+} else := sprintf("none of your roles (%s) permits %s", [concat(", ", object.get(input, ["principal", "roles"], [])), input.action]) if {
+	is_user
+	not scoped
+} else := sprintf("%s belongs to organisation %v, not yours (%v)", [resource_name, resource_org, object.get(input, ["principal", "org"], null)]) if {
+	not org_in_scope
+} else := sprintf("%s is in region %v, outside your region %v", [resource_name, resource_region, principal_region]) if {
+	not region_in_scope
+}

@@ -1,0 +1,185 @@
+# Tests of lotus.api. Run: lotus policy test policies/
+package lotus.api
+
+user(roles) := {"kind": "user", "id": "7", "username": "ops", "org": "city", "region": "/hz/xihu", "roles": roles}
+
+dev(region) := {"kind": "device", "id": "pk/dn", "org": "city", "region": region}
+
+req(roles, action, resource) := {"principal": user(roles), "action": action, "resource": resource}
+
+test_operator_reads_device_in_region if {
+	allow with input as req(["operator"], "device.read", dev("/hz/xihu/lingyin"))
+	allow with input as req(["operator"], "device.read", dev("/hz/xihu"))
+}
+
+test_operator_writes_deletes_invokes_in_region if {
+	allow with input as req(["operator"], "device.write", dev("/hz/xihu/lingyin"))
+	allow with input as req(["operator"], "device.delete", dev("/hz/xihu/lingyin"))
+	allow with input as req(["operator"], "device.invoke", dev("/hz/xihu/lingyin"))
+	allow with input as req(["operator"], "topic_class.write", dev("/hz/xihu"))
+}
+
+test_operator_cannot_admin if {
+	not allow with input as req(["operator"], "device.admin", dev("/hz/xihu"))
+}
+
+test_cross_region_read_denied if {
+	inp := req(["operator"], "device.read", dev("/hz/binjiang"))
+	not allow with input as inp
+	reason == "device pk/dn is in region /hz/binjiang, outside your region /hz/xihu" with input as inp
+}
+
+test_cross_region_write_denied if {
+	not allow with input as req(["operator"], "device.write", dev("/hz/binjiang/x"))
+	not allow with input as req(["operator"], "device.write", dev("/"))
+	not allow with input as req(["operator"], "device.write", dev("/hz"))
+}
+
+test_sibling_prefix_trap if {
+	not allow with input as req(["operator"], "device.read", dev("/hz/xihuan"))
+	not allow with input as req(["viewer"], "device.read", dev("/hz/xihuan/a"))
+}
+
+test_org_mismatch_denied if {
+	inp := req(["operator"], "device.read", {"kind": "device", "id": "pk/dn", "org": "other", "region": "/hz/xihu"})
+	not allow with input as inp
+	reason == "device pk/dn belongs to organisation other, not yours (city)" with input as inp
+}
+
+test_collection_is_in_scope if {
+	allow with input as req(["viewer"], "device.read", {"kind": "device"})
+	allow with input as req(["operator"], "product.read", {})
+}
+
+test_viewer_reads_but_cannot_write if {
+	allow with input as req(["viewer"], "device.read", dev("/hz/xihu/lingyin"))
+	not allow with input as req(["viewer"], "device.write", dev("/hz/xihu/lingyin"))
+	reason == "none of your roles (viewer) permits device.write" with input as req(["viewer"], "device.write", dev("/hz/xihu/lingyin"))
+	not allow with input as req(["viewer"], "device.delete", dev("/hz/xihu"))
+	not allow with input as req(["viewer"], "device.invoke", dev("/hz/xihu"))
+}
+
+test_plugins_are_read_only_for_operators if {
+	allow with input as req(["operator"], "plugin.read", {"kind": "plugin", "id": "water-meter"})
+	not allow with input as req(["operator"], "plugin.write", {"kind": "plugin", "id": "water-meter"})
+}
+
+test_admin_does_everything if {
+	allow with input as req(["admin"], "device.delete", dev("/sh/pudong"))
+	allow with input as req(["admin"], "policy.write", {"kind": "policy", "id": "api.rego"})
+	allow with input as req(["admin"], "user.admin", {"kind": "user", "id": "8", "org": "other"})
+}
+
+test_unknown_role_gets_nothing if {
+	not allow with input as req(["janitor"], "device.read", dev("/hz/xihu"))
+	not allow with input as req([], "device.read", dev("/hz/xihu"))
+	reason == "none of your roles () permits device.read" with input as req([], "device.read", dev("/hz/xihu"))
+}
+
+test_security_admin_manages_policies_everywhere if {
+	allow with input as req(["security_admin"], "policy.write", {"kind": "policy", "id": "api.rego", "region": "/sh"})
+	allow with input as req(["security_admin"], "decision.read", {})
+	not allow with input as req(["security_admin"], "device.read", dev("/hz/xihu"))
+}
+
+test_auditor_reads_decisions_and_audit if {
+	allow with input as req(["auditor"], "decision.read", {"kind": "decision"})
+	allow with input as req(["auditor"], "audit.read", {"kind": "audit"})
+	not allow with input as req(["auditor"], "policy.write", {"kind": "policy"})
+	not allow with input as req(["auditor"], "device.read", dev("/hz/xihu"))
+}
+
+test_region_root_covers_all if {
+	allow with input as {"principal": object.union(user(["operator"]), {"region": "/"}), "action": "device.read", "resource": dev("/sh/pudong")}
+}
+
+app(apis, region) := {"kind": "app", "id": "app-1", "org": "city", "region": region, "apis": apis}
+
+test_app_needs_the_api if {
+	allow with input as {"principal": app(["device.read"], "/"), "action": "device.read", "resource": dev("/hz/xihu")}
+	inp := {"principal": app(["device.read"], "/"), "action": "device.write", "resource": dev("/hz/xihu")}
+	not allow with input as inp
+	reason == "app app-1 is not granted the API device.write" with input as inp
+}
+
+test_app_limited_to_scope if {
+	not allow with input as {"principal": app(["device.read"], "/hz/xihu"), "action": "device.read", "resource": dev("/hz/binjiang")}
+	not allow with input as {"principal": app(["device.read"], "/"), "action": "device.read", "resource": {"kind": "device", "id": "x", "org": "other"}}
+}
+
+test_malformed_action_denied if {
+	not allow with input as req(["admin"], "device", dev("/hz/xihu"))
+	reason == "action device is not <kind>.<verb>" with input as req(["admin"], "device", dev("/hz/xihu"))
+	not allow with input as req(["admin"], "device.read.x", dev("/hz/xihu"))
+}
+
+test_unknown_principal_kind_denied if {
+	not allow with input as {"principal": {"kind": "device"}, "action": "device.read", "resource": {}}
+	reason == "unknown principal kind device" with input as {"principal": {"kind": "device"}, "action": "device.read", "resource": {}}
+}
+
+test_resource_without_org_is_in_every_org if {
+	allow with input as {
+		"principal": {"kind": "user", "id": "7", "org": "water", "region": "/hz", "roles": ["operator"]},
+		"action": "device.read",
+		"resource": {"kind": "device", "id": "a1/d1", "org": "", "region": "/hz/xihu"},
+	}
+}
+
+test_operator_binds_codecs_in_scope if {
+	allow with input as {
+		"principal": {"kind": "user", "id": "7", "org": "", "region": "/hz/xihu", "roles": ["operator"]},
+		"action": "codec.write",
+		"resource": {"kind": "codec", "id": "a1", "org": "", "region": "/hz/xihu"},
+	}
+	not allow with input as {
+		"principal": {"kind": "user", "id": "7", "org": "", "region": "/hz/xihu", "roles": ["operator"]},
+		"action": "codec.write",
+		"resource": {"kind": "codec", "id": "a1", "org": "", "region": "/hz/binjiang"},
+	}
+}
+
+test_list_scope_confines_scoped_roles if {
+	list_scope == {"org": "water", "region": "/hz/xihu"} with input as {
+		"principal": {"kind": "user", "id": "7", "org": "water", "region": "/hz/xihu", "roles": ["operator"]},
+		"kind": "device",
+	}
+}
+
+test_list_scope_undefined_for_admins if {
+	not list_scope with input as {
+		"principal": {"kind": "user", "id": "1", "org": "", "region": "/", "roles": ["admin"]},
+		"kind": "device",
+	}
+}
+
+test_users_are_managed_by_admins_only if {
+	not allow with input as {
+		"principal": {"kind": "user", "id": "7", "org": "", "region": "/", "roles": ["operator"]},
+		"action": "user.write",
+		"resource": {"kind": "user", "id": "eve", "org": "", "region": "/"},
+	}
+	allow with input as {
+		"principal": {"kind": "user", "id": "1", "org": "", "region": "/", "roles": ["admin"]},
+		"action": "user.write",
+		"resource": {"kind": "user", "id": "eve", "org": "", "region": "/"},
+	}
+}
+
+test_data_admins_grant_data_levels_in_scope if {
+	allow with input as {
+		"principal": {"kind": "user", "id": "9", "org": "", "region": "/hz", "roles": ["data_admin"]},
+		"action": "data_grant.write",
+		"resource": {"kind": "data_grant", "id": "a1", "org": "", "region": "/hz/xihu"},
+	}
+	not allow with input as {
+		"principal": {"kind": "user", "id": "9", "org": "", "region": "/hz", "roles": ["data_admin"]},
+		"action": "data_grant.write",
+		"resource": {"kind": "data_grant", "id": "a1", "org": "", "region": "/sh"},
+	}
+	not allow with input as {
+		"principal": {"kind": "user", "id": "7", "org": "", "region": "/", "roles": ["operator"]},
+		"action": "data_grant.write",
+		"resource": {"kind": "data_grant", "id": "a1", "org": "", "region": "/"},
+	}
+}
