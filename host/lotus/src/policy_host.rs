@@ -3,6 +3,7 @@
 //! (`lotus.api`), the broker's topic ACL (`lotus.device.topic`, see `lotus_policy::topic`) and
 //! plugin capabilities (`lotus.plugin.capability`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,7 +12,9 @@ use lotus_api::authz::ApiPolicy;
 use lotus_api::policies::{DecisionQuery, PolicyAdmin, PolicyRejection};
 use lotus_model::scope::{Scope, parse_org, parse_region};
 use lotus_plugin::{Capability, CapabilityCheck, CapabilityRequest, DeviceCall, Manifest};
-use lotus_policy::{DecisionFilter, DecisionLog, DecisionLogConfig, PolicyEngine, PolicyWatcher};
+use lotus_policy::{
+    DecisionFilter, DecisionLog, DecisionLogConfig, DecisionRecord, PolicyEngine, PolicyWatcher,
+};
 use serde_json::{Value, json};
 
 /// The policies a node starts with, written to its policy directory on first start so that
@@ -99,22 +102,120 @@ pub fn start(dir: &Path, log: DecisionLogConfig) -> anyhow::Result<NodePolicies>
     })
 }
 
-/// `lotus.api` for the REST API.
-pub struct PolicyApi(pub PolicyEngine);
+/// Decisions kept before a cache starts over.
+const DECISION_CACHE_LIMIT: usize = 10_000;
 
-impl ApiPolicy for PolicyApi {
-    fn authorize(&self, input: &Value) -> Result<(), String> {
-        match self.0.decide("lotus.api", input) {
-            Ok(d) if d.allow => Ok(()),
-            Ok(d) => Err(d.reason.unwrap_or_else(|| "not allowed".into())),
-            Err(e) => Err(format!("the policy failed to evaluate: {e}")),
+/// Answers of one decision point by question, for the life of one policy generation. A cached
+/// deny is still written to the decision log: every deny is recorded, cached or not.
+struct DecisionCache {
+    package: &'static str,
+    entries: parking_lot::Mutex<(u64, HashMap<String, Result<(), String>>)>,
+}
+
+impl DecisionCache {
+    fn new(package: &'static str) -> Self {
+        DecisionCache {
+            package,
+            entries: parking_lot::Mutex::new((u64::MAX, HashMap::new())),
         }
     }
 
+    /// The cached answer to `key`, else `decide`'s on `input()` (cached unless the policy
+    /// failed). `input` is only built on a miss or to log a cached deny.
+    fn answer(
+        &self,
+        engine: &PolicyEngine,
+        key: String,
+        input: impl Fn() -> Value,
+        decide: impl FnOnce(&Value) -> Result<Result<(), String>, String>,
+    ) -> Result<(), String> {
+        let generation = engine.generation();
+        let hit = {
+            let mut entries = self.entries.lock();
+            if entries.0 != generation {
+                *entries = (generation, HashMap::new());
+            }
+            entries.1.get(&key).cloned()
+        };
+        if let Some(hit) = hit {
+            if let (Err(reason), Some(log)) = (&hit, engine.decision_log()) {
+                let input = input();
+                let pick = |keys: &[&str]| {
+                    keys.iter()
+                        .find_map(|k| input.get(*k).filter(|v| !v.is_null()).cloned())
+                        .unwrap_or(Value::Null)
+                };
+                log.record(DecisionRecord {
+                    at_ms: lotus_device::now_ms() as u64,
+                    point: self.package.into(),
+                    principal: pick(&["principal", "plugin"]),
+                    resource: pick(&["resource", "request"]),
+                    action: pick(&["action", "capability"])
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    allow: false,
+                    reason: Some(reason.clone()),
+                    version: engine.package_version(self.package).unwrap_or(0),
+                    latency_us: 0,
+                });
+            }
+            return hit;
+        }
+        // Not cached when the policy failed to evaluate: retried on the next question.
+        let answer = decide(&input())
+            .map_err(|e| format!("policy {} failed to evaluate: {e}", self.package))?;
+        let mut entries = self.entries.lock();
+        if entries.0 == generation {
+            if entries.1.len() >= DECISION_CACHE_LIMIT {
+                entries.1.clear();
+            }
+            entries.1.insert(key, answer.clone());
+        }
+        answer
+    }
+}
+
+/// `lotus.api` for the REST API. Decisions are cached by their whole input: a user's repeated
+/// requests on one resource ask the same question.
+pub struct PolicyApi {
+    engine: PolicyEngine,
+    cache: DecisionCache,
+}
+
+impl PolicyApi {
+    pub fn new(engine: PolicyEngine) -> Self {
+        PolicyApi {
+            engine,
+            cache: DecisionCache::new("lotus.api"),
+        }
+    }
+}
+
+impl ApiPolicy for PolicyApi {
+    fn authorize(&self, input: &Value) -> Result<(), String> {
+        self.cache.answer(
+            &self.engine,
+            input.to_string(),
+            || input.clone(),
+            |input| {
+                let d = self
+                    .engine
+                    .decide("lotus.api", input)
+                    .map_err(|e| e.to_string())?;
+                Ok(if d.allow {
+                    Ok(())
+                } else {
+                    Err(d.reason.unwrap_or_else(|| "not allowed".into()))
+                })
+            },
+        )
+    }
+
     fn data_fields(&self, input: &Value) -> Result<Value, String> {
-        match self.0.decide("lotus.data.fields", input) {
+        match self.engine.decide("lotus.data.fields", input) {
             Ok(d) if d.allow => self
-                .0
+                .engine
                 .eval("data.lotus.data.fields.fields", input)
                 .map_err(|e| format!("the policy failed to evaluate: {e}")),
             Ok(d) => Err(d.reason.unwrap_or_else(|| "not allowed".into())),
@@ -143,19 +244,33 @@ impl ApiPolicy for PolicyApi {
     }
 }
 
-/// `lotus.plugin.capability` for the plugin runtime.
-pub struct PolicyCapabilities(pub PolicyEngine);
+/// `lotus.plugin.capability` for the plugin runtime. Codecs call `log` and `kv` on the
+/// uplink path, so decisions are cached per (plugin, version, capability, request); kv keys and
+/// URLs are not part of the question (kv is private to the plugin; http is decided by host and
+/// port), so a codec's per-message keys share one decision.
+pub struct PolicyCapabilities {
+    engine: PolicyEngine,
+    cache: DecisionCache,
+}
+
+impl PolicyCapabilities {
+    pub fn new(engine: PolicyEngine) -> Self {
+        PolicyCapabilities {
+            engine,
+            cache: DecisionCache::new("lotus.plugin.capability"),
+        }
+    }
+}
 
 fn capability_request(request: &CapabilityRequest<'_>) -> Value {
     match *request {
         CapabilityRequest::Log | CapabilityRequest::Clock => json!({}),
-        CapabilityRequest::Kv { key } => json!({"key": key}),
+        CapabilityRequest::Kv { .. } => json!({}),
         CapabilityRequest::Http {
-            host,
-            port,
-            method,
-            url,
-        } => json!({"host": host, "port": port, "method": method, "url": url}),
+            host, port, method, ..
+        } => {
+            json!({"host": host, "port": port, "method": method})
+        }
         CapabilityRequest::Device {
             product_key,
             device_name,
@@ -192,30 +307,43 @@ fn capability_name(capability: Capability) -> &'static str {
 
 impl CapabilityCheck for PolicyCapabilities {
     fn check(&self, manifest: &Manifest, request: &CapabilityRequest<'_>) -> Result<(), String> {
-        let input = json!({
-            "plugin": {
-                "id": manifest.id,
-                "world": manifest.world.name(),
-                "capabilities": manifest.capabilities.iter().map(|c| capability_name(*c)).collect::<Vec<_>>(),
-                "http_allow": manifest.http_allow,
-                "products": manifest.products,
-                "topics": manifest.topics,
-                "secrets": manifest.secrets,
-            },
-            "capability": capability_name(request.capability()),
-            "request": capability_request(request),
-        });
-        match self.0.decide("lotus.plugin.capability", &input) {
-            Ok(d) if d.allow => Ok(()),
-            Ok(d) => Err(d.reason.unwrap_or_else(|| {
-                format!(
-                    "capability `{}` denied to plugin {} by policy",
-                    capability_name(request.capability()),
-                    manifest.id
-                )
-            })),
-            Err(e) => Err(format!("policy lotus.plugin.capability failed: {e}")),
-        }
+        let request_json = capability_request(request);
+        let capability = capability_name(request.capability());
+        let key = format!(
+            "{}\u{0}{}\u{0}{capability}\u{0}{request_json}",
+            manifest.id, manifest.version
+        );
+        let input = || {
+            json!({
+                "plugin": {
+                    "id": manifest.id,
+                    "world": manifest.world.name(),
+                    "capabilities": manifest.capabilities.iter().map(|c| capability_name(*c)).collect::<Vec<_>>(),
+                    "http_allow": manifest.http_allow,
+                    "products": manifest.products,
+                    "topics": manifest.topics,
+                    "secrets": manifest.secrets,
+                },
+                "capability": capability,
+                "request": request_json,
+            })
+        };
+        self.cache.answer(&self.engine, key, input, |input| {
+            let d = self
+                .engine
+                .decide("lotus.plugin.capability", input)
+                .map_err(|e| e.to_string())?;
+            Ok(if d.allow {
+                Ok(())
+            } else {
+                Err(d.reason.unwrap_or_else(|| {
+                    format!(
+                        "capability `{capability}` denied to plugin {} by policy",
+                        manifest.id
+                    )
+                }))
+            })
+        })
     }
 }
 

@@ -255,7 +255,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plane.clone(),
         plane.bus.clone(),
         config.plugins.script_runner.as_deref(),
-        Arc::new(crate::policy_host::PolicyCapabilities(
+        Arc::new(crate::policy_host::PolicyCapabilities::new(
             policies.engine.clone(),
         )),
     )
@@ -367,7 +367,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plane.clone(),
         config.auth.session_ttl_secs * 1000,
         Some(Arc::new(move || metrics.render())),
-        Arc::new(crate::policy_host::PolicyApi(policies.engine.clone())),
+        Arc::new(crate::policy_host::PolicyApi::new(policies.engine.clone())),
     )
     .with_policy_admin(Arc::new(crate::policy_host::PolicyFiles {
         engine: policies.engine.clone(),

@@ -85,5 +85,43 @@ fn codec_decode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec_decode);
+/// The JavaScript and Python codecs of `examples/plugins/codec-js` and `codec-python` (built by
+/// `sdk/plugin-js/build-all.sh`), the same air-quality frame through the same host call.
+fn script_codec_decode(c: &mut Criterion) {
+    let runtime =
+        PluginRuntime::new(RuntimeConfig::default(), Arc::new(NoPlatform)).expect("runtime");
+    let dir = lotus_plugin_artifacts::script_components();
+    let context = MessageContext {
+        product_key: "a1AirQuality".into(),
+        device_name: "aq-0001".into(),
+        topic: "/sys/a1AirQuality/aq-0001/thing/model/up_raw".into(),
+        at_ms: 1,
+    };
+    let frame = [0x00, 0x23, 0x00, 0x50, 0x00, 0xd9, 0x37];
+    for (name, file) in [
+        ("javascript", "codec_js.wasm"),
+        ("python", "codec_python.wasm"),
+    ] {
+        let manifest = Manifest::from_toml(&format!(
+            "id = \"bench-{name}\"\nversion = \"1\"\nworld = \"codec\"\nproducts = [\"a1AirQuality\"]\n\
+             capabilities = [\"log\", \"kv\", \"clock\"]\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 5000"
+        ))
+        .expect("manifest");
+        let wasm = std::fs::read(dir.join(file)).expect("script component built");
+        runtime.activate(runtime.prepare(manifest, &wasm).expect("prepare"));
+        let codec = runtime.codec(&format!("bench-{name}")).expect("active");
+        codec
+            .decode(&context.topic, &frame, &context)
+            .expect("decode works");
+        c.bench_function(&format!("codec_decode_small_payload_{name}"), |b| {
+            b.iter(|| {
+                codec
+                    .decode(&context.topic, std::hint::black_box(&frame), &context)
+                    .expect("decode")
+            })
+        });
+    }
+}
+
+criterion_group!(benches, codec_decode, script_codec_decode);
 criterion_main!(benches);

@@ -164,6 +164,20 @@ enum Exports {
 struct Instance {
     store: Store<StoreData>,
     exports: Exports,
+    /// Linear memory right after instantiation: what the instance needs before any call.
+    baseline_memory: usize,
+}
+
+impl Instance {
+    /// Linear memory never shrinks, and some guests (a JavaScript engine's heap, an allocator
+    /// that fragments) grow a little with every call. An instance that has used three quarters
+    /// of its headroom is retired after a clean call, so a fresh one serves the next instead of
+    /// this one failing a message at the limit.
+    fn worn_out(&self) -> bool {
+        let limiter = &self.store.data().limiter;
+        let headroom = limiter.memory_limit.saturating_sub(self.baseline_memory);
+        limiter.memory_peak > self.baseline_memory + headroom / 4 * 3
+    }
 }
 
 /// A component compiled and checked against its manifest, ready to [`PluginRuntime::activate`].
@@ -621,7 +635,14 @@ impl Version {
         budget(&mut store, limits.fuel_per_call, limits.call_timeout)
             .map_err(|e| classify(&e, false))?;
         match self.pre.instantiate(&mut store) {
-            Ok(exports) => Ok(Instance { store, exports }),
+            Ok(exports) => {
+                let baseline_memory = store.data().limiter.memory_peak;
+                Ok(Instance {
+                    store,
+                    exports,
+                    baseline_memory,
+                })
+            }
             Err(error) => {
                 let refused = store.data().limiter.memory_refused;
                 Err(classify(&error, refused))
@@ -719,12 +740,18 @@ impl Handle {
 
         match outcome {
             Ok(result) => {
-                // The instance finished the call cleanly, so its state is sound: keep it.
-                let mut idle = version.idle.lock();
-                if idle.len() < self.inner.config.idle_instances_per_plugin {
-                    idle.push(instance);
+                // The instance finished the call cleanly, so its state is sound: keep it, unless
+                // its memory is close to the limit.
+                if instance.worn_out() {
+                    metrics::counter!("lotus_plugin_instances_retired_total", "plugin" => self.id.to_string())
+                        .increment(1);
+                    drop(instance);
+                } else {
+                    let mut idle = version.idle.lock();
+                    if idle.len() < self.inner.config.idle_instances_per_plugin {
+                        idle.push(instance);
+                    }
                 }
-                drop(idle);
                 match result {
                     Ok(value) => {
                         self.succeeded(&slot);

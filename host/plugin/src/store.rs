@@ -427,6 +427,7 @@ impl StoreData {
             host,
             port,
         })?;
+        refuse_internal_resolution(host, port)?;
         if let Some(body) = &request.body {
             self.check_size("http request body", body.len())?;
         }
@@ -492,5 +493,92 @@ impl StoreData {
             headers,
             body,
         })
+    }
+}
+
+/// An allow-listed *name* must not lead into the platform's own network: a name that resolves
+/// to a loopback, private, link-local or otherwise internal address is refused (a vendor's DNS
+/// record, or a rebinding attack, would otherwise turn a granted host into a path to the
+/// database or the cloud metadata service). An operator who means an internal service
+/// allow-lists its address literally, which is not resolved and so not refused.
+fn refuse_internal_resolution(host: &str, port: u16) -> Result<(), HostError> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if literal.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| HostError::Unavailable(format!("cannot resolve {host}: {e}")))?;
+    for addr in addrs {
+        if is_internal(addr.ip()) {
+            return Err(HostError::Denied(format!(
+                "{host} resolves to the internal address {}; allow-list that address itself \
+                 if the plugin is meant to reach it",
+                addr.ip()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                // 100.64.0.0/10, carrier-grade NAT: internal to the operator's network.
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(std::net::IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link-local.
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod internal_address_tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "100.128.0.1"] {
+            assert!(!is_internal(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn a_name_resolving_inside_is_refused_a_literal_is_not() {
+        assert!(matches!(
+            refuse_internal_resolution("localhost", 80),
+            Err(HostError::Denied(_))
+        ));
+        assert!(refuse_internal_resolution("127.0.0.1", 80).is_ok());
+        assert!(refuse_internal_resolution("[::1]", 80).is_ok());
     }
 }

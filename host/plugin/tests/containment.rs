@@ -132,6 +132,25 @@ fn memory_bomb_hits_the_memory_limit() {
 }
 
 #[test]
+fn an_instance_near_its_memory_limit_is_retired_before_it_fails() {
+    let (runtime, _host) = runtime(quiet_config());
+    install(
+        &runtime,
+        codec_manifest("leaky", "[limits]\nmemory_mib = 16\ncall_timeout_ms = 5000"),
+        artifacts::LEAKY_CODEC,
+    );
+    let codec = runtime.codec("leaky").unwrap();
+    // 1 MiB more per call: one instance would hit 16 MiB within about 15 calls.
+    for i in 0..100 {
+        codec
+            .decode("t", b"abc", &context())
+            .unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+    }
+    let status = runtime.status("leaky").unwrap();
+    assert_eq!(status.suspended, None);
+}
+
+#[test]
 fn deep_recursion_traps_on_the_stack_limit() {
     let (runtime, _host) = runtime(quiet_config());
     install(

@@ -46,6 +46,16 @@ impl Relation {
     }
 }
 
+/// A device's topic as asked: the classification depends on nothing else (the product's
+/// classes are covered by the generation the caches are filled under).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClassifyKey {
+    target: DeviceId,
+    relation: Relation,
+    action: u8,
+    topic: Box<str>,
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
     Device {
@@ -87,6 +97,10 @@ pub struct PolicyTopicAuthorizer<S> {
     engine: PolicyEngine,
     source: S,
     cache: DashMap<CacheKey, Decision>,
+    /// Which of the product's classes a device's topic falls in, per exact (device, action,
+    /// topic): matching a topic against every class costs far more than the lookup, and a
+    /// device keeps using the same few topics.
+    classified: DashMap<ClassifyKey, Option<Box<[u16]>>>,
     /// (policy generation, topic-class generation) the cache was filled under, packed.
     filled_under: AtomicU64,
 }
@@ -97,6 +111,7 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
             engine,
             source,
             cache: DashMap::new(),
+            classified: DashMap::new(),
             filled_under: AtomicU64::new(u64::MAX),
         }
     }
@@ -111,17 +126,23 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
         self.engine.generation().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.source.generation()
     }
 
+    /// Empties both caches when the policy or any product's classes changed since they were
+    /// filled.
+    fn refresh(&self) {
+        let generation = self.current_generation();
+        if self.filled_under.load(Ordering::Acquire) != generation {
+            self.cache.clear();
+            self.classified.clear();
+            self.filled_under.store(generation, Ordering::Release);
+        }
+    }
+
     fn decide(
         &self,
         key: CacheKey,
         input: impl FnOnce() -> Value,
         log: impl FnOnce() -> (Value, Value, &'static str),
     ) -> Decision {
-        let generation = self.current_generation();
-        if self.filled_under.load(Ordering::Acquire) != generation {
-            self.cache.clear();
-            self.filled_under.store(generation, Ordering::Release);
-        }
         if let Some(hit) = self.cache.get(&key) {
             let decision = hit.value().clone();
             drop(hit);
@@ -173,6 +194,7 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
     }
 
     fn device(&self, device: &DeviceId, action: TopicAction, topic: &str) -> Decision {
+        self.refresh();
         let (target, relation) = match topic_device(topic) {
             Some((pk, dn)) if *device.product_key != *pk || *device.device_name != *dn => {
                 let target = DeviceId::new(pk, dn);
@@ -187,20 +209,38 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
             _ => (device.clone(), Relation::Own),
         };
         let classes = self.source.topic_classes(&target.product_key);
-        let matched: Option<Box<[u16]>> = classes.as_ref().map(|classes| {
-            if relation == Relation::Other {
-                return Box::default();
+        let classify_key = ClassifyKey {
+            target: target.clone(),
+            relation,
+            action: action_code(action),
+            topic: topic.into(),
+        };
+        let matched: Option<Box<[u16]>> = match self.classified.get(&classify_key) {
+            Some(hit) => hit.value().clone(),
+            None => {
+                let matched = classes.as_ref().map(|classes| {
+                    if relation == Relation::Other {
+                        return Box::default();
+                    }
+                    classes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| match action {
+                            TopicAction::Subscribe => c.covers_filter(&target, topic),
+                            TopicAction::Publish | TopicAction::Deliver => {
+                                c.matches_name(&target, topic)
+                            }
+                        })
+                        .map(|(i, _)| i as u16)
+                        .collect()
+                });
+                if self.classified.len() >= CACHE_LIMIT {
+                    self.classified.clear();
+                }
+                self.classified.insert(classify_key, matched.clone());
+                matched
             }
-            classes
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| match action {
-                    TopicAction::Subscribe => c.covers_filter(&target, topic),
-                    TopicAction::Publish | TopicAction::Deliver => c.matches_name(&target, topic),
-                })
-                .map(|(i, _)| i as u16)
-                .collect()
-        });
+        };
         let key = CacheKey::Device {
             product_key: target.product_key.as_ref().into(),
             relation,
@@ -252,6 +292,7 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
         action: TopicAction,
         topic: &str,
     ) -> Decision {
+        self.refresh();
         let live = |pk: &str| self.source.topic_classes(pk).is_some();
         let dollar = topic.starts_with('$');
         let device_namespace = in_device_namespace(topic);
@@ -318,6 +359,7 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
     }
 
     fn anonymous(&self, client_id: &str, action: TopicAction, topic: &str) -> Decision {
+        self.refresh();
         let first = first_level(topic);
         let dollar = topic.starts_with('$');
         let wildcard_first_level = first == "+" || first == "#";

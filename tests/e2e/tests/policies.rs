@@ -663,3 +663,67 @@ async fn topic_acl_is_the_policy_and_its_denies_are_logged() -> anyhow::Result<(
     node.stop()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_http_outside_its_allow_list_is_denied_by_policy() -> anyhow::Result<()> {
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    // The plugin may call port 9 only; the notification asks it to call elsewhere.
+    let manifest = "id = \"ops-webhook\"\nversion = \"1.0.0\"\nworld = \"channel\"\n\
+         capabilities = [\"http\", \"secrets\"]\nhttp_allow = [\"127.0.0.1:9\"]\n\
+         secrets = [\"webhook-token\"]\n";
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest)
+        .part(
+            "wasm",
+            reqwest::multipart::Part::bytes(std::fs::read(
+                lotus_plugin_artifacts::MINIMAL_CHANNEL,
+            )?)
+            .file_name("channel.wasm"),
+        );
+    let resp = node
+        .client
+        .post(format!("{}/api/v1/plugins", node.http))
+        .bearer_auth(node.token.as_deref().unwrap())
+        .multipart(form)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
+    node.expect(
+        Method::PUT,
+        "/api/v1/plugins/ops-webhook/secrets/webhook-token",
+        Some(json!({"value": "t"})),
+        200,
+    )
+    .await?;
+    let (status, p) = node
+        .api(
+            Method::POST,
+            "/api/v1/plugins/ops-webhook/deliver",
+            Some(json!({"recipients": ["http://127.0.0.1:8/hook"], "subject": "s", "body": "b"})),
+        )
+        .await?;
+    assert_eq!(status.as_u16(), 502, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("allow-list"), "{p}");
+    let log = node
+        .expect(
+            Method::GET,
+            "/api/v1/decisions?point=lotus.plugin.capability&allow=false",
+            None,
+            200,
+        )
+        .await?;
+    let deny = &log["items"][0];
+    assert_eq!(deny["action"], "http", "{log}");
+    assert_eq!(deny["principal"]["id"], "ops-webhook", "{log}");
+    assert!(
+        deny["reason"].as_str().unwrap().contains("allow-list"),
+        "{log}"
+    );
+    let logs = node
+        .expect(Method::GET, "/api/v1/plugins/ops-webhook/logs", None, 200)
+        .await?;
+    assert!(logs.to_string().contains("allow-list"), "{logs}");
+    node.stop()?;
+    Ok(())
+}
