@@ -5,7 +5,6 @@
 //! suites share one build.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lotus_plugin_test::{Harness, HarnessOptions, run_cases};
 
@@ -13,29 +12,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn components() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"));
-    let out = target.join("script-codecs");
-    let result = Command::new("bash")
-        .arg(repo().join("sdk/plugin-js/build-all.sh"))
-        .arg(&out)
-        .output()
-        .expect("run sdk/plugin-js/build-all.sh (needs bash)");
-    assert!(
-        result.status.success(),
-        "sdk/plugin-js/build-all.sh failed ({}); it needs node >= 20 and python3 >= 3.10\nstdout:\n{}\nstderr:\n{}",
-        result.status,
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    out
-}
-
 #[test]
 fn javascript_and_python_codec_cases() {
-    let out = components();
+    let out = lotus_plugin_artifacts::script_components();
     let options = HarnessOptions {
         cache_dir: Some(out.join("compiled")),
     };
