@@ -105,11 +105,15 @@ pub fn start(dir: &Path, log: DecisionLogConfig) -> anyhow::Result<NodePolicies>
 /// Decisions kept before a cache starts over.
 const DECISION_CACHE_LIMIT: usize = 10_000;
 
+/// An answer: allowed, or denied with the reason.
+type Answer = Result<(), String>;
+
 /// Answers of one decision point by question, for the life of one policy generation. A cached
 /// deny is still written to the decision log: every deny is recorded, cached or not.
 struct DecisionCache {
     package: &'static str,
-    entries: parking_lot::Mutex<(u64, HashMap<String, Result<(), String>>)>,
+    /// The policy generation the answers belong to, and the answers by question.
+    entries: parking_lot::Mutex<(u64, HashMap<String, Answer>)>,
 }
 
 impl DecisionCache {
@@ -226,7 +230,7 @@ impl ApiPolicy for PolicyApi {
     fn list_scope(&self, principal: &Value, kind: &str) -> Result<Option<Scope>, String> {
         let input = json!({"principal": principal, "kind": kind});
         let value = self
-            .0
+            .engine
             .eval("data.lotus.api.list_scope", &input)
             .map_err(|e| e.to_string())?;
         if value.is_null() {
