@@ -63,11 +63,15 @@ pub enum PolicyCommand {
     Eval {
         #[arg(long, default_value = "policies")]
         dir: PathBuf,
+        /// A package or rule; with --wasm, the bundle's entrypoint.
         #[arg(long)]
         package: String,
         /// Input JSON file (`-` for standard input).
         #[arg(long)]
         input: PathBuf,
+        /// Evaluate a policy compiled with `opa build -t wasm` instead of the Rego files.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
     },
     /// The policy modules a node serves.
     List {
@@ -852,7 +856,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
-            PolicyCommand::Eval { dir, package, input } => {
+            PolicyCommand::Eval { dir, package, input, wasm } => {
                 let text = if input.as_os_str() == "-" {
                     let mut text = String::new();
                     std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
@@ -863,7 +867,10 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 };
                 let value: Value = serde_json::from_str(&text)
                     .with_context(|| format!("the input {} is not JSON", input.display()))?;
-                print(&lotus_policy::eval_file_input(&dir, &package, value)?)
+                match wasm {
+                    Some(bundle) => print(&lotus_policy::OpaWasmPolicy::load(&bundle, &package)?.evaluate(&value)?),
+                    None => print(&lotus_policy::eval_file_input(&dir, &package, value)?),
+                }
             }
             PolicyCommand::List { conn } => print(&Client::new(&conn).call(Method::GET, "/api/v1/policies", None).await?),
             PolicyCommand::Get { conn, package } => print(

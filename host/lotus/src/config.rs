@@ -40,6 +40,18 @@ pub struct PolicySettings {
     pub log_capacity: usize,
     /// JSON-lines file every kept decision is appended to (default: data_dir/decisions.jsonl).
     pub log_file: Option<PathBuf>,
+    /// Decision points served by policies already compiled with `opa build -t wasm` instead
+    /// of the Rego files: `[[policy.wasm]] package = "lotus.api" path = "…" entrypoint = "…"`.
+    pub wasm: Vec<WasmBundle>,
+}
+
+/// A prebuilt OPA Wasm bundle serving one decision point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmBundle {
+    pub package: String,
+    pub path: PathBuf,
+    pub entrypoint: String,
 }
 
 impl Default for PolicySettings {
@@ -49,6 +61,7 @@ impl Default for PolicySettings {
             sample_allows: 0.01,
             log_capacity: 100_000,
             log_file: None,
+            wasm: Vec::new(),
         }
     }
 }

@@ -70,7 +70,11 @@ pub struct NodePolicies {
 /// Fills an empty policy directory with the defaults, loads it (running every policy test:
 /// a node does not start on a policy that fails its own tests), attaches the decision log and
 /// starts watching the directory.
-pub fn start(dir: &Path, log: DecisionLogConfig) -> anyhow::Result<NodePolicies> {
+pub fn start(
+    dir: &Path,
+    log: DecisionLogConfig,
+    wasm: &[crate::config::WasmBundle],
+) -> anyhow::Result<NodePolicies> {
     let has_policies = std::fs::read_dir(dir)
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
@@ -88,6 +92,20 @@ pub fn start(dir: &Path, log: DecisionLogConfig) -> anyhow::Result<NodePolicies>
     }
     let engine = PolicyEngine::from_dir(dir)
         .with_context(|| format!("the policies in {} do not load", dir.display()))?;
+    for bundle in wasm {
+        engine
+            .mount_wasm(&bundle.package, &bundle.path, &bundle.entrypoint)
+            .with_context(|| {
+                format!(
+                    "policy.wasm: {} (entrypoint {}) cannot serve {}",
+                    bundle.path.display(),
+                    bundle.entrypoint,
+                    bundle.package
+                )
+            })?;
+        tracing::info!(package = %bundle.package, path = %bundle.path.display(),
+            "decision point served by a prebuilt OPA Wasm bundle");
+    }
     engine.set_decision_log(Some(Arc::new(
         DecisionLog::new(log).context("opening the decision log")?,
     )));

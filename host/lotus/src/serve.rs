@@ -218,6 +218,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             capacity: config.policy.log_capacity,
             jsonl_path: Some(config.decision_log_file()),
         },
+        &config.policy.wasm,
     )?;
 
     let bus = Arc::new(LocalBus::new(65_536));

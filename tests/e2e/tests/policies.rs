@@ -727,3 +727,71 @@ async fn plugin_http_outside_its_allow_list_is_denied_by_policy() -> anyhow::Res
     node.stop()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prebuilt_opa_wasm_bundle_serves_a_decision_point() -> anyhow::Result<()> {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../host/policy/tests/fixtures/opa-wasm"
+    );
+    let config = tempfile::NamedTempFile::new()?;
+    // The third-party bundle allows only `GET /` in its own input shape, so serving lotus.api it
+    // refuses every API question: proof that it, not api.rego, decides.
+    std::fs::write(
+        config.path(),
+        format!(
+            "[[policy.wasm]]\npackage = \"lotus.api\"\npath = \"{fixture}/policy.wasm\"\nentrypoint = \"example\"\n"
+        ),
+    )?;
+    let mut node = LotusNode::start(NodeOptions {
+        extra_args: vec!["--config".into(), config.path().display().to_string()],
+        ..NodeOptions::default()
+    })
+    .await?;
+    node.login().await?;
+    let (status, p) = node.api(Method::GET, "/api/v1/plugins", None).await?;
+    assert_eq!(status.as_u16(), 403, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("lotus.api"), "{p}");
+    let (status, _) = node
+        .api(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({"name": "x", "nodeType": "direct", "dataFormat": "alink"})),
+        )
+        .await?;
+    assert_eq!(status.as_u16(), 403);
+    node.stop()?;
+
+    // The CLI evaluates the same bundle offline.
+    let eval = |input: &str| {
+        std::process::Command::new(lotus_test_harness::node::binary())
+            .args([
+                "policy",
+                "eval",
+                "--wasm",
+                &format!("{fixture}/policy.wasm"),
+                "--package",
+                "example",
+                "--input",
+                input,
+            ])
+            .output()
+    };
+    let out = eval(&format!("{fixture}/input.json"))?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(result[0]["result"]["allow"], true);
+    let mut post: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixture}/input.json"))?)?;
+    post["attributes"]["request"]["http"]["method"] = "POST".into();
+    let post_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(post_file.path(), post.to_string())?;
+    let out = eval(post_file.path().to_str().unwrap())?;
+    let result: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(result[0]["result"]["allow"], false);
+    Ok(())
+}
