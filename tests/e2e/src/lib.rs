@@ -117,3 +117,40 @@ impl Fixture {
 pub fn sys(creds: &DeviceCredentials, tail: &str) -> String {
     format!("/sys/{}/{}/{tail}", creds.product_key, creds.device_name)
 }
+
+/// A plugin upload as an administrator sends it: multipart parts `manifest` and `part` (`wasm`
+/// or `script`) to `path` (`POST /api/v1/plugins`, `PUT /api/v1/plugins/{id}`). Returns the
+/// status and the JSON answer (a string when the body is not JSON).
+pub async fn upload_plugin(
+    node: &LotusNode,
+    method: Method,
+    path: &str,
+    manifest: &str,
+    part: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<(u16, Value)> {
+    let file_name = if part == "script" {
+        "script.js"
+    } else {
+        "plugin.wasm"
+    };
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest.to_string())
+        .part(
+            part.to_string(),
+            reqwest::multipart::Part::bytes(bytes).file_name(file_name),
+        );
+    let resp = node
+        .client
+        .request(method, format!("{}{path}", node.http))
+        .bearer_auth(node.token.as_deref().unwrap_or_default())
+        .multipart(form)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}

@@ -52,25 +52,7 @@ async fn upload(
     manifest: String,
     script: &[u8],
 ) -> anyhow::Result<(u16, Value)> {
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest)
-        .part(
-            "script",
-            reqwest::multipart::Part::bytes(script.to_vec()).file_name("vendor.js"),
-        );
-    let resp = node
-        .client
-        .request(method, format!("{}{path}", node.http))
-        .bearer_auth(node.token.as_deref().unwrap_or_default())
-        .multipart(form)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
+    lotus_e2e::upload_plugin(node, method, path, &manifest, "script", script.to_vec()).await
 }
 
 /// Sends the frame on `up_raw` and returns the stored PM2.5 once the reply came back.

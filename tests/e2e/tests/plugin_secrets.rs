@@ -79,21 +79,15 @@ fn channel_manifest(port: u16) -> String {
 }
 
 async fn install(node: &LotusNode, manifest: String, wasm: &str) -> anyhow::Result<(u16, Value)> {
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest)
-        .part(
-            "wasm",
-            reqwest::multipart::Part::bytes(std::fs::read(wasm)?).file_name("plugin.wasm"),
-        );
-    let resp = node
-        .client
-        .post(format!("{}/api/v1/plugins", node.http))
-        .bearer_auth(node.token.as_deref().unwrap_or_default())
-        .multipart(form)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    Ok((status, serde_json::from_str(&resp.text().await?)?))
+    lotus_e2e::upload_plugin(
+        node,
+        Method::POST,
+        "/api/v1/plugins",
+        &manifest,
+        "wasm",
+        std::fs::read(wasm)?,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

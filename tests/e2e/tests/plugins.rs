@@ -63,26 +63,15 @@ async fn upload(
     manifest: &str,
     wasm_path: &str,
 ) -> anyhow::Result<(u16, Value)> {
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest.to_string())
-        .part(
-            "wasm",
-            reqwest::multipart::Part::bytes(std::fs::read(wasm_path)?).file_name("codec.wasm"),
-        );
-    let resp = f
-        .node
-        .client
-        .request(method, format!("{}{path}", f.node.http))
-        .bearer_auth(f.node.token.as_deref().unwrap_or_default())
-        .multipart(form)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
+    lotus_e2e::upload_plugin(
+        &f.node,
+        method,
+        path,
+        manifest,
+        "wasm",
+        std::fs::read(wasm_path)?,
+    )
+    .await
 }
 
 async fn bind(f: &Fixture, plugin: &str) -> anyhow::Result<()> {

@@ -672,23 +672,16 @@ async fn plugin_http_outside_its_allow_list_is_denied_by_policy() -> anyhow::Res
     let manifest = "id = \"ops-webhook\"\nversion = \"1.0.0\"\nworld = \"channel\"\n\
          capabilities = [\"http\", \"secrets\"]\nhttp_allow = [\"127.0.0.1:9\"]\n\
          secrets = [\"webhook-token\"]\n";
-    let form = reqwest::multipart::Form::new()
-        .text("manifest", manifest)
-        .part(
-            "wasm",
-            reqwest::multipart::Part::bytes(std::fs::read(
-                lotus_plugin_artifacts::MINIMAL_CHANNEL,
-            )?)
-            .file_name("channel.wasm"),
-        );
-    let resp = node
-        .client
-        .post(format!("{}/api/v1/plugins", node.http))
-        .bearer_auth(node.token.as_deref().unwrap())
-        .multipart(form)
-        .send()
-        .await?;
-    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await?);
+    let (status, body) = lotus_e2e::upload_plugin(
+        &node,
+        Method::POST,
+        "/api/v1/plugins",
+        manifest,
+        "wasm",
+        std::fs::read(lotus_plugin_artifacts::MINIMAL_CHANNEL)?,
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
     node.expect(
         Method::PUT,
         "/api/v1/plugins/ops-webhook/secrets/webhook-token",
