@@ -131,14 +131,16 @@ type Answer = Result<(), String>;
 struct DecisionCache {
     package: &'static str,
     /// The policy generation the answers belong to, and the answers by question.
-    entries: parking_lot::Mutex<(u64, HashMap<String, Answer>)>,
+    /// Read-locked on every question (plugin host calls ask from every thread), written only
+    /// on a miss.
+    entries: parking_lot::RwLock<(u64, HashMap<String, Answer>)>,
 }
 
 impl DecisionCache {
     fn new(package: &'static str) -> Self {
         DecisionCache {
             package,
-            entries: parking_lot::Mutex::new((u64::MAX, HashMap::new())),
+            entries: parking_lot::RwLock::new((u64::MAX, HashMap::new())),
         }
     }
 
@@ -153,11 +155,12 @@ impl DecisionCache {
     ) -> Result<(), String> {
         let generation = engine.generation();
         let hit = {
-            let mut entries = self.entries.lock();
-            if entries.0 != generation {
-                *entries = (generation, HashMap::new());
+            let entries = self.entries.read();
+            if entries.0 == generation {
+                entries.1.get(&key).cloned()
+            } else {
+                None
             }
-            entries.1.get(&key).cloned()
         };
         if let Some(hit) = hit {
             if let (Err(reason), Some(log)) = (&hit, engine.decision_log()) {
@@ -187,7 +190,12 @@ impl DecisionCache {
         // Not cached when the policy failed to evaluate: retried on the next question.
         let answer = decide(&input())
             .map_err(|e| format!("policy {} failed to evaluate: {e}", self.package))?;
-        let mut entries = self.entries.lock();
+        let mut entries = self.entries.write();
+        // Answers of an older policy go; an answer of an older policy than the cache's is
+        // not kept.
+        if entries.0 == u64::MAX || entries.0 < generation {
+            *entries = (generation, HashMap::new());
+        }
         if entries.0 == generation {
             if entries.1.len() >= DECISION_CACHE_LIMIT {
                 entries.1.clear();
