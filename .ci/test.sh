@@ -37,7 +37,9 @@ echo "==> plugin crates (native unit tests)"
 cargo test --manifest-path sdk/plugin/Cargo.toml --all-features --locked
 for m in "${guests[@]:1}"; do cargo test --manifest-path "$m" --locked; done
 echo "==> policy tests (policies/*_test.rego)"
-cargo run --quiet --locked -p lotus -- policy test policies
+# The binary the workspace build just made: `cargo run -p lotus` would resolve other features
+# and build every dependency a second time.
+"${CARGO_TARGET_DIR:-target}/debug/lotus" policy test policies
 echo "==> JavaScript and Python plugin components"
 bash sdk/plugin-js/build-all.sh "${CARGO_TARGET_DIR:-target}/script-codecs"
 echo "==> tests"
