@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project. Installs what the tests need when it is missing:
-# the wasm32-wasip2 target (plugins), Debian packages (PostgreSQL server, mosquitto clients,
+# the wasm32-wasip2 target (plugins), Debian packages (PostgreSQL server, mosquitto clients, a
+# local SMTP server (aiosmtpd) for the e-mail tests,
 # libcoap's coap-client, Python's venv for componentize-py) through apt-get; the JavaScript and
 # Python plugin toolchains are installed by sdk/plugin-js/build-all.sh, run here before the tests
 # (which also call it, and find its outputs up to date).
@@ -15,6 +16,7 @@ missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+/usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || missing+=(python3-aiosmtpd)
 command -v coap-client-openssl >/dev/null || missing+=(libcoap3-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::PolicyError;
+use crate::bytecode::{self, CompiledDecisions};
 use crate::log::{DecisionLog, DecisionRecord};
 use crate::testing::{TestReport, TestResult};
 use crate::wasm::OpaWasmPolicy;
@@ -71,6 +72,8 @@ struct Snapshot {
     /// Packages that have non-test modules, i.e. can be evaluated.
     serving_packages: BTreeSet<String>,
     serving: regorus::Engine,
+    /// The packages the bytecode VM serves (the others are interpreted).
+    compiled: CompiledDecisions,
 }
 
 struct WasmMount {
@@ -404,12 +407,14 @@ impl PolicyEngine {
             );
         }
         let serving_packages = serving_packages(&modules);
+        let compiled = CompiledDecisions::compile(&built.serving, &serving_packages);
         let snapshot = Snapshot {
             generation: 1,
             modules,
             package_versions,
             serving_packages,
             serving: built.serving,
+            compiled,
         };
         Ok(PolicyEngine {
             inner: Arc::new(Inner {
@@ -620,12 +625,14 @@ impl PolicyEngine {
         }
         let generation = self.inner.generation.load(Ordering::Acquire) + 1;
         let serving_packages = serving_packages(&modules);
+        let compiled = CompiledDecisions::compile(&built.serving, &serving_packages);
         let snapshot = Snapshot {
             generation,
             modules,
             package_versions,
             serving_packages,
             serving: built.serving,
+            compiled,
         };
         *self.inner.state.write() = Arc::new(snapshot);
         self.inner.generation.store(generation, Ordering::Release);
@@ -667,6 +674,24 @@ impl PolicyEngine {
                 }
             };
             f(&mut cache[i].engine, &snap)
+        })
+    }
+
+    /// How `package`'s decisions are made now: `"bytecode"` (regorus' VM, checked against the
+    /// interpreter on a sample), `"interpreter"`, `"wasm"` (an OPA bundle), or `None` when no
+    /// such package is loaded.
+    pub fn served_by(&self, package: &str) -> Option<&'static str> {
+        if self.inner.wasm.read().contains_key(package) {
+            return Some("wasm");
+        }
+        let snap = self.inner.state.read().clone();
+        if !snap.serving_packages.contains(package) {
+            return None;
+        }
+        Some(if snap.compiled.get(package).is_some() {
+            "bytecode"
+        } else {
+            "interpreter"
         })
     }
 
@@ -766,6 +791,56 @@ impl PolicyEngine {
             });
         }
         let input = to_regorus(input);
+        let snap = self.inner.state.read().clone();
+        if let Some(compiled) = snap.compiled.get(package) {
+            let check = compiled.check_next();
+            match bytecode::decide(
+                self.inner.id,
+                snap.generation,
+                package,
+                compiled,
+                input.clone(),
+            ) {
+                Ok(answer) => {
+                    let version = snap.package_versions.get(package).copied().unwrap_or(1);
+                    let decision = Decision {
+                        allow: answer.allow,
+                        reason: answer.reason,
+                        version,
+                        elapsed: started.elapsed(),
+                    };
+                    if !check {
+                        return Ok(decision);
+                    }
+                    let reference = self.interpret(package, input, started)?;
+                    if reference.version == version
+                        && (reference.allow, &reference.reason)
+                            != (decision.allow, &decision.reason)
+                    {
+                        compiled.disable(
+                            package,
+                            &format!(
+                                "bytecode allow={} reason={:?}, interpreter allow={} reason={:?}",
+                                decision.allow, decision.reason, reference.allow, reference.reason
+                            ),
+                        );
+                        return Ok(reference);
+                    }
+                    return Ok(decision);
+                }
+                Err(e) => compiled.disable(package, &format!("{e:#}")),
+            }
+        }
+        self.interpret(package, input, started)
+    }
+
+    /// Decides with the tree-walking interpreter, the reference the bytecode is checked against.
+    fn interpret(
+        &self,
+        package: &str,
+        input: regorus::Value,
+        started: Instant,
+    ) -> Result<Decision, PolicyError> {
         self.with_serving(|engine, snap| {
             if !snap.serving_packages.contains(package) {
                 return Err(PolicyError::Eval {

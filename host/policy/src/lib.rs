@@ -11,6 +11,7 @@
 //!
 //! See `docs/policies.md` for the packages and their inputs.
 
+mod bytecode;
 mod engine;
 mod error;
 pub mod log;

@@ -581,3 +581,60 @@ fn opa_wasm_bundle() {
     assert!(engine.unmount_wasm("example"));
     assert!(engine.decide("example", &input).is_err());
 }
+
+/// The decision points run as regorus bytecode; the engine checks its first decisions against
+/// the interpreter and falls back on any disagreement, so after a spread of allows and denies
+/// (with their reasons) each point must still be served by bytecode.
+#[test]
+fn decision_points_run_as_bytecode_and_agree_with_the_interpreter() {
+    let engine = PolicyEngine::from_dir(&policies()).unwrap();
+    for package in ["lotus.api", "lotus.device.topic", "lotus.plugin.capability"] {
+        assert_eq!(engine.served_by(package), Some("bytecode"), "{package}");
+    }
+    let mut inputs: Vec<(&str, Value)> = Vec::new();
+    for region in ["/hz/xihu", "/hz/xihu/lingyin", "/hz/binjiang", "/"] {
+        for action in [
+            "device.read",
+            "device.write",
+            "product.delete",
+            "policy.write",
+        ] {
+            inputs.push(("lotus.api", api_input(region, action)));
+        }
+    }
+    for matches in [true, false] {
+        for action in ["publish", "subscribe"] {
+            inputs.push(("lotus.device.topic", topic_input(matches, action)));
+        }
+    }
+    for capability in ["log", "kv", "clock", "shell", "http"] {
+        inputs.push((
+            "lotus.plugin.capability",
+            json!({"plugin": {"id": "water-meter", "world": "codec", "capabilities": ["log", "kv", "http"],
+                              "http_allow": ["api.example.org"], "products": ["a1"], "topics": [], "secrets": []},
+                   "capability": capability, "request": {"host": "evil.example.org", "port": 443, "method": "POST"}}),
+        ));
+    }
+    let mut allowed = 0;
+    for _ in 0..3 {
+        for (package, input) in &inputs {
+            let d = engine.decide(package, input).unwrap();
+            allowed += d.allow as usize;
+            if !d.allow {
+                assert!(
+                    d.reason.is_some(),
+                    "{package} denied without a reason: {input}"
+                );
+            }
+        }
+    }
+    assert!(allowed > 0 && allowed < inputs.len() * 3);
+    for package in ["lotus.api", "lotus.device.topic", "lotus.plugin.capability"] {
+        assert_eq!(
+            engine.served_by(package),
+            Some("bytecode"),
+            "{package} fell back to the interpreter: the bytecode disagreed"
+        );
+    }
+    assert_eq!(engine.served_by("lotus.nope"), None);
+}
