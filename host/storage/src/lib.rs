@@ -13,15 +13,24 @@
 //! sync per batch. (`synchronous=NORMAL` would also survive a killed process, since committed
 //! WAL frames are in the OS page cache, but could lose the last commits on power loss.)
 //!
-//! Device and product secrets are encrypted at rest with the node's master key; see
-//! [`SecretBox`].
+//! Device and product secrets, plugin secrets and notification channel credentials are
+//! encrypted at rest with the node's master key; see [`SecretBox`].
+//!
+//! Besides the device plane's data, the store keeps the city's operations: rules and their
+//! action outbox, alarms, events, disposal workflows and tasks, the message center and
+//! notification channels and deliveries.
 
+mod alarms;
 mod applications;
 mod devices;
 mod downlink;
 mod error;
+mod events;
+mod messages;
+mod notifications;
 mod plugins;
 mod products;
+mod rules;
 mod secret;
 mod shadow;
 mod sql;
@@ -29,6 +38,7 @@ mod telemetry;
 mod topology;
 mod types;
 mod users;
+mod workflows;
 
 use std::fmt;
 use std::path::Path;
@@ -41,16 +51,38 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Row};
 
+pub use alarms::{
+    ALARM_ACKNOWLEDGED, ALARM_ACTIVE, ALARM_CLEARED, ALARM_LEVEL_LEAST_SEVERE,
+    ALARM_LEVEL_MOST_SEVERE, AlarmFilter, AlarmRow, NewAlarm,
+};
 pub use applications::{AppCredentialRow, AppCredentialUpdate};
 pub use error::{Result, StorageError};
+pub use events::{
+    EVENT_CLOSED, EVENT_ISOLATED, EVENT_NEW, EVENT_PROCESSING, EventFilter, EventGroup, EventRow,
+    NewEvent, TimelineRow,
+};
+pub use messages::{MESSAGE_MESSAGE, MESSAGE_NOTIFICATION, MessageRow, NewMessage};
+pub use notifications::{
+    ChannelRow, DELIVERY_DEAD, DELIVERY_FAILED, DELIVERY_PENDING, DELIVERY_SENT, DeliveryFilter,
+    DeliveryRow, NewChannel, NewDelivery, TemplateRow,
+};
 pub use plugins::{
     DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE,
     PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginSecretRow, PluginVersionRow,
+};
+pub use rules::{
+    ACTION_DEAD, ACTION_DONE, ACTION_PENDING, NewRule, OutboxRow, RuleRow, RuleStatsDelta,
+    RuleStatsRow, RuleUpdate, RuleVersionRow,
 };
 pub use secret::{Secret, SecretBox};
 pub use topology::TopologyLink;
 pub use types::*;
 pub use users::DataGrantRow;
+pub use workflows::{
+    NewTask, TASK_APPROVED, TASK_CANCELLED, TASK_OPEN, TASK_REJECTED, TASK_TRANSFERRED,
+    TaskAssigneeFilter, TaskRow, WORKFLOW_COMPLETED, WORKFLOW_RUNNING, WorkflowDefinitionRow,
+    WorkflowInstanceRow,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

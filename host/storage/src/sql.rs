@@ -201,19 +201,28 @@ pub(crate) fn push_scope_condition(
     sql.push(&format!(" AND ({org_column} = '' OR {org_column} = "))
         .push_arg(scope.org.clone())
         .push(")");
-    if scope.region != "/" {
-        let below = format!(
-            "{}/%",
-            scope
-                .region
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+    push_region_condition(sql, region_expr, &scope.region);
+}
+
+/// Appends ` AND …` confining the region expression to `region` or below it (`/hz` takes in
+/// `/hz/xihu` but not `/hzx`). The whole city (`/`) adds no condition.
+pub(crate) fn push_region_condition(sql: &mut Sql, region_expr: &str, region: &str) {
+    if region != "/" {
         sql.push(&format!(" AND ({region_expr} = "))
-            .push_arg(scope.region.clone())
+            .push_arg(region.to_string())
             .push(&format!(" OR {region_expr} LIKE "))
-            .push_arg(below)
+            .push_arg(below_region_pattern(region))
             .push(" ESCAPE '\\')");
     }
+}
+
+/// A pattern for `LIKE … ESCAPE '\'` matching the regions strictly below `region`.
+pub(crate) fn below_region_pattern(region: &str) -> String {
+    format!(
+        "{}/%",
+        region
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
 }

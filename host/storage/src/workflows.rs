@@ -1,0 +1,640 @@
+//! Disposal workflows: versioned definitions, one running instance per event (updated with
+//! optimistic concurrency), and the tasks the instances hand to people.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::error::{Result, StorageError};
+use crate::sql::{Sql, below_region_pattern, flag, json, to_json};
+use crate::{Store, now_ms};
+
+/// Workflow instance states.
+pub const WORKFLOW_RUNNING: &str = "running";
+pub const WORKFLOW_COMPLETED: &str = "completed";
+
+/// Task states: waiting for its assignee, then how it ended.
+pub const TASK_OPEN: &str = "open";
+pub const TASK_APPROVED: &str = "approved";
+pub const TASK_REJECTED: &str = "rejected";
+pub const TASK_TRANSFERRED: &str = "transferred";
+pub const TASK_CANCELLED: &str = "cancelled";
+
+/// One version of a workflow definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowDefinitionRow {
+    pub id: String,
+    pub version: i64,
+    /// The event type it disposes of.
+    pub event_type: String,
+    pub definition: Value,
+    /// Whether new events start it; shared by all versions of the id.
+    pub enabled: bool,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// The state of the workflow disposing of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowInstanceRow {
+    pub event_id: i64,
+    pub definition_id: String,
+    pub definition_version: i64,
+    /// [`WORKFLOW_RUNNING`] or [`WORKFLOW_COMPLETED`].
+    pub state: String,
+    /// The runtime's state of the instance (current steps, variables, …).
+    pub instance: Value,
+    /// The earliest step deadline, when a step has one.
+    pub next_deadline: Option<i64>,
+    /// 1 at creation, bumped by every update; an update names the revision it read.
+    pub revision: i64,
+    pub updated_at: i64,
+}
+
+/// A task to create, open.
+#[derive(Debug, Clone)]
+pub struct NewTask<'a> {
+    /// Chosen by the workflow runtime (e.g. the event number and a step suffix).
+    pub id: &'a str,
+    pub event_id: i64,
+    /// `disposal` or `approval`.
+    pub kind: &'a str,
+    pub step_id: &'a str,
+    pub step_name: &'a str,
+    pub title: &'a str,
+    /// `role` (with `assignee_role`, optionally confined to an org and region) or `user`
+    /// (with `assignee_user`).
+    pub assignee_kind: &'a str,
+    pub assignee_role: Option<&'a str>,
+    pub assignee_org: Option<&'a str>,
+    /// `None` is the whole city.
+    pub assignee_region: Option<&'a str>,
+    pub assignee_user: Option<&'a str>,
+    pub due_at: Option<i64>,
+    pub at: i64,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    pub id: String,
+    pub event_id: i64,
+    pub kind: String,
+    pub step_id: String,
+    pub step_name: String,
+    pub title: String,
+    pub assignee_kind: String,
+    pub assignee_role: Option<String>,
+    pub assignee_org: Option<String>,
+    pub assignee_region: Option<String>,
+    pub assignee_user: Option<String>,
+    /// [`TASK_OPEN`], [`TASK_APPROVED`], [`TASK_REJECTED`], [`TASK_TRANSFERRED`] or
+    /// [`TASK_CANCELLED`].
+    pub state: String,
+    pub overdue: bool,
+    pub due_at: Option<i64>,
+    pub created_at: i64,
+    pub closed_at: Option<i64>,
+    pub closed_by: Option<String>,
+    pub comment: Option<String>,
+}
+
+/// Whose tasks to list: the user's own, and those of the user's roles within the user's
+/// organisation and region.
+#[derive(Debug, Clone)]
+pub struct TaskAssigneeFilter<'a> {
+    pub username: &'a str,
+    pub roles: &'a [String],
+    /// The user's organisation; a role task with an organisation is only for its members.
+    pub org: &'a str,
+    /// The user's region; role tasks in it or below it are the user's (`/` takes in all).
+    pub region: &'a str,
+    pub state: Option<&'a str>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+const DEFINITION_COLUMNS: &str =
+    "id, version, event_type, definition, enabled, created_by, created_at";
+const INSTANCE_COLUMNS: &str = "event_id, definition_id, definition_version, state, instance, \
+     next_deadline, revision, updated_at";
+const TASK_COLUMNS: &str = "id, event_id, kind, step_id, step_name, title, assignee_kind, \
+     assignee_role, assignee_org, assignee_region, assignee_user, state, overdue, due_at, \
+     created_at, closed_at, closed_by, comment";
+
+/// Rows of the latest version of each definition id.
+const LATEST_DEFINITIONS: &str = "version = (SELECT MAX(l.version) FROM workflow_definitions l \
+     WHERE l.id = workflow_definitions.id)";
+
+fn definition_row(r: &AnyRow) -> Result<WorkflowDefinitionRow> {
+    Ok(WorkflowDefinitionRow {
+        id: r.try_get("id")?,
+        version: r.try_get("version")?,
+        event_type: r.try_get("event_type")?,
+        definition: json(r, "definition")?,
+        enabled: flag(r, "enabled")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn instance_row(r: &AnyRow) -> Result<WorkflowInstanceRow> {
+    Ok(WorkflowInstanceRow {
+        event_id: r.try_get("event_id")?,
+        definition_id: r.try_get("definition_id")?,
+        definition_version: r.try_get("definition_version")?,
+        state: r.try_get("state")?,
+        instance: json(r, "instance")?,
+        next_deadline: r.try_get("next_deadline")?,
+        revision: r.try_get("revision")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn task_row(r: &AnyRow) -> Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.try_get("id")?,
+        event_id: r.try_get("event_id")?,
+        kind: r.try_get("kind")?,
+        step_id: r.try_get("step_id")?,
+        step_name: r.try_get("step_name")?,
+        title: r.try_get("title")?,
+        assignee_kind: r.try_get("assignee_kind")?,
+        assignee_role: r.try_get("assignee_role")?,
+        assignee_org: r.try_get("assignee_org")?,
+        assignee_region: r.try_get("assignee_region")?,
+        assignee_user: r.try_get("assignee_user")?,
+        state: r.try_get("state")?,
+        overdue: flag(r, "overdue")?,
+        due_at: r.try_get("due_at")?,
+        created_at: r.try_get("created_at")?,
+        closed_at: r.try_get("closed_at")?,
+        closed_by: r.try_get("closed_by")?,
+        comment: r.try_get("comment")?,
+    })
+}
+
+fn task_not_found(id: &str) -> StorageError {
+    StorageError::NotFound(format!("task '{id}' not found"))
+}
+
+fn check_workflow_state(state: &str) -> Result<()> {
+    if state == WORKFLOW_RUNNING || state == WORKFLOW_COMPLETED {
+        Ok(())
+    } else {
+        Err(StorageError::Invalid(format!(
+            "unknown workflow state '{state}': use running or completed"
+        )))
+    }
+}
+
+fn check_task_state(state: &str) -> Result<()> {
+    if [
+        TASK_OPEN,
+        TASK_APPROVED,
+        TASK_REJECTED,
+        TASK_TRANSFERRED,
+        TASK_CANCELLED,
+    ]
+    .contains(&state)
+    {
+        Ok(())
+    } else {
+        Err(StorageError::Invalid(format!(
+            "unknown task state '{state}': use open, approved, rejected, transferred or cancelled"
+        )))
+    }
+}
+
+fn check_new_task(t: &NewTask<'_>) -> Result<()> {
+    if t.kind != "disposal" && t.kind != "approval" {
+        return Err(StorageError::Invalid(format!(
+            "unknown task kind '{}': use disposal or approval",
+            t.kind
+        )));
+    }
+    match t.assignee_kind {
+        "user" if t.assignee_user.is_some_and(|u| !u.is_empty()) => Ok(()),
+        "role" if t.assignee_role.is_some_and(|r| !r.is_empty()) => Ok(()),
+        "user" => Err(StorageError::Invalid(format!(
+            "task '{}' is assigned to a user but names none: set assignee_user",
+            t.id
+        ))),
+        "role" => Err(StorageError::Invalid(format!(
+            "task '{}' is assigned to a role but names none: set assignee_role",
+            t.id
+        ))),
+        other => Err(StorageError::Invalid(format!(
+            "unknown task assignee kind '{other}': use role or user"
+        ))),
+    }
+}
+
+impl Store {
+    /// Stores a new version of a workflow definition (1 for a new id) and returns it. The new
+    /// version inherits whether the id is enabled; a new id starts enabled.
+    pub async fn put_workflow_definition(
+        &self,
+        id: &str,
+        event_type: &str,
+        definition: &Value,
+        created_by: &str,
+    ) -> Result<i64> {
+        let mut tx = self.write().begin().await?;
+        let latest = sqlx::query(
+            "SELECT version, enabled FROM workflow_definitions WHERE id = $1 \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (version, enabled) = match latest {
+            Some(r) => (r.try_get::<i64, _>("version")? + 1, flag(&r, "enabled")?),
+            None => (1, true),
+        };
+        sqlx::query(
+            "INSERT INTO workflow_definitions (id, version, event_type, definition, enabled, \
+             created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(event_type)
+        .bind(to_json(definition))
+        .bind(i64::from(enabled))
+        .bind(created_by)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if StorageError::is_unique_violation(&e) {
+                StorageError::Conflict(format!(
+                    "workflow '{id}' was changed by someone else at the same time: reload it \
+                     and save again"
+                ))
+            } else {
+                e.into()
+            }
+        })?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// The latest version of every workflow, by id.
+    pub async fn latest_workflow_definitions(&self) -> Result<Vec<WorkflowDefinitionRow>> {
+        sqlx::query(&format!(
+            "SELECT {DEFINITION_COLUMNS} FROM workflow_definitions WHERE {LATEST_DEFINITIONS} \
+             ORDER BY id"
+        ))
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(definition_row)
+        .collect()
+    }
+
+    /// One version of a workflow, or its latest with `None`.
+    pub async fn workflow_definition(
+        &self,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<WorkflowDefinitionRow>> {
+        let row = match version {
+            Some(v) => {
+                sqlx::query(&format!(
+                    "SELECT {DEFINITION_COLUMNS} FROM workflow_definitions \
+                     WHERE id = $1 AND version = $2"
+                ))
+                .bind(id)
+                .bind(v)
+                .fetch_optional(self.read())
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {DEFINITION_COLUMNS} FROM workflow_definitions WHERE id = $1 \
+                     ORDER BY version DESC LIMIT 1"
+                ))
+                .bind(id)
+                .fetch_optional(self.read())
+                .await?
+            }
+        };
+        row.as_ref().map(definition_row).transpose()
+    }
+
+    /// Turns a workflow (all its versions) on or off for new events; running instances go on.
+    /// `NotFound` for an unknown workflow.
+    pub async fn set_workflow_enabled(&self, id: &str, enabled: bool) -> Result<()> {
+        let done = sqlx::query("UPDATE workflow_definitions SET enabled = $1 WHERE id = $2")
+            .bind(i64::from(enabled))
+            .bind(id)
+            .execute(self.write())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("workflow '{id}' not found")));
+        }
+        Ok(())
+    }
+
+    /// The latest versions of the enabled workflows for an event type, by id.
+    pub async fn workflow_definitions_for(
+        &self,
+        event_type: &str,
+    ) -> Result<Vec<WorkflowDefinitionRow>> {
+        sqlx::query(&format!(
+            "SELECT {DEFINITION_COLUMNS} FROM workflow_definitions WHERE {LATEST_DEFINITIONS} \
+             AND event_type = $1 AND enabled = 1 ORDER BY id"
+        ))
+        .bind(event_type)
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(definition_row)
+        .collect()
+    }
+
+    /// Starts the instance of an event, running, at revision 1. `Conflict` when the event has
+    /// one, `NotFound` when the event does not exist.
+    pub async fn create_workflow_instance(
+        &self,
+        event_id: i64,
+        definition_id: &str,
+        version: i64,
+        instance: &Value,
+        next_deadline: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workflow_instances (event_id, definition_id, definition_version, state, \
+             instance, next_deadline, revision, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
+        )
+        .bind(event_id)
+        .bind(definition_id)
+        .bind(version)
+        .bind(WORKFLOW_RUNNING)
+        .bind(to_json(instance))
+        .bind(next_deadline)
+        .bind(now_ms())
+        .execute(self.write())
+        .await
+        .map_err(|e| {
+            if StorageError::is_unique_violation(&e) {
+                StorageError::Conflict(format!("event {event_id} already has a workflow"))
+            } else if StorageError::is_foreign_key_violation(&e) {
+                StorageError::NotFound(format!("event {event_id} not found"))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    pub async fn workflow_instance(&self, event_id: i64) -> Result<Option<WorkflowInstanceRow>> {
+        sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM workflow_instances WHERE event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(self.read())
+        .await?
+        .as_ref()
+        .map(instance_row)
+        .transpose()
+    }
+
+    /// Replaces an instance's state if it is still at `expected_revision`; the new revision is
+    /// `expected_revision + 1`. `Conflict` when another update came first (reload and decide
+    /// again), `NotFound` when the event has no workflow.
+    pub async fn update_workflow_instance(
+        &self,
+        event_id: i64,
+        expected_revision: i64,
+        state: &str,
+        instance: &Value,
+        next_deadline: Option<i64>,
+    ) -> Result<()> {
+        check_workflow_state(state)?;
+        let done = sqlx::query(
+            "UPDATE workflow_instances SET state = $1, instance = $2, next_deadline = $3, \
+             revision = revision + 1, updated_at = $4 WHERE event_id = $5 AND revision = $6",
+        )
+        .bind(state)
+        .bind(to_json(instance))
+        .bind(next_deadline)
+        .bind(now_ms())
+        .bind(event_id)
+        .bind(expected_revision)
+        .execute(self.write())
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM workflow_instances WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(self.write())
+                .await?;
+        Err(match current {
+            Some(current) => StorageError::Conflict(format!(
+                "the workflow of event {event_id} was changed by someone else (revision \
+                 {current}, expected {expected_revision}): reload it and try again"
+            )),
+            None => StorageError::NotFound(format!("event {event_id} has no workflow")),
+        })
+    }
+
+    /// Running instances whose next deadline has passed at `now`, the most overdue first.
+    pub async fn due_workflow_instances(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<WorkflowInstanceRow>> {
+        sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM workflow_instances WHERE state = $1 \
+             AND next_deadline IS NOT NULL AND next_deadline <= $2 \
+             ORDER BY next_deadline, event_id LIMIT $3"
+        ))
+        .bind(WORKFLOW_RUNNING)
+        .bind(now)
+        .bind(limit.max(0))
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(instance_row)
+        .collect()
+    }
+
+    /// Creates an open task. `Conflict` when the id is taken, `NotFound` when the event does
+    /// not exist, `Invalid` for an unknown kind or an assignee that names nobody.
+    pub async fn create_task(&self, t: &NewTask<'_>) -> Result<()> {
+        check_new_task(t)?;
+        sqlx::query(
+            "INSERT INTO tasks (id, event_id, kind, step_id, step_name, title, assignee_kind, \
+             assignee_role, assignee_org, assignee_region, assignee_user, state, overdue, \
+             due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, \
+             $13, $14)",
+        )
+        .bind(t.id)
+        .bind(t.event_id)
+        .bind(t.kind)
+        .bind(t.step_id)
+        .bind(t.step_name)
+        .bind(t.title)
+        .bind(t.assignee_kind)
+        .bind(t.assignee_role)
+        .bind(t.assignee_org)
+        .bind(t.assignee_region)
+        .bind(t.assignee_user)
+        .bind(TASK_OPEN)
+        .bind(t.due_at)
+        .bind(t.at)
+        .execute(self.write())
+        .await
+        .map_err(|e| {
+            if StorageError::is_unique_violation(&e) {
+                StorageError::Conflict(format!("a task with id '{}' already exists", t.id))
+            } else if StorageError::is_foreign_key_violation(&e) {
+                StorageError::NotFound(format!("event {} not found", t.event_id))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Closes an open task as approved, rejected, transferred or cancelled. `NotFound` for an
+    /// unknown task, `Conflict` when it is already closed (someone else decided first).
+    pub async fn close_task(
+        &self,
+        id: &str,
+        state: &str,
+        by: Option<&str>,
+        comment: Option<&str>,
+        at: i64,
+    ) -> Result<TaskRow> {
+        check_task_state(state)?;
+        if state == TASK_OPEN {
+            return Err(StorageError::Invalid(format!(
+                "a task is closed as approved, rejected, transferred or cancelled, not as \
+                 '{state}'"
+            )));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE tasks SET state = $1, closed_by = $2, comment = $3, closed_at = $4 \
+             WHERE id = $5 AND state = $6 RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(state)
+        .bind(by)
+        .bind(comment)
+        .bind(at)
+        .bind(id)
+        .bind(TASK_OPEN)
+        .fetch_optional(self.write())
+        .await?;
+        if let Some(r) = row {
+            return task_row(&r);
+        }
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.write())
+            .await?;
+        Err(match current {
+            Some(current) => StorageError::Conflict(format!(
+                "task '{id}' is already {current}; only an open task can be closed"
+            )),
+            None => task_not_found(id),
+        })
+    }
+
+    /// Flags a task as past its due time. `NotFound` for an unknown task.
+    pub async fn mark_task_overdue(&self, id: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE tasks SET overdue = 1 WHERE id = $1")
+            .bind(id)
+            .execute(self.write())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(task_not_found(id));
+        }
+        Ok(())
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<Option<TaskRow>> {
+        sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.read())
+            .await?
+            .as_ref()
+            .map(task_row)
+            .transpose()
+    }
+
+    /// An event's tasks, oldest first.
+    pub async fn tasks_of_event(&self, event_id: i64) -> Result<Vec<TaskRow>> {
+        sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE event_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(event_id)
+        .fetch_all(self.read())
+        .await?
+        .iter()
+        .map(task_row)
+        .collect()
+    }
+
+    /// One page of a user's tasks, newest first, and how many there are: those assigned to
+    /// the user by name, and those assigned to one of the user's roles whose organisation is
+    /// none or the user's and whose region (none meaning the whole city) is the user's region
+    /// or below it.
+    pub async fn list_tasks_for(&self, f: &TaskAssigneeFilter<'_>) -> Result<(Vec<TaskRow>, i64)> {
+        if let Some(state) = f.state {
+            check_task_state(state)?;
+        }
+        let build = |head: &str| {
+            let mut sql = Sql::new(self.backend(), head);
+            sql.push(" WHERE ((assignee_kind = 'user' AND assignee_user = ")
+                .push_arg(f.username.to_string())
+                .push(")");
+            if !f.roles.is_empty() {
+                sql.push(" OR (assignee_kind = 'role' AND assignee_role IN (");
+                for (i, role) in f.roles.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push_arg(role.clone());
+                }
+                sql.push(") AND (COALESCE(assignee_org, '') = '' OR assignee_org = ")
+                    .push_arg(f.org.to_string())
+                    .push(")");
+                if f.region != "/" {
+                    sql.push(" AND (COALESCE(assignee_region, '/') = ")
+                        .push_arg(f.region.to_string())
+                        .push(" OR assignee_region LIKE ")
+                        .push_arg(below_region_pattern(f.region))
+                        .push(" ESCAPE '\\')");
+                }
+                sql.push(")");
+            }
+            sql.push(")");
+            if let Some(state) = f.state {
+                sql.push(" AND state = ").push_arg(state.to_string());
+            }
+            sql
+        };
+        let (text, args) = build("SELECT COUNT(*) FROM tasks").finish()?;
+        let total: i64 = sqlx::query_scalar_with(&text, args)
+            .fetch_one(self.read())
+            .await?;
+        let mut sql = build(&format!("SELECT {TASK_COLUMNS} FROM tasks"));
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_arg(f.limit.max(0))
+            .push(" OFFSET ")
+            .push_arg(f.offset.max(0));
+        let (text, args) = sql.finish()?;
+        let rows = sqlx::query_with(&text, args)
+            .fetch_all(self.read())
+            .await?
+            .iter()
+            .map(task_row)
+            .collect::<Result<_>>()?;
+        Ok((rows, total))
+    }
+}
