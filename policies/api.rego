@@ -13,8 +13,11 @@
 # confined to (undefined: no limit); each listed row is then still checked with allow.
 #
 # Roles: admin (everything), data_admin (data permission levels in scope), operator (read/write/delete/invoke on the device-plane kinds below,
-# plugin read only, within scope), viewer (read on those kinds within scope), security_admin
-# (policy.* and decision.read everywhere), auditor (decision.read and audit.read everywhere).
+# plugin read only, within scope; rules, alarms and events too; event types and workflows read
+# only), viewer (read on those kinds within scope), dispatcher (events and alarms: read and
+# dispose, within scope), security_admin (policy.* and decision.read everywhere), auditor
+# (decision.read and audit.read everywhere). Any user reads their own messages, and reads and
+# acts on the tasks assigned to them: by name, or to a role they hold in a region they cover.
 # Scope: same org (or a resource without org) and the resource's region at or below the
 # principal's region ("/" covers all; a resource without region is in scope).
 #
@@ -30,6 +33,12 @@ managed_kinds := {
 }
 
 operator_verbs := {"read", "write", "delete", "invoke"}
+
+# The event operations center: what rules raise and people dispose.
+operations_kinds := {"rule", "alarm", "event"}
+
+# Its configuration, set by administrators and read by operators.
+operations_config_kinds := {"event_type", "workflow", "channel", "template", "delivery"}
 
 action_parts := parts if {
 	parts := split(input.action, ".")
@@ -90,6 +99,57 @@ scoped if {
 	kind in managed_kinds
 	verb == "read"
 }
+
+scoped if {
+	has_role("operator")
+	kind in operations_kinds
+	verb in operator_verbs
+}
+
+scoped if {
+	has_role("operator")
+	kind in operations_config_kinds
+	verb == "read"
+}
+
+scoped if {
+	has_role("viewer")
+	kind in operations_kinds
+	verb == "read"
+}
+
+scoped if {
+	has_role("dispatcher")
+	kind in {"alarm", "event"}
+	verb in {"read", "write"}
+}
+
+# Everyone has a message center; the host only ever shows a user their own messages.
+scoped if {
+	is_user
+	kind == "message"
+	verb in {"read", "write", "delete"}
+}
+
+# A task may be read and acted on (task.write) by whoever it is assigned to; the task's region
+# is the resource region, so holding the role elsewhere is not enough.
+scoped if {
+	is_user
+	kind == "task"
+	verb in {"read", "write"}
+	task_assigned_to_principal
+}
+
+# The collection of "my tasks": the host lists only tasks assigned to the user.
+scoped if {
+	is_user
+	input.action == "task.read"
+	not input.resource.id
+}
+
+task_assigned_to_principal if input.resource.assignee.user == input.principal.username
+
+task_assigned_to_principal if input.resource.assignee.role in input.principal.roles
 
 # Data administrators hand out data permission levels on the products in their scope.
 scoped if {

@@ -183,3 +183,49 @@ test_data_admins_grant_data_levels_in_scope if {
 		"resource": {"kind": "data_grant", "id": "a1", "org": "", "region": "/"},
 	}
 }
+
+# --- event operations center -----------------------------------------------------------------
+
+ev(region) := {"kind": "event", "id": "42", "org": "city", "region": region}
+
+task_for(assignee, region) := {"kind": "task", "id": "E1-t1", "org": "city", "region": region, "assignee": assignee}
+
+test_operator_manages_rules_alarms_events_in_region if {
+	allow with input as req(["operator"], "rule.write", {"kind": "rule", "id": "r", "org": "city", "region": "/hz/xihu"})
+	allow with input as req(["operator"], "alarm.write", {"kind": "alarm", "id": "1", "org": "city", "region": "/hz/xihu/lingyin"})
+	allow with input as req(["operator"], "event.read", ev("/hz/xihu/lingyin"))
+	not allow with input as req(["operator"], "event.read", ev("/hz/binjiang"))
+	not allow with input as req(["operator"], "workflow.write", {"kind": "workflow", "id": "w"})
+	allow with input as req(["operator"], "workflow.read", {"kind": "workflow", "id": "w"})
+}
+
+test_viewer_reads_events_only if {
+	allow with input as req(["viewer"], "event.read", ev("/hz/xihu"))
+	not allow with input as req(["viewer"], "event.write", ev("/hz/xihu"))
+}
+
+test_dispatcher_disposes_events_in_region_only if {
+	allow with input as req(["dispatcher"], "event.write", ev("/hz/xihu"))
+	not allow with input as req(["dispatcher"], "event.write", ev("/hz/binjiang"))
+	not allow with input as req(["dispatcher"], "rule.write", {"kind": "rule", "id": "r"})
+}
+
+test_task_assignee_by_name_acts if {
+	allow with input as req([], "task.write", task_for({"user": "ops"}, null))
+	not allow with input as req([], "task.write", task_for({"user": "someone-else"}, null))
+}
+
+test_task_role_holder_acts_in_region_only if {
+	allow with input as req(["dispatcher"], "task.write", task_for({"role": "dispatcher"}, "/hz/xihu/lingyin"))
+	inp := req(["dispatcher"], "task.write", task_for({"role": "dispatcher"}, "/hz/binjiang"))
+	not allow with input as inp
+	reason == "task E1-t1 is in region /hz/binjiang, outside your region /hz/xihu" with input as inp
+	not allow with input as req(["viewer"], "task.write", task_for({"role": "dispatcher"}, "/hz/xihu"))
+}
+
+test_everyone_lists_own_tasks_and_messages if {
+	allow with input as req([], "task.read", {"kind": "task"})
+	allow with input as req([], "message.read", {"kind": "message"})
+	allow with input as req([], "message.delete", {"kind": "message"})
+	not allow with input as {"principal": {"kind": "app", "id": "a", "apis": []}, "action": "message.read", "resource": {"kind": "message"}}
+}

@@ -2,17 +2,23 @@
 //! HTTPS, and the operational endpoints.
 
 pub mod access;
+pub mod alarms;
 pub mod applications;
 pub mod auth;
 pub mod authz;
 pub mod data_grants;
 pub mod devices;
+pub mod events;
+pub mod messages;
+pub mod notifications;
 pub mod ops;
 pub mod plugins;
 pub mod policies;
 pub mod problem;
 pub mod products;
 pub mod registration;
+pub mod rules;
+pub mod tasks;
 pub mod tls;
 pub mod users;
 
@@ -44,6 +50,9 @@ pub struct ApiState {
     pub policy: Arc<dyn authz::ApiPolicy>,
     /// Policy files and the decision log; `None` on a node that exposes neither.
     pub policy_admin: Option<Arc<dyn policies::PolicyAdmin>>,
+    /// The event operations center (rules, alarms, events, workflows, tasks, messages);
+    /// `None` on a node that runs none (its routes say so).
+    pub operations: Option<lotus_operations::Operations>,
 }
 
 impl ApiState {
@@ -64,7 +73,14 @@ impl ApiState {
             plugins: None,
             policy,
             policy_admin: None,
+            operations: None,
         }
+    }
+
+    /// Gives the API the running operations center.
+    pub fn with_operations(mut self, operations: lotus_operations::Operations) -> Self {
+        self.operations = Some(operations);
+        self
     }
 
     /// Gives the API the policy files and decision log to manage.
@@ -137,6 +153,14 @@ impl utoipa::Modify for BearerAuth {
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
     }
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(rules::RulesDoc::openapi());
+    doc.merge(events::EventsDoc::openapi());
+    doc
 }
 
 /// The whole HTTP surface.
@@ -275,6 +299,8 @@ pub fn router(state: ApiState) -> Router {
             "/topic/{*topic}",
             post(access::publish).layer(axum::extract::DefaultBodyLimit::max(256 * 1024)),
         )
+        .merge(rules::routes())
+        .merge(events::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -289,13 +315,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{id}", put(plugins::upgrade))
         .layer(plugins::upload_limit())
         .with_state(state);
-    api.merge(
-        utoipa_swagger_ui::SwaggerUi::new("/api/docs")
-            .url("/api/v1/openapi.json", ApiDoc::openapi()),
-    )
-    .layer(tower_http::limit::RequestBodyLimitLayer::new(
-        4 * 1024 * 1024,
-    ))
-    .merge(uploads)
-    .layer(tower_http::trace::TraceLayer::new_for_http())
+    api.merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi()))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            4 * 1024 * 1024,
+        ))
+        .merge(uploads)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }

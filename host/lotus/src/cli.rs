@@ -7,6 +7,9 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod events;
+mod rules;
+
 #[derive(Subcommand)]
 pub enum ClientCommand {
     /// Log in and remember the token for later commands.
@@ -44,6 +47,18 @@ pub enum ClientCommand {
     /// Operator accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Rules of the event operations center: triggers, conditions, actions, counters.
+    #[command(subcommand)]
+    Rule(rules::RuleCommand),
+    /// Alarms raised by rules: list, acknowledge, clear.
+    #[command(subcommand)]
+    Alarm(rules::AlarmCommand),
+    /// Events: search, create, detail, statistics.
+    #[command(subcommand)]
+    Event(events::EventCommand),
+    /// Your tasks: list and act on them.
+    #[command(subcommand)]
+    Task(events::TaskCommand),
 }
 
 #[derive(Subcommand)]
@@ -587,14 +602,14 @@ fn saved() -> Option<Saved> {
     serde_json::from_str(&text).ok()
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     url: String,
     token: Option<String>,
 }
 
 impl Client {
-    fn new(conn: &Connection) -> Client {
+    pub(crate) fn new(conn: &Connection) -> Client {
         let saved = saved();
         let url = conn
             .url
@@ -609,7 +624,7 @@ impl Client {
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -670,13 +685,13 @@ impl Client {
     }
 }
 
-fn print(v: &Value) {
+pub(crate) fn print(v: &Value) {
     if !v.is_null() {
         println!("{}", serde_json::to_string_pretty(v).expect("JSON prints"));
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.replace('%', "%25")
         .replace('/', "%2F")
         .replace('?', "%3F")
@@ -686,6 +701,10 @@ fn enc(s: &str) -> String {
 pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     match cmd {
+        ClientCommand::Rule(c) => rules::run_rule(c).await?,
+        ClientCommand::Alarm(c) => rules::run_alarm(c).await?,
+        ClientCommand::Event(c) => events::run_event(c).await?,
+        ClientCommand::Task(c) => events::run_task(c).await?,
         ClientCommand::Login { conn, username, password } => {
             let client = Client::new(&conn);
             let v = client

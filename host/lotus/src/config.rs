@@ -25,6 +25,24 @@ pub struct Config {
     pub writer: WriterSettings,
     pub plugins: PluginSettings,
     pub policy: PolicySettings,
+    pub operations: OperationsSettings,
+}
+
+/// The event operations center: rules, alarms, events, workflows, notifications.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperationsSettings {
+    /// Wait before the first retry of a failed rule action or notification (milliseconds);
+    /// each later retry waits twice as long, and the fifth failure is a dead letter.
+    pub retry_base_ms: u64,
+}
+
+impl Default for OperationsSettings {
+    fn default() -> Self {
+        OperationsSettings {
+            retry_base_ms: 2_000,
+        }
+    }
 }
 
 /// The Rego policies that decide every permission.
@@ -188,6 +206,7 @@ impl Default for Config {
             writer: WriterSettings::default(),
             plugins: PluginSettings::default(),
             policy: PolicySettings::default(),
+            operations: OperationsSettings::default(),
         }
     }
 }

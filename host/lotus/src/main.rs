@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod operations_host;
 mod plugin_host;
 mod plugin_test;
 mod policy_host;

@@ -363,6 +363,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let (operations, operation_tasks) = lotus_operations::Operations::start(
+        store.clone(),
+        plane.bus.clone(),
+        Arc::new(crate::operations_host::PlaneCommands(plane.clone())),
+        Arc::new(crate::operations_host::PluginChannels(
+            plugins.runtime.clone(),
+        )),
+        lotus_operations::OperationsConfig {
+            retry_base: std::time::Duration::from_millis(config.operations.retry_base_ms.max(1)),
+        },
+    )
+    .await
+    .context("starting the operations center")?;
+
     let state = ApiState::new(
         store.clone(),
         plane.clone(),
@@ -377,7 +391,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_plugins(Arc::new(crate::plugin_host::RuntimeManager {
         runtime: plugins.runtime.clone(),
         script_runner: plugins.script_runner.clone(),
-    }));
+    }))
+    .with_operations(operations);
     let shutting_down = state.shutting_down.clone();
     let app = lotus_api::router(state);
     let (stop_http_tx, stop_http) = tokio::sync::watch::channel(false);
@@ -434,6 +449,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         s.abort();
     }
     replier.abort();
+    for t in operation_tasks {
+        t.abort();
+    }
     drop(tasks);
     store.close().await;
     tracing::info!("stopped");

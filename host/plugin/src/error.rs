@@ -21,6 +21,8 @@ pub enum CallError {
     OutOfFuel,
     #[error("the plugin hit its memory limit")]
     MemoryLimit,
+    /// The guest trapped; when it reported a panic on stderr first (as Rust guests do), the
+    /// message leads with it, e.g. `panicked at src/lib.rs:12:9: codec bug: … (wasm trap: …)`.
     #[error("the plugin trapped: {0}")]
     Trap(String),
     #[error("the plugin returned {bytes} bytes, above its limit of {limit}")]

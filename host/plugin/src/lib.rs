@@ -8,6 +8,7 @@
 mod alink;
 mod cache;
 mod error;
+mod guest_output;
 mod host;
 mod logs;
 mod manifest;

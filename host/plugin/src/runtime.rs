@@ -15,6 +15,7 @@ use wasmtime::{Config, Engine, Store, Trap};
 
 use crate::cache::ComponentCache;
 use crate::error::{CallError, PrepareError};
+use crate::guest_output::CallOutput;
 use crate::host::{CapabilityCheck, HostServices, ManifestCapabilityCheck};
 use crate::logs::{LogLevel, LogLine, LogSource, PluginLog};
 use crate::manifest::{Capability, Manifest, World};
@@ -527,8 +528,8 @@ fn check_imports(
     let version_suffix = format!("@{}", v1::VERSION);
     for (name, _item) in component.component_type().imports(engine) {
         if name.starts_with("wasi:") {
-            // Served by a WASI context with no files, environment, network or stdio; the linker
-            // refuses interfaces it does not provide.
+            // Served by a WASI context with no files, environment, network or stdin (stdout and
+            // stderr go to the plugin log); the linker refuses interfaces it does not provide.
             continue;
         }
         let Some(rest) = name.strip_prefix(package) else {
@@ -633,8 +634,11 @@ impl Version {
         let mut store = Store::new(engine, StoreData::new(self.env.clone()));
         store.limiter(|data| &mut data.limiter);
         budget(&mut store, limits.fuel_per_call, limits.call_timeout)
-            .map_err(|e| classify(&e, false))?;
-        match self.pre.instantiate(&mut store) {
+            .map_err(|e| classify(&e, false, None))?;
+        let instantiated = self.pre.instantiate(&mut store);
+        // The component's initialisation may print (or panic); that is not the next call's.
+        let panic = self.record_output(store.data().output.take());
+        match instantiated {
             Ok(exports) => {
                 let baseline_memory = store.data().limiter.memory_peak;
                 Ok(Instance {
@@ -645,16 +649,33 @@ impl Version {
             }
             Err(error) => {
                 let refused = store.data().limiter.memory_refused;
-                Err(classify(&error, refused))
+                Err(classify(&error, refused, panic.as_deref()))
             }
         }
+    }
+
+    /// Puts what the guest wrote during one call into the plugin log; returns the guest's panic
+    /// message, if it reported one.
+    fn record_output(&self, output: Option<CallOutput>) -> Option<String> {
+        let mut output = output?;
+        output.record(&self.env.log, &self.env.manifest.version);
+        output.panic().map(str::to_string)
     }
 }
 
 /// Turns a wasm failure into the caller's reason, plus the full text (backtrace included) for the
-/// plugin's log.
-fn classify(error: &wasmtime::Error, memory_refused: bool) -> (CallError, String) {
+/// plugin's log. A Rust guest traps with a bare `unreachable` after printing why it panicked, so
+/// the panic message, when there is one, leads the reason.
+fn classify(
+    error: &wasmtime::Error,
+    memory_refused: bool,
+    panic: Option<&str>,
+) -> (CallError, String) {
     let detail = format!("{error:?}");
+    let trapped = |what: String| match panic {
+        Some(panic) => CallError::Trap(format!("{panic} ({what})")),
+        None => CallError::Trap(what),
+    };
     let reason = match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => CallError::OutOfFuel,
         Some(Trap::Interrupt) => CallError::Timeout,
@@ -663,8 +684,8 @@ fn classify(error: &wasmtime::Error, memory_refused: bool) -> (CallError, String
         }
         // A guest that cannot grow its memory usually aborts (an `unreachable` trap).
         _ if memory_refused => CallError::MemoryLimit,
-        Some(trap) => CallError::Trap(trap.to_string()),
-        None => CallError::Trap(error.to_string()),
+        Some(trap) => trapped(trap.to_string()),
+        None => trapped(error.to_string()),
     };
     (reason, detail)
 }
@@ -715,7 +736,12 @@ impl Handle {
             ) {
                 Ok(()) => instance,
                 Err(error) => {
-                    return Err(self.failed(&slot, &version, operation, classify(&error, false)));
+                    return Err(self.failed(
+                        &slot,
+                        &version,
+                        operation,
+                        classify(&error, false, None),
+                    ));
                 }
             },
             None => match version.instantiate(&self.inner.engine) {
@@ -725,6 +751,9 @@ impl Handle {
         };
 
         let outcome = f(&instance.exports, &mut instance.store);
+        // Taken on every call, so a pooled instance's output is logged once, by the call that
+        // wrote it.
+        let panic = version.record_output(instance.store.data().output.take());
 
         let fuel_left = instance.store.get_fuel().unwrap_or(0);
         slot.metrics
@@ -774,7 +803,12 @@ impl Handle {
                 // Never reuse an instance that trapped: its memory may be half-updated.
                 let refused = instance.store.data().limiter.memory_refused;
                 drop(instance);
-                Err(self.failed(&slot, &version, operation, classify(&error, refused)))
+                Err(self.failed(
+                    &slot,
+                    &version,
+                    operation,
+                    classify(&error, refused, panic.as_deref()),
+                ))
             }
         }
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::guest_output::{GuestOutput, Stream};
 use crate::host::{
     CapabilityCheck, CapabilityRequest, DeviceCall, EventInput, HostError, HostServices,
 };
@@ -99,6 +100,8 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
 pub(crate) struct StoreData {
     pub env: Arc<CallEnv>,
     pub limiter: GuestLimiter,
+    /// What the guest writes to stdout and stderr, taken after every call.
+    pub output: Arc<GuestOutput>,
     wasi: WasiCtx,
     table: ResourceTable,
     /// When the current call must be over; host calls that wait (http) stop by then.
@@ -108,9 +111,14 @@ pub(crate) struct StoreData {
 impl StoreData {
     pub fn new(env: Arc<CallEnv>) -> StoreData {
         let memory_limit = usize::try_from(env.manifest.limits.memory_bytes).unwrap_or(usize::MAX);
-        // No files, no environment, no arguments, no network, stdio to nowhere: Rust guests
-        // import WASI interfaces, but a plugin reaches the world only through its capabilities.
-        let wasi = WasiCtx::builder().build();
+        // No files, no environment, no arguments, no network, no stdin: Rust guests import WASI
+        // interfaces, but a plugin reaches the world only through its capabilities. stdout and
+        // stderr go to the plugin log, where an ISV looks for its codec's panic message.
+        let output = GuestOutput::new();
+        let wasi = WasiCtx::builder()
+            .stdout(output.stream(Stream::Stdout))
+            .stderr(output.stream(Stream::Stderr))
+            .build();
         StoreData {
             env,
             limiter: GuestLimiter {
@@ -118,6 +126,7 @@ impl StoreData {
                 memory_peak: 0,
                 memory_refused: false,
             },
+            output,
             wasi,
             table: ResourceTable::new(),
             deadline: Instant::now(),

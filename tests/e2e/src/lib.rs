@@ -113,6 +113,91 @@ impl Fixture {
     }
 }
 
+/// The password of every user the tests create besides the administrator.
+pub const PASSWORD: &str = "correct-horse-battery";
+
+/// A logged-in user other than the administrator.
+pub struct Session<'a> {
+    pub node: &'a LotusNode,
+    pub token: String,
+}
+
+impl<'a> Session<'a> {
+    pub async fn login(node: &'a LotusNode, username: &str) -> anyhow::Result<Session<'a>> {
+        let resp = node
+            .client
+            .post(format!("{}/api/v1/auth/login", node.http))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "login of {username} failed");
+        let body: Value = resp.json().await?;
+        Ok(Session {
+            node,
+            token: body["token"].as_str().unwrap().to_string(),
+        })
+    }
+
+    /// One API call as this user: the status and the JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .node
+            .client
+            .request(method, format!("{}{path}", self.node.http))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+}
+
+impl Session<'_> {
+    /// Like [`Session::call`] but fails unless the status is the expected one.
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expected: u16,
+    ) -> anyhow::Result<Value> {
+        let (status, value) = self.call(method.clone(), path, body).await?;
+        anyhow::ensure!(
+            status == expected,
+            "{method} {path}: expected {expected}, got {status}: {value}"
+        );
+        Ok(value)
+    }
+}
+
+/// Creates a user with roles in a region (password [`PASSWORD`]).
+pub async fn create_user(
+    node: &LotusNode,
+    name: &str,
+    roles: &[&str],
+    region: &str,
+) -> anyhow::Result<()> {
+    node.expect(
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"username": name, "password": PASSWORD, "roles": roles, "region": region})),
+        201,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Topic helpers.
 pub fn sys(creds: &DeviceCredentials, tail: &str) -> String {
     format!("/sys/{}/{}/{tail}", creds.product_key, creds.device_name)

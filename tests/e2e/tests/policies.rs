@@ -6,72 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use lotus_e2e::sys;
+use lotus_e2e::{Session, create_user as user, sys};
 use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
 use lotus_test_harness::mqtt::Client;
 use lotus_test_harness::node::{LotusNode, NodeOptions};
 use reqwest::Method;
 use rumqttc::{QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct-horse-battery";
-
-/// A logged-in user other than the administrator.
-struct Session<'a> {
-    node: &'a LotusNode,
-    token: String,
-}
-
-impl<'a> Session<'a> {
-    async fn login(node: &'a LotusNode, username: &str) -> anyhow::Result<Session<'a>> {
-        let resp = node
-            .client
-            .post(format!("{}/api/v1/auth/login", node.http))
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status().is_success(), "login of {username} failed");
-        let body: Value = resp.json().await?;
-        Ok(Session {
-            node,
-            token: body["token"].as_str().unwrap().to_string(),
-        })
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self
-            .node
-            .client
-            .request(method, format!("{}{path}", self.node.http))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
-    }
-}
-
-async fn user(node: &LotusNode, name: &str, roles: &[&str], region: &str) -> anyhow::Result<()> {
-    node.expect(
-        Method::POST,
-        "/api/v1/users",
-        Some(json!({"username": name, "password": PASSWORD, "roles": roles, "region": region})),
-        201,
-    )
-    .await?;
-    Ok(())
-}
 
 async fn product(node: &LotusNode, name: &str, region: &str) -> anyhow::Result<String> {
     let p = node

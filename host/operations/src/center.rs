@@ -1,0 +1,541 @@
+//! The event center: events come in (from rules or operators), are classified against their
+//! type (merged into an open event, closed at once, isolated, or dispatched), and dispatched
+//! events start their disposal workflow, whose effects become tasks, messages and event
+//! state changes.
+
+use std::sync::Arc;
+
+use lotus_storage::{EventRow, NewEvent, NewTask, StorageError, Store, TaskRow};
+use lotus_workflow::{
+    Action, Classification, Effect, EventDraft, EventFacts, EventType, GeoPoint, Instance, Level,
+    OpenEvent, ResolvedAssignee, WorkflowDefinition, classify,
+};
+use serde_json::{Value, json};
+
+use crate::inbox;
+use crate::recipient::Recipient;
+
+/// Why an event or a task action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CenterError {
+    /// The request is wrong; the text says how.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Someone else changed it first (two approvers at once); reload and retry.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What happened to a submitted event.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum Submitted {
+    /// A new event; `workflow` names the disposal workflow started, if one applies.
+    Created {
+        event: i64,
+        number: String,
+        workflow: Option<String>,
+    },
+    /// Merged into an open event of the same type nearby.
+    Merged { event: i64, number: String },
+    /// Recorded and closed at once (its level is at or below the type's `autoClose`).
+    AutoClosed { event: i64, number: String },
+    /// Recorded but not dispatched (its level is at or below the type's `isolate`).
+    Isolated { event: i64, number: String },
+}
+
+impl Submitted {
+    pub fn event_id(&self) -> i64 {
+        match self {
+            Submitted::Created { event, .. }
+            | Submitted::Merged { event, .. }
+            | Submitted::AutoClosed { event, .. }
+            | Submitted::Isolated { event, .. } => *event,
+        }
+    }
+}
+
+/// An event to submit, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub draft: EventDraft,
+    pub org: String,
+    pub rule_id: Option<String>,
+    pub alarm_id: Option<i64>,
+    /// Who created it: a username, or `rule:<id>`.
+    pub actor: String,
+}
+
+#[derive(Clone)]
+pub struct EventCenter {
+    store: Store,
+}
+
+/// Events of a type that are older than this are never merge candidates, whatever the type says.
+const MAX_MERGE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
+impl EventCenter {
+    pub fn new(store: Store) -> Arc<EventCenter> {
+        Arc::new(EventCenter { store })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The stored event type `code`.
+    pub async fn event_type(&self, code: &str) -> Result<EventType, CenterError> {
+        let def = self.store.get_event_type(code).await?.ok_or_else(|| {
+            CenterError::Invalid(format!(
+                "event type `{code}` does not exist: create it with PUT /api/v1/event-types/{code}"
+            ))
+        })?;
+        serde_json::from_value(def).map_err(|e| {
+            CenterError::Invalid(format!("stored event type `{code}` cannot be read: {e}"))
+        })
+    }
+
+    /// Classifies and records an event, and starts its workflow when it is dispatched.
+    pub async fn submit(&self, s: Submission) -> Result<Submitted, CenterError> {
+        let draft = &s.draft;
+        draft
+            .validate()
+            .map_err(|e| CenterError::Invalid(e.to_string()))?;
+        let ty = self.event_type(&draft.type_code).await?;
+        if let Err(errors) = ty.check_fields(draft) {
+            let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return Err(CenterError::Invalid(format!(
+                "event fields do not match type `{}`: {}",
+                ty.code,
+                text.join("; ")
+            )));
+        }
+        let level = ty.level_of(draft);
+        let window = ty
+            .merge
+            .as_ref()
+            .map(|m| (m.window_secs as i64).saturating_mul(1000))
+            .unwrap_or(0)
+            .min(MAX_MERGE_WINDOW_MS);
+        let open: Vec<OpenEvent> = if ty.merge.is_some() {
+            self.store
+                .open_events_of_type(&ty.code, draft.at_ms - window)
+                .await?
+                .iter()
+                .map(open_event)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let classification = classify(&ty, draft, &open);
+        let at = draft.at_ms;
+        if let Classification::Merge { into } = &classification {
+            let id: i64 = into.parse().unwrap_or_default();
+            let detail = json!({"title": draft.title, "fields": draft.fields, "source": s.actor});
+            let row = self.store.merge_into_event(id, at, &detail).await?;
+            return Ok(Submitted::Merged {
+                event: row.id,
+                number: row.number,
+            });
+        }
+        let (state, outcome) = match classification {
+            Classification::AutoClose => ("closed", Some(lotus_workflow::AUTO_CLOSED)),
+            Classification::Isolate => ("isolated", None),
+            _ => ("new", None),
+        };
+        let (lat, lon) = draft
+            .location
+            .map(|g| (Some(g.lat), Some(g.lon)))
+            .unwrap_or((None, None));
+        let row = self
+            .store
+            .create_event(&NewEvent {
+                type_code: &ty.code,
+                title: &draft.title,
+                level: level.number() as i64,
+                state,
+                outcome,
+                region: &draft.region,
+                org: &s.org,
+                lat,
+                lon,
+                fields: &Value::Object(draft.fields.clone()),
+                source: &draft.source,
+                rule_id: s.rule_id.as_deref(),
+                alarm_id: s.alarm_id,
+                at,
+            })
+            .await?;
+        match state {
+            "closed" => Ok(Submitted::AutoClosed {
+                event: row.id,
+                number: row.number,
+            }),
+            "isolated" => Ok(Submitted::Isolated {
+                event: row.id,
+                number: row.number,
+            }),
+            _ => {
+                let workflow = self.start_workflow(&row, level, at).await?;
+                Ok(Submitted::Created {
+                    event: row.id,
+                    number: row.number,
+                    workflow,
+                })
+            }
+        }
+    }
+
+    /// Starts the first enabled workflow that applies to the event's type and level.
+    async fn start_workflow(
+        &self,
+        event: &EventRow,
+        level: Level,
+        at: i64,
+    ) -> Result<Option<String>, CenterError> {
+        let defs = self
+            .store
+            .workflow_definitions_for(&event.type_code)
+            .await?;
+        for row in defs {
+            let def: WorkflowDefinition = match serde_json::from_value(row.definition.clone()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(workflow = %row.id, error = %e, "stored workflow definition cannot be read");
+                    continue;
+                }
+            };
+            if !def.applies(&event.type_code, level) {
+                continue;
+            }
+            let facts = facts(event, level);
+            let (instance, effects) = Instance::start(&def, &facts, at)
+                .map_err(|e| CenterError::Invalid(e.to_string()))?;
+            let value = serde_json::to_value(&instance).unwrap_or(Value::Null);
+            self.store
+                .create_workflow_instance(
+                    event.id,
+                    &row.id,
+                    row.version,
+                    &value,
+                    instance.next_deadline(),
+                )
+                .await?;
+            self.store
+                .append_timeline(
+                    event.id,
+                    at,
+                    None,
+                    "workflow_started",
+                    &json!({"workflow": row.id, "version": row.version}),
+                )
+                .await?;
+            self.apply(event, &effects, None, at).await?;
+            return Ok(Some(row.id));
+        }
+        Ok(None)
+    }
+
+    /// Acts on a task (approve, reject, transfer, feed back). Whether `actor` may is the
+    /// caller's policy decision; this checks what the workflow allows.
+    pub async fn act(
+        &self,
+        task_id: &str,
+        actor: &str,
+        action: Action,
+        at: i64,
+    ) -> Result<TaskRow, CenterError> {
+        let task = self
+            .store
+            .get_task(task_id)
+            .await?
+            .ok_or_else(|| CenterError::NotFound(format!("task `{task_id}` not found")))?;
+        let event =
+            self.store.get_event(task.event_id).await?.ok_or_else(|| {
+                CenterError::NotFound(format!("event {} not found", task.event_id))
+            })?;
+        let row = self
+            .store
+            .workflow_instance(task.event_id)
+            .await?
+            .ok_or_else(|| {
+                CenterError::NotFound(format!("event {} has no workflow", task.event_id))
+            })?;
+        let def = self
+            .definition(&row.definition_id, row.definition_version)
+            .await?;
+        let mut instance: Instance = serde_json::from_value(row.instance.clone())
+            .map_err(|e| CenterError::Invalid(format!("stored workflow cannot be read: {e}")))?;
+        let comment = action_comment(&action);
+        let effects = instance
+            .act(&def, task_id, actor, action, at)
+            .map_err(|e| CenterError::Invalid(e.to_string()))?;
+        self.save(&row, &instance).await?;
+        self.apply(
+            &event,
+            &effects,
+            Some((task_id, actor, comment.as_deref())),
+            at,
+        )
+        .await?;
+        self.store
+            .get_task(task_id)
+            .await?
+            .ok_or_else(|| CenterError::NotFound(format!("task `{task_id}` not found")))
+    }
+
+    /// Escalates overdue tasks of every workflow whose deadline passed.
+    pub async fn tick(&self, now: i64) -> Result<usize, CenterError> {
+        let due = self.store.due_workflow_instances(now, 100).await?;
+        let mut n = 0;
+        for row in due {
+            let Some(event) = self.store.get_event(row.event_id).await? else {
+                continue;
+            };
+            let def = self
+                .definition(&row.definition_id, row.definition_version)
+                .await?;
+            let mut instance: Instance = match serde_json::from_value(row.instance.clone()) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::error!(event = row.event_id, error = %e, "stored workflow cannot be read");
+                    continue;
+                }
+            };
+            let effects = instance
+                .tick(&def, now)
+                .map_err(|e| CenterError::Invalid(e.to_string()))?;
+            match self.save(&row, &instance).await {
+                Ok(()) => {}
+                // An approver acted meanwhile; the next tick sees the new state.
+                Err(CenterError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            self.apply(&event, &effects, None, now).await?;
+            n += effects.len();
+        }
+        Ok(n)
+    }
+
+    async fn definition(&self, id: &str, version: i64) -> Result<WorkflowDefinition, CenterError> {
+        let row = self
+            .store
+            .workflow_definition(id, Some(version))
+            .await?
+            .ok_or_else(|| {
+                CenterError::NotFound(format!("workflow `{id}` v{version} not found"))
+            })?;
+        serde_json::from_value(row.definition).map_err(|e| {
+            CenterError::Invalid(format!("stored workflow `{id}` cannot be read: {e}"))
+        })
+    }
+
+    async fn save(
+        &self,
+        row: &lotus_storage::WorkflowInstanceRow,
+        instance: &Instance,
+    ) -> Result<(), CenterError> {
+        let state = match instance.state() {
+            lotus_workflow::InstanceState::Running => "running",
+            _ => "completed",
+        };
+        let value = serde_json::to_value(instance).unwrap_or(Value::Null);
+        match self
+            .store
+            .update_workflow_instance(
+                row.event_id,
+                row.revision,
+                state,
+                &value,
+                instance.next_deadline(),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StorageError::Conflict(m)) => Err(CenterError::Conflict(format!(
+                "the task changed while you were acting on it ({m}); reload and try again"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Carries out a workflow's effects, each also written to the event's timeline. `acted` is
+    /// the task a person acted on, who, and their comment.
+    async fn apply(
+        &self,
+        event: &EventRow,
+        effects: &[Effect],
+        acted: Option<(&str, &str, Option<&str>)>,
+        at: i64,
+    ) -> Result<(), CenterError> {
+        let actor = acted.map(|(_, who, _)| who);
+        for effect in effects {
+            let detail = serde_json::to_value(effect).unwrap_or(Value::Null);
+            match effect {
+                Effect::EventProcessing => {
+                    self.store
+                        .set_event_state(event.id, "processing", None, at)
+                        .await?;
+                }
+                Effect::CreateTask {
+                    task_id,
+                    step_id,
+                    step_name,
+                    assignee,
+                    due_ms,
+                } => {
+                    let (kind, role, org, region, user) = match assignee {
+                        ResolvedAssignee::Role { role, org, region } => (
+                            "role",
+                            Some(role.as_str()),
+                            org.as_deref(),
+                            Some(region.as_str()),
+                            None,
+                        ),
+                        ResolvedAssignee::User { username } => {
+                            ("user", None, None, None, Some(username.as_str()))
+                        }
+                    };
+                    let title = format!("{} — {} {}", step_name, event.number, event.title);
+                    self.store
+                        .create_task(&NewTask {
+                            id: task_id,
+                            event_id: event.id,
+                            kind: "disposal",
+                            step_id,
+                            step_name,
+                            title: &title,
+                            assignee_kind: kind,
+                            assignee_role: role,
+                            assignee_org: org,
+                            assignee_region: region,
+                            assignee_user: user,
+                            due_at: *due_ms,
+                            at,
+                        })
+                        .await?;
+                    let link = format!("task:{task_id}");
+                    inbox::deliver(
+                        &self.store,
+                        &[Recipient::from(assignee)],
+                        &format!("New task: {title}"),
+                        &format!(
+                            "Event {} ({}, level {}) in {} needs: {}.",
+                            event.number, event.type_code, event.level, event.region, step_name
+                        ),
+                        Some(event.level),
+                        Some(&link),
+                        at,
+                    )
+                    .await
+                    .map_err(CenterError::Invalid)?;
+                }
+                Effect::CloseTask { task_id, outcome } => {
+                    let state = serde_json::to_value(outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_else(|| "cancelled".into());
+                    let comment = acted
+                        .filter(|(acted_on, _, _)| acted_on == task_id)
+                        .and_then(|(_, _, c)| c);
+                    self.store
+                        .close_task(task_id, &state, actor, comment, at)
+                        .await?;
+                }
+                Effect::Notify {
+                    assignee,
+                    subject_key,
+                    task_id,
+                } => {
+                    let (title, body) = match subject_key.as_str() {
+                        lotus_workflow::SUBJECT_TASK_OVERDUE => (
+                            format!("Task overdue: event {}", event.number),
+                            format!(
+                                "A task of event {} ({}) is past its deadline.",
+                                event.number, event.title
+                            ),
+                        ),
+                        lotus_workflow::SUBJECT_TASK_ESCALATED => (
+                            format!("Escalated to you: event {}", event.number),
+                            format!(
+                                "An overdue task of event {} ({}) was escalated to you.",
+                                event.number, event.title
+                            ),
+                        ),
+                        other => (
+                            format!("{other}: event {}", event.number),
+                            event.title.clone(),
+                        ),
+                    };
+                    let link = task_id.as_ref().map(|t| format!("task:{t}"));
+                    inbox::deliver(
+                        &self.store,
+                        &[Recipient::from(assignee)],
+                        &title,
+                        &body,
+                        Some(event.level),
+                        link.as_deref(),
+                        at,
+                    )
+                    .await
+                    .map_err(CenterError::Invalid)?;
+                }
+                Effect::Escalated { task_id, .. } => {
+                    self.store.mark_task_overdue(task_id).await?;
+                }
+                Effect::EventClosed { outcome } => {
+                    self.store
+                        .set_event_state(event.id, "closed", Some(outcome), at)
+                        .await?;
+                }
+            }
+            let action = match effect {
+                Effect::EventProcessing => "processing",
+                Effect::CreateTask { .. } => "task_created",
+                Effect::CloseTask { .. } => "task_closed",
+                Effect::Notify { .. } => "notified",
+                Effect::Escalated { .. } => "escalated",
+                Effect::EventClosed { .. } => "closed",
+            };
+            self.store
+                .append_timeline(event.id, at, actor, action, &detail)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn action_comment(a: &Action) -> Option<String> {
+    match a {
+        Action::Approve { comment } | Action::Transfer { comment, .. } => comment.clone(),
+        Action::Reject { comment } | Action::FeedBack { comment } => Some(comment.clone()),
+    }
+}
+
+fn open_event(e: &EventRow) -> OpenEvent {
+    OpenEvent {
+        id: e.id.to_string(),
+        type_code: e.type_code.clone(),
+        location: match (e.lat, e.lon) {
+            (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
+            _ => None,
+        },
+        region: e.region.clone(),
+        created_ms: e.created_at,
+        last_ms: e.last_at,
+    }
+}
+
+fn facts(e: &EventRow, level: Level) -> EventFacts {
+    EventFacts {
+        id: e.number.clone(),
+        type_code: e.type_code.clone(),
+        level,
+        region: e.region.clone(),
+        fields: e.fields.as_object().cloned().unwrap_or_default(),
+    }
+}
