@@ -247,30 +247,52 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let number = format!("E{day}-{seq:06}");
-        let row = sqlx::query(&format!(
+        // A missing location is written as a literal NULL, not bound: on PostgreSQL the Any
+        // driver prepares a statement whose first use bound a NULL float with a parameter type
+        // that a later real coordinate then does not match ("incorrect binary data format").
+        let location = match (e.lat, e.lon) {
+            (Some(lat), Some(lon)) => Some((lat, lon)),
+            _ => None,
+        };
+        let (geo, n) = match location {
+            Some(_) => ("$9, $10", 10),
+            None => ("NULL, NULL", 8),
+        };
+        let p = |i: usize| format!("${}", n + i);
+        let sql = format!(
             "INSERT INTO events (number, type_code, title, level, state, outcome, region, org, \
              lat, lon, fields, source, rule_id, alarm_id, merged_count, created_at, last_at, \
-             closed_at, timeline_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, 0, $15, $15, $16, 1) RETURNING {EVENT_COLUMNS}"
-        ))
-        .bind(&number)
-        .bind(e.type_code)
-        .bind(e.title)
-        .bind(e.level)
-        .bind(e.state)
-        .bind(e.outcome)
-        .bind(e.region)
-        .bind(e.org)
-        .bind(e.lat)
-        .bind(e.lon)
-        .bind(to_json(e.fields))
-        .bind(to_json(e.source))
-        .bind(e.rule_id)
-        .bind(e.alarm_id)
-        .bind(e.at)
-        .bind(closed_at)
-        .fetch_one(&mut *tx)
-        .await?;
+             closed_at, timeline_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {geo}, {}, {}, \
+             {}, {}, 0, {}, {}, {}, 1) RETURNING {EVENT_COLUMNS}",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(5),
+            p(6)
+        );
+        let mut insert = sqlx::query(&sql)
+            .bind(&number)
+            .bind(e.type_code)
+            .bind(e.title)
+            .bind(e.level)
+            .bind(e.state)
+            .bind(e.outcome)
+            .bind(e.region)
+            .bind(e.org);
+        if let Some((lat, lon)) = location {
+            insert = insert.bind(lat).bind(lon);
+        }
+        let row = insert
+            .bind(to_json(e.fields))
+            .bind(to_json(e.source))
+            .bind(e.rule_id)
+            .bind(e.alarm_id)
+            .bind(e.at)
+            .bind(closed_at)
+            .fetch_one(&mut *tx)
+            .await?;
         let event = event_row(&row)?;
         insert_timeline(&mut tx, event.id, 1, e.at, None, "created", e.source).await?;
         tx.commit().await?;
