@@ -278,23 +278,15 @@ impl Store {
             }
             sql
         };
-        let (text, args) = build("SELECT COUNT(*) FROM alarms").finish()?;
-        let total: i64 = sqlx::query_scalar_with(&text, args)
-            .fetch_one(self.read())
-            .await?;
-        let mut sql = build(&format!("SELECT {ALARM_COLUMNS} FROM alarms"));
-        sql.push(" ORDER BY raised_at DESC, id DESC LIMIT ")
-            .push_arg(f.limit.max(0))
-            .push(" OFFSET ")
-            .push_arg(f.offset.max(0));
-        let (text, args) = sql.finish()?;
-        let rows = sqlx::query_with(&text, args)
-            .fetch_all(self.read())
-            .await?
-            .iter()
-            .map(alarm_row)
-            .collect::<Result<_>>()?;
-        Ok((rows, total))
+        self.page(
+            "alarms",
+            ALARM_COLUMNS,
+            "raised_at DESC, id DESC",
+            (f.limit, f.offset),
+            |head| Ok(build(head)),
+            alarm_row,
+        )
+        .await
     }
 
     /// Why an update of an open alarm matched nothing: it is missing or already cleared.

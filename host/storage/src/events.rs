@@ -323,23 +323,15 @@ impl Store {
 
     /// One page of the events that match, the most recently created first, and how many match.
     pub async fn list_events(&self, f: &EventFilter<'_>) -> Result<(Vec<EventRow>, i64)> {
-        let (text, args) = event_query(self, "SELECT COUNT(*) FROM events", f)?.finish()?;
-        let total: i64 = sqlx::query_scalar_with(&text, args)
-            .fetch_one(self.read())
-            .await?;
-        let mut sql = event_query(self, &format!("SELECT {EVENT_COLUMNS} FROM events"), f)?;
-        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_arg(f.limit.max(0))
-            .push(" OFFSET ")
-            .push_arg(f.offset.max(0));
-        let (text, args) = sql.finish()?;
-        let rows = sqlx::query_with(&text, args)
-            .fetch_all(self.read())
-            .await?
-            .iter()
-            .map(event_row)
-            .collect::<Result<_>>()?;
-        Ok((rows, total))
+        self.page(
+            "events",
+            EVENT_COLUMNS,
+            "created_at DESC, id DESC",
+            (f.limit, f.offset),
+            |head| event_query(self, head, f),
+            event_row,
+        )
+        .await
     }
 
     /// The open (new or processing) events of a type reported at or after `since_ms`, the most

@@ -396,23 +396,15 @@ impl Store {
             }
             sql
         };
-        let (text, args) = build("SELECT COUNT(*) FROM deliveries").finish()?;
-        let total: i64 = sqlx::query_scalar_with(&text, args)
-            .fetch_one(self.read())
-            .await?;
-        let mut sql = build(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"));
-        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_arg(f.limit.max(0))
-            .push(" OFFSET ")
-            .push_arg(f.offset.max(0));
-        let (text, args) = sql.finish()?;
-        let rows = sqlx::query_with(&text, args)
-            .fetch_all(self.read())
-            .await?
-            .iter()
-            .map(delivery_row)
-            .collect::<Result<_>>()?;
-        Ok((rows, total))
+        self.page(
+            "deliveries",
+            DELIVERY_COLUMNS,
+            "created_at DESC, id DESC",
+            (f.limit, f.offset),
+            |head| Ok(build(head)),
+            delivery_row,
+        )
+        .await
     }
 
     /// Records the outcome of an attempt on a delivery that waits for one. `NotFound` for an

@@ -81,6 +81,41 @@ impl<'q> Sql<'q> {
     }
 }
 
+impl crate::Store {
+    /// One page of a filtered list and how many rows match in all. `build(head)` returns `head`
+    /// followed by the filter's WHERE clause, so the count and the page always filter alike;
+    /// `order` is the ORDER BY list, then LIMIT and OFFSET.
+    pub(crate) async fn page<'q, T>(
+        &self,
+        from: &str,
+        columns: &str,
+        order: &str,
+        (limit, offset): (i64, i64),
+        build: impl Fn(&str) -> Result<Sql<'q>>,
+        row: impl Fn(&AnyRow) -> Result<T>,
+    ) -> Result<(Vec<T>, i64)> {
+        let (text, args) = build(&format!("SELECT COUNT(*) FROM {from}"))?.finish()?;
+        let total: i64 = sqlx::query_scalar_with(&text, args)
+            .fetch_one(self.read())
+            .await?;
+        let mut sql = build(&format!("SELECT {columns} FROM {from}"))?;
+        sql.push(" ORDER BY ")
+            .push(order)
+            .push(" LIMIT ")
+            .push_arg(limit.max(0))
+            .push(" OFFSET ")
+            .push_arg(offset.max(0));
+        let (text, args) = sql.finish()?;
+        let rows = sqlx::query_with(&text, args)
+            .fetch_all(self.read())
+            .await?
+            .iter()
+            .map(row)
+            .collect::<Result<_>>()?;
+        Ok((rows, total))
+    }
+}
+
 /// Inserts `rows` with as few multi-row INSERT statements as the bind limits allow.
 /// `head` is `INSERT INTO t (c1, …, cN) VALUES`, `tail` anything after the values (an
 /// `ON CONFLICT` clause), and `bind` must add exactly `columns` values per row.

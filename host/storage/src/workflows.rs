@@ -619,22 +619,14 @@ impl Store {
             }
             sql
         };
-        let (text, args) = build("SELECT COUNT(*) FROM tasks").finish()?;
-        let total: i64 = sqlx::query_scalar_with(&text, args)
-            .fetch_one(self.read())
-            .await?;
-        let mut sql = build(&format!("SELECT {TASK_COLUMNS} FROM tasks"));
-        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_arg(f.limit.max(0))
-            .push(" OFFSET ")
-            .push_arg(f.offset.max(0));
-        let (text, args) = sql.finish()?;
-        let rows = sqlx::query_with(&text, args)
-            .fetch_all(self.read())
-            .await?
-            .iter()
-            .map(task_row)
-            .collect::<Result<_>>()?;
-        Ok((rows, total))
+        self.page(
+            "tasks",
+            TASK_COLUMNS,
+            "created_at DESC, id DESC",
+            (f.limit, f.offset),
+            |head| Ok(build(head)),
+            task_row,
+        )
+        .await
     }
 }
