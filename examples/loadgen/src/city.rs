@@ -27,6 +27,10 @@ pub enum Mix {
     StreetLight,
     /// Street lights, water meters, air-quality stations and manhole covers.
     City,
+    /// One NB-IoT water-meter product whose posts are exactly what its binary frames carry
+    /// (`crate::water_meter`): Alink JSON, or with `--format raw` the frames themselves through
+    /// the codec plugin, for a like-for-like comparison of the two paths.
+    WaterMeter,
 }
 
 impl FromStr for Mix {
@@ -35,7 +39,10 @@ impl FromStr for Mix {
         match s {
             "street-light" => Ok(Mix::StreetLight),
             "city" => Ok(Mix::City),
-            other => Err(format!("unknown mix '{other}': use street-light or city")),
+            "water-meter" => Ok(Mix::WaterMeter),
+            other => Err(format!(
+                "unknown mix '{other}': use street-light, city or water-meter"
+            )),
         }
     }
 }
@@ -109,10 +116,13 @@ pub const CITY: [ProductSpec; 4] = [
 ];
 
 impl Mix {
+    /// The products of the city simulator's mixes; none for `WaterMeter`, whose one product
+    /// `crate::water_meter` provisions.
     pub fn products(self) -> &'static [ProductSpec] {
         match self {
             Mix::StreetLight => &LEGACY,
             Mix::City => &CITY,
+            Mix::WaterMeter => &[],
         }
     }
 }
@@ -360,6 +370,9 @@ pub fn answer(topic: &str, payload: &[u8]) -> Option<(String, String)> {
 /// Creates the mix's products (with their thing models) and `n` devices spread over them,
 /// each tagged with its coordinates, kind and district.
 pub async fn provision(api: &Api, n: usize, mix: Mix) -> anyhow::Result<Vec<SimDevice>> {
+    if mix == Mix::WaterMeter {
+        return Ok(crate::water_meter::provision(api, n, None).await?.0);
+    }
     let specs = mix.products();
     let counts = split(n, specs);
     let mut devices = Vec::with_capacity(n);

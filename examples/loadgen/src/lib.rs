@@ -5,8 +5,8 @@ pub mod city;
 pub mod connections;
 pub mod pipeline;
 pub mod publisher;
-pub mod raw;
 pub mod relay;
+pub mod water_meter;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

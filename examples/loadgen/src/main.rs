@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lotus_loadgen::city::Mix;
-use lotus_loadgen::raw::{CodecPlugin, Format};
+use lotus_loadgen::water_meter::{CodecPlugin, Format};
 use lotus_loadgen::{connections, loopback_addr, pipeline, raise_fd_limit, relay};
 
 #[derive(Parser)]
@@ -46,8 +46,10 @@ enum Command {
         duration: u64,
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
         qos: u8,
-        /// street-light (one product) or city (street lights, water meters, air-quality
-        /// stations, manhole covers at coordinates in a city bounding box).
+        /// street-light (one product), city (street lights, water meters, air-quality
+        /// stations, manhole covers at coordinates in a city bounding box) or water-meter (one
+        /// NB-IoT meter product posting what its binary frames carry, as Alink JSON or with
+        /// --format raw as the frames; compares the codec path like for like).
         #[arg(long, default_value = "street-light")]
         mix: Mix,
         /// Downlinks per second (property sets and service calls through the API) that the
@@ -59,8 +61,8 @@ enum Command {
         server_pid: Option<u32>,
         /// alink: JSON property posts; raw: binary water-meter frames on
         /// …/thing/model/up_raw, decoded by the codec plugin given by --codec-wasm and
-        /// --codec-manifest (installed and bound to a new dataFormat custom product; --mix is
-        /// then ignored).
+        /// --codec-manifest (installed and bound to a new dataFormat custom product; implies
+        /// --mix water-meter).
         #[arg(long, default_value = "alink")]
         format: Format,
         /// The codec plugin component (.wasm) for --format raw.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::city::{Mix, SimDevice};
-use crate::raw::{CodecPlugin, Format};
+use crate::water_meter::{CodecPlugin, Format};
 use crate::{Latency, histogram, own_cpu_time, per_sec, process_cpu_time, secs};
 
 /// An event follows every this many property posts of a device (city mix).
@@ -40,8 +40,8 @@ pub struct Config {
     pub downlink_rate: f64,
     /// The server's PID, to report its CPU beside the generator's.
     pub server_pid: Option<u32>,
-    /// Alink JSON, or raw frames decoded by `codec` (then `mix` is ignored: one water-meter
-    /// product with `dataFormat: custom`).
+    /// Alink JSON, or raw frames decoded by `codec` (only with `Mix::WaterMeter`, which raw
+    /// implies: one water-meter product with `dataFormat: custom`).
     pub format: Format,
     /// The codec plugin for `Format::Raw`.
     pub codec: Option<CodecPlugin>,
@@ -322,17 +322,24 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         q => bail!("unsupported QoS {q} (0 or 1)"),
     };
     let raw = config.format == Format::Raw;
-    if raw && config.downlink_rate > 0.0 {
-        bail!("--downlink-rate is not supported with --format raw");
+    // The water meter posts what its frames carry, in either format; raw implies it.
+    let meter = raw || config.mix == Mix::WaterMeter;
+    if meter && config.downlink_rate > 0.0 {
+        bail!("--downlink-rate is not supported with the water-meter mix");
     }
     let api = Api::login(&config.api, &config.user, &config.password).await?;
-    let (devices, codec_plugin) = if raw {
-        let plugin = config
-            .codec
-            .as_ref()
-            .context("--format raw needs --codec-wasm and --codec-manifest")?;
-        let (devices, id) = crate::raw::provision(&api, config.devices, plugin).await?;
-        (devices, Some(id))
+    let (devices, codec_plugin) = if meter {
+        let plugin = if raw {
+            Some(
+                config
+                    .codec
+                    .as_ref()
+                    .context("--format raw needs --codec-wasm and --codec-manifest")?,
+            )
+        } else {
+            None
+        };
+        crate::water_meter::provision(&api, config.devices, plugin).await?
     } else {
         (
             crate::city::provision(&api, config.devices, config.mix).await?,
@@ -384,13 +391,15 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let period = Duration::from_secs_f64(n as f64 / config.rate as f64);
     // Times lie in the past, one millisecond apart per device, so that they are unique.
     let base_ms = lotus_test_harness::now_ms() - 3600 * 1000;
-    // Raw frames carry no time: the node stores them at their arrival (its clock, the same
-    // machine's), so they are counted in a window around the run.
+    // Raw frames, and the meter's Alink posts that mirror them, carry no time: the node stores
+    // them at their arrival (its clock, the same machine's), so they are counted in a window
+    // around the run.
     let wall_from = lotus_test_harness::now_ms() - 1000;
     let server_cpu0 = config.server_pid.and_then(process_cpu_time);
     let cpu0 = own_cpu_time();
     let start = Instant::now();
     let deadline = start + config.duration;
+    let posts = Posts::of(raw, meter);
     let mut senders = Vec::with_capacity(clients.len());
     for (i, client) in clients.iter().enumerate() {
         let client = client.clone();
@@ -418,18 +427,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 }
                 tokio::time::sleep_until(due.into()).await;
                 let time = base_ms + seq as i64;
-                let payload = if raw {
-                    crate::raw::data_frame(&device, seq)
-                } else {
-                    device.property_post(seq, time).into_bytes()
-                };
+                let payload = posts.property_post(&device, seq, time);
                 if client.publish(&topic, qos, false, payload).await.is_err() {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 if (seq + 1).is_multiple_of(EVENT_EVERY)
-                    && let Some((topic, payload)) = event_message(&device, raw, &topic, seq, time)
+                    && let Some((topic, payload)) = event_message(&device, posts, &topic, seq, time)
                 {
                     if client.publish(&topic, qos, false, payload).await.is_err() {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -493,7 +498,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let verify_deadline = Instant::now() + Duration::from_secs(30);
     let mut stored;
     loop {
-        let window = if raw {
+        let window = if meter {
             Window::Wall {
                 from: wall_from,
                 to: lotus_test_harness::now_ms() + 1000,
@@ -512,7 +517,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     Ok(Report {
         mix: match (config.format, config.mix) {
-            (Format::Raw, _) => "water-meter".into(),
+            (Format::Raw, _) | (Format::Alink, Mix::WaterMeter) => "water-meter".into(),
             (Format::Alink, Mix::StreetLight) => "street-light".into(),
             (Format::Alink, Mix::City) => "city".into(),
         },
@@ -545,29 +550,68 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     })
 }
 
-/// The event that follows post `seq`: `(topic, payload)`. Raw devices send a `Leakage` alarm
-/// frame on their `up_raw` topic.
+/// What a device posts.
+#[derive(Debug, Clone, Copy)]
+enum Posts {
+    /// The city simulator's Alink posts.
+    City,
+    /// The water meter's frames on `up_raw`.
+    MeterFrames,
+    /// The water meter's Alink posts, mirroring its frames.
+    MeterAlink,
+}
+
+impl Posts {
+    fn of(raw: bool, meter: bool) -> Posts {
+        match (raw, meter) {
+            (true, _) => Posts::MeterFrames,
+            (false, true) => Posts::MeterAlink,
+            (false, false) => Posts::City,
+        }
+    }
+
+    /// The property post of device `seq`.
+    fn property_post(self, device: &SimDevice, seq: u64, time: i64) -> Vec<u8> {
+        match self {
+            Posts::MeterFrames => crate::water_meter::data_frame(device, seq),
+            Posts::MeterAlink => crate::water_meter::alink_post(device, seq).into_bytes(),
+            Posts::City => device.property_post(seq, time).into_bytes(),
+        }
+    }
+}
+
+/// The event that follows post `seq`: `(topic, payload)`. Water meters send a `Leakage` alarm:
+/// a frame on their `up_raw` topic, or its Alink event post.
 fn event_message(
     device: &SimDevice,
-    raw: bool,
-    raw_topic: &str,
+    posts: Posts,
+    post_topic: &str,
     seq: u64,
     time: i64,
 ) -> Option<(String, Vec<u8>)> {
-    if raw {
-        return Some((
-            raw_topic.to_string(),
-            crate::raw::leakage_frame(device, seq),
-        ));
-    }
-    let (id, payload) = device.event(seq, time)?;
-    Some((
+    let event_topic = |id: &str| {
         format!(
             "/sys/{}/{}/thing/event/{id}/post",
             device.creds.product_key, device.creds.device_name
-        ),
-        payload.into_bytes(),
-    ))
+        )
+    };
+    match posts {
+        Posts::MeterFrames => {
+            return Some((
+                post_topic.to_string(),
+                crate::water_meter::leakage_frame(device, seq),
+            ));
+        }
+        Posts::MeterAlink => {
+            return Some((
+                event_topic("Leakage"),
+                crate::water_meter::alink_leakage(device, seq).into_bytes(),
+            ));
+        }
+        Posts::City => {}
+    }
+    let (id, payload) = device.event(seq, time)?;
+    Some((event_topic(id), payload.into_bytes()))
 }
 
 /// Where the stored points of a run lie in time.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lotus_loadgen::city::Mix;
-use lotus_loadgen::raw::{CodecPlugin, Format};
+use lotus_loadgen::water_meter::{CodecPlugin, Format};
 use lotus_loadgen::{pipeline, relay};
 use lotus_test_harness::node::{ADMIN_PASSWORD, LotusNode, NodeOptions};
 
@@ -81,6 +81,33 @@ async fn raw_frames_through_the_water_meter_codec_are_all_stored() -> anyhow::Re
     assert!(id.starts_with("lotus-water-meter-"), "{again:?}");
     assert!(again.acked > 0, "{again:?}");
     assert_eq!(again.stored, again.acked, "{again:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_water_meter_posts_as_alink_json_are_all_stored() -> anyhow::Result<()> {
+    let node = LotusNode::start(NodeOptions::default()).await?;
+    let report = pipeline::run(pipeline::Config {
+        devices: 10,
+        rate: 200,
+        duration: Duration::from_secs(2),
+        mix: Mix::WaterMeter,
+        server_pid: node.pid(),
+        ..pipeline::Config::new(node.http.clone(), node.mqtt, ADMIN_PASSWORD.into())
+    })
+    .await?;
+    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    assert_eq!(
+        (report.mix.as_str(), report.format.as_str()),
+        ("water-meter", "alink"),
+        "{report:?}"
+    );
+    assert_eq!(report.codec_plugin, None, "{report:?}");
+    assert!(report.acked > 0 && report.events_sent > 0, "{report:?}");
+    assert_eq!(report.sent, report.acked, "{report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.stored, report.acked, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
     Ok(())
 }
 

@@ -658,6 +658,16 @@ pub async fn resume(
         .store
         .set_plugin_status(&id, PLUGIN_ACTIVE, None)
         .await?;
+    state
+        .store
+        .clear_open_alarm(
+            "",
+            "",
+            &lotus_storage::plugin_suspended_alarm_type(&id),
+            &user.user.username,
+            lotus_device::now_ms(),
+        )
+        .await?;
     tracing::info!(plugin = %id, "plugin resumed");
     Ok(Json(detailed(&state, row).await?))
 }

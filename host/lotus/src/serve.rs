@@ -245,6 +245,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             plugin_cache.display()
         )
     })?;
+    // One event center for the operations center and the plugins' `event` interface, so that
+    // what plugins raise is classified, merged and dispatched like everything else.
+    let (event_center, platform_events) = lotus_operations::EventCenter::announcing(store.clone());
     let plugins = crate::plugin_host::start(
         lotus_plugin::RuntimeConfig {
             cache_dir: Some(plugin_cache),
@@ -259,6 +262,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(crate::policy_host::PolicyCapabilities::new(
             policies.engine.clone(),
         )),
+        event_center.clone(),
     )
     .await?;
 
@@ -366,10 +370,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (operations, operation_tasks) = lotus_operations::Operations::start(
         store.clone(),
         plane.bus.clone(),
-        Arc::new(crate::operations_host::PlaneCommands(plane.clone())),
-        Arc::new(crate::operations_host::PluginChannels(
-            plugins.runtime.clone(),
-        )),
+        lotus_operations::Services {
+            devices: Arc::new(crate::operations_host::PlaneCommands(plane.clone())),
+            channels: Arc::new(crate::operations_host::PluginChannels(
+                plugins.runtime.clone(),
+            )),
+            plugins: Arc::new(crate::operations_host::RuntimeWorlds(
+                plugins.runtime.clone(),
+            )),
+            center: (event_center, platform_events),
+        },
         lotus_operations::OperationsConfig {
             retry_base: std::time::Duration::from_millis(config.operations.retry_base_ms.max(1)),
         },

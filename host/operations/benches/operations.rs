@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use lotus_bus::{Bus, DeviceEvent, Envelope, LocalBus};
 use lotus_model::product::{DataFormat, NodeType};
 use lotus_model::scope::Scope;
-use lotus_operations::{ChannelPlugins, DeviceCommands, Operations, OperationsConfig};
+use lotus_operations::{
+    ChannelPlugins, DeviceCommands, EventCenter, NoPlugins, Operations, OperationsConfig, Services,
+};
 use lotus_storage::{EventFilter, NewProduct, NewRule, SecretBox, Store};
 use serde_json::{Map, Value, json};
 
@@ -33,10 +35,10 @@ impl DeviceCommands for NoDevices {
     }
 }
 
-struct NoPlugins;
+struct NoChannels;
 
 #[async_trait]
-impl ChannelPlugins for NoPlugins {
+impl ChannelPlugins for NoChannels {
     async fn deliver(
         &self,
         _: &str,
@@ -120,8 +122,12 @@ async fn rules_on_the_bus() {
     let (ops, tasks) = Operations::start(
         store.clone(),
         bus.clone(),
-        Arc::new(NoDevices),
-        Arc::new(NoPlugins),
+        Services {
+            devices: Arc::new(NoDevices),
+            channels: Arc::new(NoChannels),
+            plugins: Arc::new(NoPlugins),
+            center: EventCenter::announcing(store.clone()),
+        },
         OperationsConfig::default(),
     )
     .await
@@ -183,8 +189,12 @@ async fn events_through_rules() {
     let (_ops, tasks) = Operations::start(
         store.clone(),
         bus.clone(),
-        Arc::new(NoDevices),
-        Arc::new(NoPlugins),
+        Services {
+            devices: Arc::new(NoDevices),
+            channels: Arc::new(NoChannels),
+            plugins: Arc::new(NoPlugins),
+            center: EventCenter::announcing(store.clone()),
+        },
         OperationsConfig::default(),
     )
     .await

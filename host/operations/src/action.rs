@@ -14,6 +14,7 @@ use sha2::Sha256;
 
 use crate::center::{EventCenter, Submission};
 use crate::inbox;
+use crate::platform::{PlatformEvent, WorldPlugins};
 use crate::recipient::Recipient;
 use crate::rule::{ActionSpec, CompiledAction};
 
@@ -74,6 +75,7 @@ pub struct Executor {
     pub store: Store,
     pub center: Arc<EventCenter>,
     pub devices: Arc<dyn DeviceCommands>,
+    pub plugins: Arc<dyn WorldPlugins>,
     http: reqwest::Client,
     retry_base: Duration,
 }
@@ -85,6 +87,7 @@ impl Executor {
         store: Store,
         center: Arc<EventCenter>,
         devices: Arc<dyn DeviceCommands>,
+        plugins: Arc<dyn WorldPlugins>,
         retry_base: Duration,
     ) -> Executor {
         let http = reqwest::Client::builder()
@@ -95,6 +98,7 @@ impl Executor {
             store,
             center,
             devices,
+            plugins,
             http,
             retry_base,
         }
@@ -143,6 +147,18 @@ impl Executor {
                     })
                     .await
                     .map_err(|e| ActionFailure::transient(e.to_string()))?;
+                if new {
+                    self.center.announce(PlatformEvent {
+                        id: row.id.to_string(),
+                        kind: "alarm.raised".into(),
+                        event_type: alarm_type.clone(),
+                        severity: *level,
+                        device: Some((pk.to_string(), dn.to_string())),
+                        fields: json!({"message": message, "data": context["data"]}),
+                        at_ms: at,
+                        caused_by: PlatformEvent::cause_of(context),
+                    });
+                }
                 Ok(json!({"alarm": row.id, "new": new}))
             }
             ActionSpec::ClearAlarm { alarm_type } => {
@@ -154,6 +170,18 @@ impl Executor {
                     .clear_open_alarm(pk, dn, alarm_type, &format!("rule:{rule_id}"), at)
                     .await
                     .map_err(|e| ActionFailure::transient(e.to_string()))?;
+                if let Some(alarm) = &cleared {
+                    self.center.announce(PlatformEvent {
+                        id: alarm.id.to_string(),
+                        kind: "alarm.cleared".into(),
+                        event_type: alarm_type.clone(),
+                        severity: alarm.level.clamp(1, 4) as u8,
+                        device: Some((pk.to_string(), dn.to_string())),
+                        fields: alarm.details.clone(),
+                        at_ms: at,
+                        caused_by: PlatformEvent::cause_of(context),
+                    });
+                }
                 Ok(json!({"cleared": cleared.map(|a| a.id)}))
             }
             ActionSpec::Event {
@@ -190,7 +218,11 @@ impl Executor {
                     location,
                     region,
                     fields: values,
-                    source: json!({"rule": rule_id, "device": device, "data": context["data"]}),
+                    source: match context.get("cause") {
+                        Some(cause) => json!({"rule": rule_id, "device": device,
+                            "data": context["data"], "cause": cause}),
+                        None => json!({"rule": rule_id, "device": device, "data": context["data"]}),
+                    },
                     at_ms: at,
                 };
                 let submitted = self
@@ -212,9 +244,12 @@ impl Executor {
                 Ok(serde_json::to_value(submitted).unwrap_or(Value::Null))
             }
             ActionSpec::Webhook { channel } => self.webhook(channel, rule_id, context).await,
-            ActionSpec::Republish { qos, .. } => {
+            ActionSpec::Republish { qos, payload, .. } => {
                 let topic = render("topic")?;
-                let payload = serde_json::to_vec(&context["data"]).unwrap_or_default();
+                let payload = match payload {
+                    Some(_) => render("payload")?.into_bytes(),
+                    None => serde_json::to_vec(&context["data"]).unwrap_or_default(),
+                };
                 let n = self
                     .devices
                     .publish(&topic, payload, *qos)
@@ -239,6 +274,13 @@ impl Executor {
                     .invoke_service(&pk, &dn, identifier, params.clone())
                     .await
                     .map_err(ActionFailure::transient)
+            }
+            ActionSpec::App { plugin } => {
+                self.plugins
+                    .app_message(plugin, context)
+                    .await
+                    .map_err(ActionFailure::transient)?;
+                Ok(json!({"app": plugin}))
             }
             ActionSpec::Notify { channel, to, .. } => {
                 let subject = render("subject")?;

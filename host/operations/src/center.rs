@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use lotus_storage::{EventRow, NewEvent, NewTask, StorageError, Store, TaskRow};
+use lotus_storage::{
+    EVENT_CLOSED, EVENT_PROCESSING, EventRow, NewEvent, NewTask, StorageError, Store, TaskRow,
+    WORKFLOW_RUNNING,
+};
 use lotus_workflow::{
     Action, Classification, Effect, EventDraft, EventFacts, EventType, GeoPoint, Instance, Level,
     OpenEvent, ResolvedAssignee, WorkflowDefinition, classify,
@@ -13,6 +16,7 @@ use lotus_workflow::{
 use serde_json::{Value, json};
 
 use crate::inbox;
+use crate::platform::{Announcer, PlatformEvent};
 use crate::recipient::Recipient;
 
 /// Why an event or a task action was refused.
@@ -73,6 +77,9 @@ pub struct Submission {
 #[derive(Clone)]
 pub struct EventCenter {
     store: Store,
+    /// Where created and closed events are announced to plugins; none in a center that only
+    /// records (tests, tools).
+    platform: Option<Announcer>,
 }
 
 /// Events of a type that are older than this are never merge candidates, whatever the type says.
@@ -80,7 +87,59 @@ const MAX_MERGE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 
 impl EventCenter {
     pub fn new(store: Store) -> Arc<EventCenter> {
-        Arc::new(EventCenter { store })
+        Arc::new(EventCenter {
+            store,
+            platform: None,
+        })
+    }
+
+    /// A center that announces created and closed events (and, through the executor, alarms)
+    /// on the returned receiver, which `Operations::start` passes to the plugins.
+    pub fn announcing(
+        store: Store,
+    ) -> (
+        Arc<EventCenter>,
+        tokio::sync::mpsc::UnboundedReceiver<PlatformEvent>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let center = Arc::new(EventCenter {
+            store,
+            platform: Some(tx),
+        });
+        (center, rx)
+    }
+
+    /// Tells the plugins about a platform event (nothing when no one listens).
+    pub fn announce(&self, event: PlatformEvent) {
+        if let Some(tx) = &self.platform
+            && tx.send(event).is_err()
+        {
+            tracing::warn!("platform events are no longer dispatched to plugins");
+        }
+    }
+
+    fn announce_event(&self, kind: &str, row: &EventRow, at: i64) {
+        if self.platform.is_none() {
+            return;
+        }
+        let device = &row.source["device"];
+        let device = match (device["productKey"].as_str(), device["deviceName"].as_str()) {
+            (Some(pk), Some(dn)) => Some((pk.to_string(), dn.to_string())),
+            _ => None,
+        };
+        self.announce(PlatformEvent {
+            id: row.number.clone(),
+            kind: kind.to_string(),
+            event_type: row.type_code.clone(),
+            severity: row.level.clamp(1, 4) as u8,
+            device,
+            fields: row.fields.clone(),
+            at_ms: at,
+            caused_by: PlatformEvent::cause_of(&row.source).or_else(|| {
+                // An event a plugin raised through its `event` host interface.
+                row.source["plugin"].as_str().map(|p| (p.to_string(), 1))
+            }),
+        });
     }
 
     pub fn store(&self) -> &Store {
@@ -170,6 +229,7 @@ impl EventCenter {
                 at,
             })
             .await?;
+        self.announce_event("event.created", &row, at);
         match state {
             "closed" => Ok(Submitted::AutoClosed {
                 event: row.id,
@@ -238,6 +298,68 @@ impl EventCenter {
             return Ok(Some(row.id));
         }
         Ok(None)
+    }
+
+    /// An event by its id or its number (`EV…`).
+    pub async fn find(&self, key: &str) -> Result<EventRow, CenterError> {
+        let row = match key.parse::<i64>() {
+            Ok(id) => self.store.get_event(id).await?,
+            Err(_) => self.store.get_event_by_number(key).await?,
+        };
+        row.ok_or_else(|| CenterError::NotFound(format!("event {key} not found")))
+    }
+
+    /// Moves an event (by id or number) to `processing` or `closed` on behalf of `actor` (an
+    /// event-handler plugin, say) and records it with `note` in the timeline. An event whose
+    /// disposal workflow is still running is closed by that workflow, not from outside: its
+    /// open tasks would be left behind.
+    pub async fn update_state(
+        &self,
+        key: &str,
+        state: &str,
+        note: &str,
+        actor: &str,
+        at: i64,
+    ) -> Result<EventRow, CenterError> {
+        if ![EVENT_PROCESSING, EVENT_CLOSED].contains(&state) {
+            return Err(CenterError::Invalid(format!(
+                "an event can be moved to processing or closed, not `{state}`"
+            )));
+        }
+        let event = self.find(key).await?;
+        if event.state == EVENT_CLOSED {
+            return Err(CenterError::Conflict(format!(
+                "event {} is already closed",
+                event.number
+            )));
+        }
+        if state == EVENT_CLOSED
+            && let Some(w) = self.store.workflow_instance(event.id).await?
+            && w.state == WORKFLOW_RUNNING
+        {
+            return Err(CenterError::Conflict(format!(
+                "event {} has a disposal workflow in progress ({}): its tasks close it",
+                event.number, w.definition_id
+            )));
+        }
+        let outcome = (state == EVENT_CLOSED && !note.is_empty()).then_some(note);
+        let row = self
+            .store
+            .set_event_state(event.id, state, outcome, at)
+            .await?;
+        self.store
+            .append_timeline(
+                event.id,
+                at,
+                Some(actor),
+                state,
+                &json!({"from": event.state, "note": note}),
+            )
+            .await?;
+        if state == EVENT_CLOSED {
+            self.announce_event("event.closed", &row, at);
+        }
+        Ok(row)
     }
 
     /// Acts on a task (approve, reject, transfer, feed back). Whether `actor` may is the
@@ -488,9 +610,11 @@ impl EventCenter {
                     self.store.mark_task_overdue(task_id).await?;
                 }
                 Effect::EventClosed { outcome } => {
-                    self.store
+                    let row = self
+                        .store
                         .set_event_state(event.id, "closed", Some(outcome), at)
                         .await?;
+                    self.announce_event("event.closed", &row, at);
                 }
             }
             let action = match effect {

@@ -9,8 +9,10 @@
 //! bus device.> ─► message::RuleMessage ─► engine::RuleEngine::evaluate ─► bounded queue
 //!   ─► action workers ─► action::Executor (alarm, event, webhook, republish, device, notify)
 //!         └─ failure ─► outbox (retry with back-off, then dead letter)
-//! event action / API ─► center::EventCenter::submit ─► classify ─► store ─► workflow start
-//!   ─► effects: tasks, in-app messages, event state, timeline
+//! event action / API / plugin ─► center::EventCenter::submit ─► classify ─► store
+//!   ─► workflow start ─► effects: tasks, in-app messages, event state, timeline
+//! alarm raised/cleared, event created/closed ─► platform::dispatch ─► event-handler plugins
+//!   (their actions run through the executor) and app plugins
 //! every second: scene holds and cron schedules (engine.tick), workflow deadlines (center.tick),
 //!   the outbox, notification deliveries, rule counters
 //! ```
@@ -21,6 +23,7 @@ pub mod delivery;
 pub mod engine;
 pub mod inbox;
 pub mod message;
+pub mod platform;
 pub mod recipient;
 pub mod rule;
 
@@ -37,6 +40,7 @@ pub use center::{CenterError, EventCenter, Submission, Submitted};
 pub use delivery::ChannelPlugins;
 pub use engine::RuleEngine;
 pub use message::RuleMessage;
+pub use platform::{Listener, ListenerWorld, NoPlugins, PlatformEvent, PluginAction, WorldPlugins};
 pub use rule::{RuleDefinition, RuleError, check_rule_id, compile};
 
 pub(crate) fn now_ms() -> i64 {
@@ -68,6 +72,19 @@ impl Default for OperationsConfig {
     }
 }
 
+/// What the operations center works with besides storage and the bus.
+pub struct Services {
+    pub devices: Arc<dyn DeviceCommands>,
+    pub channels: Arc<dyn ChannelPlugins>,
+    pub plugins: Arc<dyn WorldPlugins>,
+    /// The event center and its platform events (`EventCenter::announcing`), made before the
+    /// operations center so plugins can raise events through the same center.
+    pub center: (
+        Arc<EventCenter>,
+        mpsc::UnboundedReceiver<platform::PlatformEvent>,
+    ),
+}
+
 /// The running operations center.
 #[derive(Clone)]
 pub struct Operations {
@@ -82,18 +99,23 @@ impl Operations {
     pub async fn start(
         store: Store,
         bus: Arc<dyn Bus>,
-        devices: Arc<dyn DeviceCommands>,
-        channels: Arc<dyn ChannelPlugins>,
+        services: Services,
         config: OperationsConfig,
     ) -> Result<(Operations, Vec<JoinHandle<()>>), lotus_storage::StorageError> {
+        let Services {
+            devices,
+            channels,
+            plugins,
+            center: (center, platform_events),
+        } = services;
         let engine = RuleEngine::new();
         let loaded = engine.reload(&store).await?;
         tracing::info!(rules = loaded, "rule engine started");
-        let center = EventCenter::new(store.clone());
         let executor = Arc::new(Executor::new(
             store.clone(),
             center.clone(),
             devices,
+            plugins.clone(),
             config.retry_base,
         ));
         let ops = Operations {
@@ -104,7 +126,11 @@ impl Operations {
         };
         let (tx, rx) = mpsc::channel::<engine::Firing>(FIRING_QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(platform::dispatch(
+            platform_events,
+            plugins,
+            executor.clone(),
+        ))];
 
         let mut sub = bus.subscribe("device.>");
         let (eng, txb) = (engine.clone(), tx.clone());

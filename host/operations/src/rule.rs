@@ -82,12 +82,16 @@ pub enum ActionSpec {
     },
     /// POST the match as JSON to a webhook channel's URL, signed with the channel's secret.
     Webhook { channel: String },
-    /// Publish the match (or `payload`) to an MQTT topic.
+    /// Publish the match's data as JSON (or the `payload` template) to an MQTT topic.
     Republish {
         topic: String,
         #[serde(default)]
         qos: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<String>,
     },
+    /// Hand the matched device message to an `app` plugin (an ISV integration).
+    App { plugin: String },
     /// Set properties on a device.
     SetProperty {
         product_key: String,
@@ -132,6 +136,7 @@ impl ActionSpec {
             ActionSpec::SetProperty { .. } => "setProperty",
             ActionSpec::InvokeService { .. } => "invokeService",
             ActionSpec::Notify { .. } => "notify",
+            ActionSpec::App { .. } => "app",
         }
     }
 }
@@ -305,7 +310,11 @@ pub fn compile_action(id: &str, i: usize, spec: ActionSpec) -> Result<CompiledAc
         ActionSpec::Webhook { channel } => {
             check_code(channel).map_err(|m| err(at("channel"), m))?
         }
-        ActionSpec::Republish { topic, qos } => {
+        ActionSpec::Republish {
+            topic,
+            qos,
+            payload,
+        } => {
             if topic.is_empty() {
                 return Err(err(at("topic"), "name the topic to publish to"));
             }
@@ -313,7 +322,11 @@ pub fn compile_action(id: &str, i: usize, spec: ActionSpec) -> Result<CompiledAc
                 return Err(err(at("qos"), "qos is 0 or 1"));
             }
             texts.push(("topic".into(), topic.clone()));
+            if let Some(p) = payload {
+                texts.push(("payload".into(), p.clone()));
+            }
         }
+        ActionSpec::App { plugin } => check_code(plugin).map_err(|m| err(at("plugin"), m))?,
         ActionSpec::SetProperty {
             product_key,
             device_name,

@@ -83,6 +83,34 @@ fn codec_decode(c: &mut Criterion) {
                 .expect("decode")
         })
     });
+
+    // The first-party water-meter codec on the data frame of its README (31 bytes, CRC,
+    // 7 properties out): the codec the pipeline benchmark compares with Alink JSON.
+    let manifest = Manifest::from_toml("id = \"water-meter\"\nversion = \"1\"\nworld = \"codec\"\nproducts = [\"pk1\"]\ncapabilities = [\"log\", \"kv\"]\n[limits]\ncall_timeout_ms = 5000")
+        .expect("manifest");
+    let wasm = std::fs::read(lotus_plugin_artifacts::WATER_METER_CODEC).expect("codec built");
+    runtime.activate(runtime.prepare(manifest, &wasm).expect("prepare"));
+    let meter = runtime.codec("water-meter").expect("active");
+    let context = MessageContext {
+        product_key: "pk1".into(),
+        device_name: "20231115000042".into(),
+        topic: "/sys/pk1/20231115000042/thing/model/up_raw".into(),
+        at_ms: 1,
+    };
+    let frame: Vec<u8> = "68 01 01 01 02 20 23 11 15 00 00 42 0f 00 bc 61 4e 04 e2 0e 10 01 00 7d 00 00 00 3c f0 fa 16"
+        .split(' ')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+        .collect();
+    meter
+        .decode(&context.topic, &frame, &context)
+        .expect("decode works");
+    c.bench_function("codec_decode_water_meter_frame", |b| {
+        b.iter(|| {
+            meter
+                .decode(&context.topic, std::hint::black_box(&frame), &context)
+                .expect("decode")
+        })
+    });
 }
 
 /// The JavaScript and Python codecs of `examples/plugins/codec-js` and `codec-python` (built by

@@ -16,7 +16,7 @@ use wasmtime::{Config, Engine, Store, Trap};
 use crate::cache::ComponentCache;
 use crate::error::{CallError, PrepareError};
 use crate::guest_output::CallOutput;
-use crate::host::{CapabilityCheck, HostServices, ManifestCapabilityCheck};
+use crate::host::{CapabilityCheck, CapabilityRequest, HostServices, ManifestCapabilityCheck};
 use crate::logs::{LogLevel, LogLine, LogSource, PluginLog};
 use crate::manifest::{Capability, Manifest, World};
 use crate::store::{CallEnv, StoreData};
@@ -485,6 +485,22 @@ impl PluginRuntime {
         })
     }
 
+    /// The manifest of the running version of plugin `id`.
+    pub fn manifest(&self, id: &str) -> Option<Manifest> {
+        let slot = self.inner.plugins.read().get(id).cloned()?;
+        let manifest = slot.current.read().env.manifest.as_ref().clone();
+        Some(manifest)
+    }
+
+    /// Whether plugin `id` may do `request`, decided as its host calls are: for what a plugin
+    /// returns rather than calls (a handler's actions), which the platform then carries out.
+    pub fn authorize(&self, id: &str, request: &CapabilityRequest<'_>) -> Result<(), String> {
+        let manifest = self
+            .manifest(id)
+            .ok_or_else(|| format!("plugin {id} is not running"))?;
+        self.inner.check.check(&manifest, request)
+    }
+
     /// Every active or suspended plugin, by id.
     pub fn list(&self) -> Vec<PluginStatus> {
         let mut ids: Vec<String> = self.inner.plugins.read().keys().cloned().collect();
@@ -700,6 +716,15 @@ struct Handle {
 }
 
 impl Handle {
+    /// Has the plugin's latest call failed (and no call succeeded since)?
+    fn failing(&self) -> bool {
+        self.inner
+            .plugins
+            .read()
+            .get(&*self.id)
+            .is_some_and(|slot| slot.consecutive_failures.load(Ordering::Relaxed) != 0)
+    }
+
     fn call<T>(
         &self,
         operation: &'static str,
@@ -885,6 +910,12 @@ pub struct Codec {
 impl Codec {
     pub fn id(&self) -> &str {
         &self.handle.id
+    }
+
+    /// Whether its latest call failed: a caller that runs calls on an async worker thread
+    /// should then move them off it, because the next one may also run into its deadline.
+    pub fn is_failing(&self) -> bool {
+        self.handle.failing()
     }
 
     /// Raw uplink → Alink JSON request text (checked: a JSON object with a `method` string and

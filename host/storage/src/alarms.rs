@@ -18,6 +18,13 @@ pub const ALARM_CLEARED: &str = "cleared";
 pub const ALARM_LEVEL_MOST_SEVERE: i64 = 1;
 pub const ALARM_LEVEL_LEAST_SEVERE: i64 = 4;
 
+/// The operator alarm a plugin raises when the runtime suspends it after repeated failures:
+/// not tied to a device (empty product key and device name), one open alarm per plugin, cleared
+/// when an operator resumes the plugin.
+pub fn plugin_suspended_alarm_type(plugin: &str) -> String {
+    format!("plugin.suspended.{plugin}")
+}
+
 /// A stored alarm.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlarmRow {

@@ -53,7 +53,7 @@ use sqlx::{AnyPool, Row};
 
 pub use alarms::{
     ALARM_ACKNOWLEDGED, ALARM_ACTIVE, ALARM_CLEARED, ALARM_LEVEL_LEAST_SEVERE,
-    ALARM_LEVEL_MOST_SEVERE, AlarmFilter, AlarmRow, NewAlarm,
+    ALARM_LEVEL_MOST_SEVERE, AlarmFilter, AlarmRow, NewAlarm, plugin_suspended_alarm_type,
 };
 pub use applications::{AppCredentialRow, AppCredentialUpdate};
 pub use error::{Result, StorageError};

@@ -361,11 +361,40 @@ async fn failing_codec_keeps_the_message_as_a_dead_letter() -> anyhow::Result<()
         .await?;
     assert_eq!(letters["items"].as_array().unwrap().len(), 3, "{letters}");
     assert_eq!(letters["items"][0]["reason"], "suspended", "{letters}");
+    // Operators see the suspension in their alarm list until they resume the plugin.
+    let suspended_alarms = "/api/v1/alarms?alarmType=plugin.suspended.looper";
+    let mut alarms = Value::Null;
+    for _ in 0..100 {
+        alarms = f
+            .node
+            .expect(Method::GET, suspended_alarms, None, 200)
+            .await?;
+        if alarms["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alarm = &alarms["items"][0];
+    assert_eq!(alarm["state"], "active", "{alarms}");
+    assert_eq!(alarm["level"], 2, "{alarms}");
+    assert!(
+        alarm["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("plugin 'looper' suspended after repeated failures"),
+        "{alarms}"
+    );
     let resumed = f
         .node
         .expect(Method::POST, "/api/v1/plugins/looper/resume", None, 200)
         .await?;
     assert_eq!(resumed["status"], "active", "{resumed}");
+    let alarms = f
+        .node
+        .expect(Method::GET, suspended_alarms, None, 200)
+        .await?;
+    assert_eq!(alarms["items"][0]["state"], "cleared", "{alarms}");
+    assert_eq!(alarms["items"][0]["clearedBy"], "admin", "{alarms}");
 
     // Uploads past the limit are refused with a problem, not a dropped connection.
     let big = tempfile::NamedTempFile::new()?;

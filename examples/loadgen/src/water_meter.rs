@@ -1,7 +1,11 @@
-//! Raw payloads decoded by a codec plugin (`loadgen pipeline --format raw`): a `dataFormat:
-//! custom` water-meter product, the codec plugin installed and bound to it through the API, and
-//! devices that publish binary data frames (the layout of `plugins/water-meter-codec/README.md`)
-//! on `/sys/{pk}/{dn}/thing/model/up_raw`.
+//! The NB-IoT water meter of `plugins/water-meter-codec`, in both formats, so that the codec
+//! path can be compared like for like with Alink JSON (`loadgen pipeline --mix water-meter`):
+//! - `--format raw`: a `dataFormat: custom` product, the codec plugin installed and bound to it
+//!   through the API, and meters that publish binary frames (the layout of
+//!   `plugins/water-meter-codec/README.md`) on `/sys/{pk}/{dn}/thing/model/up_raw`;
+//! - `--format alink`: the same thing model on an Alink product, and meters that post exactly
+//!   what the codec would have decoded from their frames, as Alink JSON without times (frames
+//!   carry none, so both are stored at their arrival).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -55,6 +59,7 @@ pub const TSL: &str = include_str!("../products/water-meter-raw.tsl.json");
 /// The property whose stored history is counted.
 pub const KEY_PROPERTY: &str = "CumulativeFlow";
 pub const PRODUCT_NAME: &str = "Loadgen raw water meter";
+pub const ALINK_PRODUCT_NAME: &str = "Loadgen water meter (Alink)";
 
 /// The manifest with its top-level `products` replaced by `[pk]` (added when absent) and, when
 /// `id` is given, its top-level `id` replaced.
@@ -173,19 +178,21 @@ pub async fn install_codec(api: &Api, plugin: &CodecPlugin, pk: &str) -> anyhow:
     Ok(id)
 }
 
-/// Creates the custom water-meter product, installs and binds the codec, and creates `n`
-/// devices named by 14-digit meter serials. Returns the devices and the plugin id.
+/// Creates the water-meter product and `n` devices named by 14-digit meter serials. With a
+/// codec the product is `dataFormat: custom` and the codec is installed and bound to it;
+/// without, it is an Alink product with the same thing model. Returns the devices and the
+/// plugin id.
 pub async fn provision(
     api: &Api,
     n: usize,
-    plugin: &CodecPlugin,
-) -> anyhow::Result<(Vec<SimDevice>, String)> {
+    plugin: Option<&CodecPlugin>,
+) -> anyhow::Result<(Vec<SimDevice>, Option<String>)> {
+    let body = match plugin {
+        Some(_) => json!({"name": PRODUCT_NAME, "nodeType": "direct", "dataFormat": "custom"}),
+        None => json!({"name": ALINK_PRODUCT_NAME, "nodeType": "direct", "dataFormat": "alink"}),
+    };
     let product = api
-        .call(
-            Method::POST,
-            "/api/v1/products",
-            Some(json!({"name": PRODUCT_NAME, "nodeType": "direct", "dataFormat": "custom"})),
-        )
+        .call(Method::POST, "/api/v1/products", Some(body))
         .await?;
     let pk = product["productKey"]
         .as_str()
@@ -198,8 +205,11 @@ pub async fn provision(
         Some(tsl),
     )
     .await
-    .context("uploading the raw water-meter thing model")?;
-    let plugin_id = install_codec(api, plugin, &pk).await?;
+    .context("uploading the water-meter thing model")?;
+    let plugin_id = match plugin {
+        Some(plugin) => Some(install_codec(api, plugin, &pk).await?),
+        None => None,
+    };
     // 14 BCD digits: the run (process id) then the device's index.
     let run = u64::from(std::process::id()) % 10_000_000;
     let names: Vec<String> = (0..n as u64).map(|i| format!("{run:07}{i:07}")).collect();
@@ -282,18 +292,44 @@ pub fn cumulative_litres(device: &SimDevice, seq: u64) -> u32 {
     (start + used) as u32
 }
 
-/// The data report (type `0x01`) of post `seq`: increasing cumulative flow, plausible flow,
-/// battery, valve open, water temperature, no status bits, hourly reporting.
-pub fn data_frame(device: &SimDevice, seq: u64) -> Vec<u8> {
+/// One data report in the meter's own units, the values both formats carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    pub cumulative_litres: u32,
+    pub instant_litres_per_hour: u16,
+    pub battery_mv: u16,
+    pub valve: u8,
+    pub temperature_decidegrees: i16,
+    pub status: u16,
+    pub report_interval_minutes: u16,
+}
+
+/// The reading of post `seq`: increasing cumulative flow, plausible flow, battery, valve open,
+/// water temperature, no status bits, hourly reporting.
+pub fn reading(device: &SimDevice, seq: u64) -> Reading {
     let seed = mix64(device.index) ^ mix64(seq);
+    Reading {
+        cumulative_litres: cumulative_litres(device, seq),
+        instant_litres_per_hour: uniform(seed, 0, 2_500) as u16, // 0 … 2.5 m³/h
+        battery_mv: 3_600 - (device.index % 200) as u16,         // 3.4 … 3.6 V
+        valve: 1,
+        temperature_decidegrees: uniform(seed ^ 1, 120, 220) as i16, // 12.0 … 22.0 °C
+        status: 0,
+        report_interval_minutes: 60,
+    }
+}
+
+/// The data report (type `0x01`) of post `seq`.
+pub fn data_frame(device: &SimDevice, seq: u64) -> Vec<u8> {
+    let r = reading(device, seq);
     let mut p = Vec::with_capacity(15);
-    p.extend(cumulative_litres(device, seq).to_be_bytes());
-    p.extend((uniform(seed, 0, 2_500) as u16).to_be_bytes()); // 0 … 2.5 m³/h
-    p.extend((3_600 - (device.index % 200) as u16).to_be_bytes()); // 3.4 … 3.6 V
-    p.push(1); // valve open
-    p.extend((uniform(seed ^ 1, 120, 220) as i16).to_be_bytes()); // 12.0 … 22.0 °C
-    p.extend(0u16.to_be_bytes());
-    p.extend(60u16.to_be_bytes());
+    p.extend(r.cumulative_litres.to_be_bytes());
+    p.extend(r.instant_litres_per_hour.to_be_bytes());
+    p.extend(r.battery_mv.to_be_bytes());
+    p.push(r.valve);
+    p.extend(r.temperature_decidegrees.to_be_bytes());
+    p.extend(r.status.to_be_bytes());
+    p.extend(r.report_interval_minutes.to_be_bytes());
     frame(
         TYPE_DATA,
         seq as u16,
@@ -302,19 +338,69 @@ pub fn data_frame(device: &SimDevice, seq: u64) -> Vec<u8> {
     )
 }
 
+/// `raw / 10^decimals`, printed as the codec prints it.
+fn fixed(raw: i64, decimals: i32) -> f64 {
+    raw as f64 / 10f64.powi(decimals)
+}
+
+/// The Alink property post the codec decodes from `data_frame(device, seq)`.
+pub fn alink_post(device: &SimDevice, seq: u64) -> String {
+    let r = reading(device, seq);
+    json!({
+        "id": (seq as u16).to_string(),
+        "version": "1.0",
+        "method": "thing.event.property.post",
+        "params": {
+            "CumulativeFlow": fixed(r.cumulative_litres.into(), 3),
+            "InstantFlow": fixed(r.instant_litres_per_hour.into(), 3),
+            "BatteryVoltage": fixed(r.battery_mv.into(), 3),
+            "ValveState": r.valve,
+            "WaterTemperature": fixed(r.temperature_decidegrees.into(), 1),
+            "StatusBits": r.status,
+            "ReportInterval": r.report_interval_minutes,
+        },
+    })
+    .to_string()
+}
+
+/// The reading a `Leakage` alarm after post `seq` reports.
+fn leakage(device: &SimDevice, seq: u64) -> (u32, u16, u16) {
+    let seed = mix64(device.index) ^ mix64(seq) ^ 9;
+    (
+        cumulative_litres(device, seq),
+        uniform(seed, 50, 500) as u16,
+        3_600 - (device.index % 200) as u16,
+    )
+}
+
 /// A `Leakage` alarm (type `0x02`) after post `seq`.
 pub fn leakage_frame(device: &SimDevice, seq: u64) -> Vec<u8> {
-    let seed = mix64(device.index) ^ mix64(seq) ^ 9;
+    let (cumulative, instant, battery) = leakage(device, seq);
     let mut p = Vec::with_capacity(11);
     p.push(ALARM_LEAKAGE);
     p.extend(0b10u16.to_be_bytes());
-    p.extend(cumulative_litres(device, seq).to_be_bytes());
-    p.extend((uniform(seed, 50, 500) as u16).to_be_bytes());
-    p.extend((3_600 - (device.index % 200) as u16).to_be_bytes());
+    p.extend(cumulative.to_be_bytes());
+    p.extend(instant.to_be_bytes());
+    p.extend(battery.to_be_bytes());
     frame(
         TYPE_ALARM,
         seq as u16,
         serial_bytes(&device.creds.device_name),
         &p,
     )
+}
+
+/// The Alink event post the codec decodes from `leakage_frame(device, seq)`.
+pub fn alink_leakage(device: &SimDevice, seq: u64) -> String {
+    let (cumulative, instant, _) = leakage(device, seq);
+    json!({
+        "id": (seq as u16).to_string(),
+        "version": "1.0",
+        "method": "thing.event.Leakage.post",
+        "params": {"value": {
+            "InstantFlow": fixed(instant.into(), 3),
+            "CumulativeFlow": fixed(cumulative.into(), 3),
+        }},
+    })
+    .to_string()
 }

@@ -1,8 +1,9 @@
-//! The raw water-meter frames without a node: the README's example frame, increasing readings,
-//! the thing model's identifiers and the manifest rewrite.
+//! The water meter's two formats without a node: the README's example frame, increasing
+//! readings, the thing model's identifiers, the manifest rewrite, and the Alink posts equal to
+//! what the real codec decodes from the frames (the comparison's "like for like").
 
 use lotus_loadgen::city::{Kind, SimDevice};
-use lotus_loadgen::raw::{self, Format};
+use lotus_loadgen::water_meter::{self as raw, Format};
 use lotus_model::thing_model::ThingModel;
 use lotus_test_harness::device::DeviceCredentials;
 use serde_json::Value;
@@ -103,4 +104,34 @@ fn the_manifest_is_scoped_to_the_product() {
     );
     assert_eq!("raw".parse::<Format>(), Ok(Format::Raw));
     assert!("json".parse::<Format>().is_err());
+}
+
+#[test]
+fn alink_posts_are_what_the_codec_decodes_from_the_frames() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../plugins/water-meter-codec"
+    );
+    let harness = lotus_plugin_test::Harness::load(
+        std::path::Path::new(&format!("{dir}/lotus-plugin.toml")),
+        std::path::Path::new(lotus_plugin_artifacts::WATER_METER_CODEC),
+    )
+    .unwrap();
+    for index in [0, 7, 123] {
+        let d = meter(index);
+        let topic = format!("/sys/a1pk/{}/thing/model/up_raw", d.creds.device_name);
+        let ctx = harness.context(&topic);
+        for seq in [0, 1, 24, 999, 70_000] {
+            let decoded = harness
+                .decode(&topic, &raw::data_frame(&d, seq), &ctx)
+                .unwrap();
+            let alink: Value = serde_json::from_str(&raw::alink_post(&d, seq)).unwrap();
+            assert_eq!(decoded, alink, "meter {index} post {seq}");
+            let decoded = harness
+                .decode(&topic, &raw::leakage_frame(&d, seq), &ctx)
+                .unwrap();
+            let alink: Value = serde_json::from_str(&raw::alink_leakage(&d, seq)).unwrap();
+            assert_eq!(decoded, alink, "meter {index} leakage after {seq}");
+        }
+    }
 }
