@@ -118,7 +118,9 @@ impl DecisionLog {
 
     /// Would an allow be kept now? Denies are always kept. Counter-based: the n-th allow is kept
     /// when `floor(n · rate)` grows, so the kept share is exact (0.25 keeps the 4th, 8th, … allow).
-    fn keep_allow(&self) -> bool {
+    /// Each call counts one allow: a caller that asks first (to build the record only when it is
+    /// kept) then hands it to [`DecisionLog::record_kept`].
+    pub fn keep_allow(&self) -> bool {
         let rate = self.config.sample_allows.clamp(0.0, 1.0);
         if rate <= 0.0 {
             return false;
@@ -136,6 +138,12 @@ impl DecisionLog {
         if record.allow && !self.keep_allow() {
             return false;
         }
+        self.record_kept(record);
+        true
+    }
+
+    /// Records a decision the caller already sampled with [`DecisionLog::keep_allow`].
+    pub fn record_kept(&self, record: DecisionRecord) {
         if let Some(w) = self.file.lock().as_mut() {
             let line = serde_json::to_string(&record).unwrap_or_default();
             if let Err(e) = writeln!(w, "{line}").and_then(|()| w.flush()) {
@@ -143,14 +151,13 @@ impl DecisionLog {
             }
         }
         if self.config.capacity == 0 {
-            return true;
+            return;
         }
         let mut ring = self.ring.lock();
         if ring.len() >= self.config.capacity {
             ring.pop_front();
         }
         ring.push_back(record);
-        true
     }
 
     /// Matching records, newest first.

@@ -147,18 +147,24 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
             let decision = hit.value().clone();
             drop(hit);
             metrics::counter!("lotus_policy_topic_cache_hits_total").increment(1);
-            if let Decision::Deny(reason) = &decision {
-                // Every deny is in the decision log, cached or not.
-                if let Some(decision_log) = self.engine.decision_log() {
+            // Every deny is in the decision log, cached or not, and cached allows are sampled
+            // like computed ones (the record is built only when it is kept: this is the hot
+            // path). Latency 0 marks a decision served from the cache.
+            if let Some(decision_log) = self.engine.decision_log() {
+                let reason = match &decision {
+                    Decision::Deny(reason) => Some(reason.to_string()),
+                    Decision::Allow => None,
+                };
+                if reason.is_some() || decision_log.keep_allow() {
                     let (principal, resource, action) = log();
-                    decision_log.record(DecisionRecord {
+                    decision_log.record_kept(DecisionRecord {
                         at_ms: now_ms(),
                         point: PACKAGE.to_string(),
                         principal,
                         resource,
                         action: action.to_string(),
-                        allow: false,
-                        reason: Some(reason.to_string()),
+                        allow: reason.is_none(),
+                        reason,
                         version: self.engine.package_version(PACKAGE).unwrap_or(0),
                         latency_us: 0,
                     });

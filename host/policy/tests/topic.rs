@@ -64,6 +64,10 @@ fn setup() -> (PolicyTopicAuthorizer<Shared>, Shared) {
     let engine =
         PolicyEngine::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies"))
             .unwrap();
+    setup_with(engine)
+}
+
+fn setup_with(engine: PolicyEngine) -> (PolicyTopicAuthorizer<Shared>, Shared) {
     let mut source = Source::default();
     source.products.insert("a1".into(), classes());
     source.products.insert("s1".into(), classes());
@@ -216,6 +220,48 @@ fn one_cached_decision_serves_every_device_of_a_product() {
         )
         .is_allowed()
     );
+}
+
+#[test]
+fn cached_decisions_reach_the_decision_log_like_computed_ones() {
+    let engine =
+        PolicyEngine::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies"))
+            .unwrap();
+    let log = Arc::new(
+        lotus_policy::DecisionLog::new(lotus_policy::DecisionLogConfig {
+            sample_allows: 0.25,
+            capacity: 1000,
+            jsonl_path: None,
+        })
+        .unwrap(),
+    );
+    engine.set_decision_log(Some(log.clone()));
+    let (acl, _source) = setup_with(engine);
+    // 100 allows, all but the first served from the cache: a quarter of them is kept.
+    for i in 0..100 {
+        let topic = format!("/sys/a1/lamp-{i}/thing/event/property/post");
+        assert!(
+            acl.authorize_topic(&device(&format!("lamp-{i}")), TopicAction::Publish, &topic)
+                .is_allowed()
+        );
+    }
+    let kept = log.query(&lotus_policy::DecisionFilter::default());
+    assert_eq!(kept.len(), 25, "{kept:?}");
+    assert!(kept.iter().all(|r| r.allow));
+    let cached = kept.iter().filter(|r| r.latency_us == 0).count();
+    assert!(cached >= 24, "cached allows are sampled too: {kept:?}");
+    // Every deny is kept, the cached ones too.
+    for _ in 0..3 {
+        assert!(
+            !acl.authorize_topic(&device("lamp-1"), TopicAction::Subscribe, "#")
+                .is_allowed()
+        );
+    }
+    let denies = log.query(&lotus_policy::DecisionFilter {
+        allow: Some(false),
+        ..Default::default()
+    });
+    assert_eq!(denies.len(), 3, "{denies:?}");
 }
 
 #[test]
