@@ -22,6 +22,13 @@ use parking_lot::RwLock;
 use serde_json::json;
 
 use crate::uplink::Answer;
+
+/// The method of a decoded request; every other member is skipped without being built.
+#[derive(serde::Deserialize)]
+struct DecodedMethod {
+    #[serde(default)]
+    method: Option<String>,
+}
 use crate::{DevicePlane, PlaneError};
 
 /// What a codec call knows about the message besides its bytes.
@@ -223,7 +230,9 @@ impl DevicePlane {
                     .await;
             }
         };
-        let request: Request = match serde_json::from_str(&text) {
+        // Only the method decides where the decoded request goes; the handler it goes to
+        // parses the whole request itself, so building its tree here too would parse it twice.
+        let request: DecodedMethod = match serde_json::from_str(&text) {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("decode returned text that is not an Alink request: {e}");
@@ -240,7 +249,7 @@ impl DevicePlane {
                     .await;
             }
         };
-        let decoded_method = request.method.clone().unwrap_or_default();
+        let decoded_method = request.method.unwrap_or_default();
         let decoded_publish = InboundPublish {
             topic: publish.topic.clone(),
             payload: Bytes::from(text.into_bytes()),
