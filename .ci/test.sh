@@ -2,7 +2,8 @@
 # Runs every check and test of the project. Installs what the tests need when it is missing:
 # the wasm32-wasip2 target (plugins), Debian packages (PostgreSQL server, mosquitto clients, a
 # local SMTP server (aiosmtpd) for the e-mail tests,
-# libcoap's coap-client, Python's venv for componentize-py) through apt-get; the JavaScript and
+# libcoap's coap-client, Python's venv for componentize-py, Chromium and CJK fonts for the
+# portal's browser tests) through apt-get; the portal's npm packages with `npm ci`; the JavaScript and
 # Python plugin toolchains are installed by sdk/plugin-js/build-all.sh, run here before the tests
 # (which also call it, and find its outputs up to date).
 set -euo pipefail
@@ -18,6 +19,8 @@ python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || missing+=(python3-aiosmtpd)
 command -v coap-client-openssl >/dev/null || missing+=(libcoap3-bin)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing+=(fonts-noto-cjk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
@@ -50,3 +53,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "==> portal (type check, production build, browser tests against the real binary)"
+npm --prefix portal ci --no-audit --no-fund
+npm --prefix portal run build
+npm --prefix portal test

@@ -18,6 +18,9 @@
 # dispose, within scope), security_admin (policy.* and decision.read everywhere), auditor
 # (decision.read and audit.read everywhere). Any user reads their own messages, and reads and
 # acts on the tasks assigned to them: by name, or to a role they hold in a region they cover.
+# Any user reads and changes their own profile (profile.read / profile.write, resource id = their
+# username: name, contact details, password). The platform style (style.write: title, logo,
+# theme colour) is the administrators' alone; anyone may read it without logging in.
 # Scope: same org (or a resource without org) and the resource's region at or below the
 # principal's region ("/" covers all; a resource without region is in scope).
 #
@@ -129,6 +132,14 @@ scoped if {
 	is_user
 	kind == "message"
 	verb in {"read", "write", "delete"}
+}
+
+# The personal center: a user's own profile, never anyone else's.
+scoped if {
+	is_user
+	kind == "profile"
+	verb in {"read", "write"}
+	input.resource.id == input.principal.username
 }
 
 # A task may be read and acted on (task.write) by whoever it is assigned to; the task's region

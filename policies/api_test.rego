@@ -229,3 +229,28 @@ test_everyone_lists_own_tasks_and_messages if {
 	allow with input as req([], "message.delete", {"kind": "message"})
 	not allow with input as {"principal": {"kind": "app", "id": "a", "apis": []}, "action": "message.read", "resource": {"kind": "message"}}
 }
+
+# --- the portal ---------------------------------------------------------------------------------
+
+profile(username) := {"kind": "profile", "id": username}
+
+test_everyone_reads_and_changes_their_own_profile if {
+	allow with input as req([], "profile.read", profile("ops"))
+	allow with input as req(["viewer"], "profile.write", profile("ops"))
+}
+
+test_nobody_but_admins_touches_another_profile if {
+	inp := req(["operator", "security_admin"], "profile.write", profile("eve"))
+	not allow with input as inp
+	reason == "none of your roles (operator, security_admin) permits profile.write" with input as inp
+	not allow with input as req(["viewer"], "profile.read", profile("eve"))
+	not allow with input as req(["operator"], "profile.delete", profile("ops"))
+	not allow with input as {"principal": {"kind": "app", "id": "ops", "apis": []}, "action": "profile.read", "resource": profile("ops")}
+}
+
+test_only_admins_change_the_platform_style if {
+	allow with input as req(["admin"], "style.write", {"kind": "style", "id": "platform"})
+	inp := req(["operator", "data_admin", "security_admin"], "style.write", {"kind": "style", "id": "platform"})
+	not allow with input as inp
+	reason == "none of your roles (operator, data_admin, security_admin) permits style.write" with input as inp
+}

@@ -108,6 +108,30 @@ pub struct Authenticated {
     token_hash: String,
 }
 
+impl Authenticated {
+    /// The caller of a session token, wherever the request carried it.
+    pub(crate) async fn from_token(state: &ApiState, token: &str) -> ApiResult<Self> {
+        Self::from_session(state, token_hash(token.trim())).await
+    }
+
+    /// The caller of a session, by the stored hash of its token; 401 once it has ended.
+    pub(crate) async fn from_session(state: &ApiState, token_hash: String) -> ApiResult<Self> {
+        let user = state
+            .store
+            .session_user(&token_hash, lotus_device::now_ms())
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("the token is unknown or expired: log in again")
+            })?;
+        Ok(Authenticated { user, token_hash })
+    }
+
+    /// The stored hash of the session this request came with.
+    pub(crate) fn session(&self) -> &str {
+        &self.token_hash
+    }
+}
+
 impl FromRequestParts<ApiState> for Authenticated {
     type Rejection = ApiError;
 
@@ -127,14 +151,6 @@ impl FromRequestParts<ApiState> for Authenticated {
         let token = header.strip_prefix("Bearer ").ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
         })?;
-        let token_hash = token_hash(token.trim());
-        let user = state
-            .store
-            .session_user(&token_hash, lotus_device::now_ms())
-            .await?
-            .ok_or_else(|| {
-                ApiError::unauthorized("the token is unknown or expired: log in again")
-            })?;
-        Ok(Authenticated { user, token_hash })
+        Authenticated::from_token(state, token).await
     }
 }

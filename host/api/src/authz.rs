@@ -24,6 +24,18 @@ pub trait ApiPolicy: Send + Sync + 'static {
     /// `lotus.data.fields`: the action for each field (`keep`, `mask`, `hash`, `remove`) of a
     /// read of a product's data, or `Err(reason)` when the caller may not read it at all.
     fn data_fields(&self, input: &Value) -> Result<Value, String>;
+    /// `lotus.approval`: whether `input` (`{principal, action, resource}`) needs someone's
+    /// approval before it is carried out, and whose.
+    fn approval(&self, input: &Value) -> Result<Approval, String>;
+}
+
+/// What `lotus.approval` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Approval {
+    pub required: bool,
+    /// Roles any one of which may approve; never the requester themselves.
+    pub approvers: Vec<String>,
+    pub reason: String,
 }
 
 /// What the policy sees of a logged-in user.

@@ -788,10 +788,19 @@ pub async fn set_properties(
     Json(req): Json<SetProperties>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     crate::authz::device(&state, &user, "device", "invoke", &pk, &dn).await?;
+    let at = lotus_device::now_ms();
+    let params = Value::Object(req.params);
     let message_id = state
         .plane
-        .set_properties(&DeviceId::new(&*pk, &*dn), Value::Object(req.params))
+        .set_properties(&DeviceId::new(&*pk, &*dn), params.clone())
         .await?;
+    announce(
+        &state,
+        (&pk, &dn),
+        lotus_model::alink::downlink_topic::property_set(&pk, &dn),
+        alink_request(&message_id, "thing.service.property.set", params),
+        at,
+    );
     Ok((StatusCode::ACCEPTED, Json(Accepted { message_id })))
 }
 
@@ -832,27 +841,60 @@ pub async fn invoke_service(
         ))
     })?;
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(100, 60_000));
+    let at = lotus_device::now_ms();
+    let params = Value::Object(req.params);
     let outcome = state
         .plane
         .invoke_service(
             &DeviceId::new(&*pk, &*dn),
             identifier,
-            Value::Object(req.params),
+            params.clone(),
             timeout,
         )
         .await?;
+    let method = format!("thing.service.{identifier}");
     Ok(match outcome {
-        CallOutcome::Replied { message_id, reply } => Json(ServiceReply {
-            message_id,
-            code: reply.code,
-            data: reply.data,
-            message: reply.message,
-        })
-        .into_response(),
+        CallOutcome::Replied { message_id, reply } => {
+            // The message id is known only now, after the answer, so the live log shows a
+            // synchronous call after its reply (with the time it was sent).
+            announce(
+                &state,
+                (&pk, &dn),
+                lotus_model::alink::downlink_topic::rrpc_request(&pk, &dn, &message_id),
+                alink_request(&message_id, &method, params),
+                at,
+            );
+            Json(ServiceReply {
+                message_id,
+                code: reply.code,
+                data: reply.data,
+                message: reply.message,
+            })
+            .into_response()
+        }
         CallOutcome::Sent { message_id } => {
+            announce(
+                &state,
+                (&pk, &dn),
+                lotus_model::alink::downlink_topic::service(&pk, &dn, identifier),
+                alink_request(&message_id, &method, params),
+                at,
+            );
             (StatusCode::ACCEPTED, Json(Accepted { message_id })).into_response()
         }
     })
+}
+
+/// Shows a request sent to the device in its live feeds, as the Alink JSON it went as (a
+/// product with a codec gets the codec's encoding on the wire instead).
+fn announce(state: &ApiState, (pk, dn): (&str, &str), topic: String, request: Value, at: i64) {
+    state
+        .live
+        .downlink(pk, dn, topic, request.to_string().into_bytes(), at);
+}
+
+fn alink_request(message_id: &str, method: &str, params: Value) -> Value {
+    serde_json::json!({"id": message_id, "version": "1.0", "params": params, "method": method})
 }
 
 #[derive(Serialize, ToSchema)]

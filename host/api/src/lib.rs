@@ -1,5 +1,5 @@
 //! The REST API (`/api/v1`), its OpenAPI 3.1 document and Swagger UI, device registration over
-//! HTTPS, and the operational endpoints.
+//! HTTPS, the operational endpoints, and the operators' portal at `/`.
 
 pub mod access;
 pub mod alarms;
@@ -9,23 +9,29 @@ pub mod authz;
 pub mod data_grants;
 pub mod devices;
 pub mod events;
+pub mod live;
+pub mod me;
 pub mod messages;
 pub mod notifications;
 pub mod ops;
 pub mod plugins;
 pub mod policies;
+pub mod portal;
 pub mod problem;
 pub mod products;
 pub mod registration;
 pub mod rules;
+pub mod style;
 pub mod tasks;
 pub mod tls;
 pub mod users;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::routing::{get, post, put};
 use lotus_device::DevicePlane;
 use lotus_storage::Store;
@@ -53,6 +59,10 @@ pub struct ApiState {
     /// The event operations center (rules, alarms, events, workflows, tasks, messages);
     /// `None` on a node that runs none (its routes say so).
     pub operations: Option<lotus_operations::Operations>,
+    /// The built portal (`index.html` and `assets/`); `None` on a node that serves none.
+    pub portal_dir: Option<PathBuf>,
+    /// The devices' live feeds.
+    pub live: live::LiveHub,
 }
 
 impl ApiState {
@@ -74,7 +84,15 @@ impl ApiState {
             policy,
             policy_admin: None,
             operations: None,
+            portal_dir: None,
+            live: live::LiveHub::default(),
         }
+    }
+
+    /// Serves the portal built in `dir` at `/`.
+    pub fn with_portal(mut self, dir: PathBuf) -> Self {
+        self.portal_dir = Some(dir);
+        self
     }
 
     /// Gives the API the running operations center.
@@ -112,7 +130,7 @@ impl ApiState {
         registration::register_device, access::auth, access::publish,
         applications::create, applications::list, applications::get, applications::update, applications::delete,
         plugins::install, plugins::list, plugins::get, plugins::upgrade, plugins::rollback,
-        plugins::disable, plugins::enable, plugins::resume, plugins::delete, plugins::logs,
+        plugins::disable, plugins::enable, plugins::resume, plugins::approve, plugins::delete, plugins::logs,
         plugins::dead_letters, plugins::get_codec, plugins::put_codec, plugins::delete_codec,
         plugins::list_secrets, plugins::put_secret, plugins::delete_secret, plugins::deliver,
         policies::list, policies::get, policies::put, policies::put_tests, policies::rollback,
@@ -160,6 +178,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(rules::RulesDoc::openapi());
     doc.merge(events::EventsDoc::openapi());
+    doc.merge(me::MeDoc::openapi());
+    doc.merge(style::StyleDoc::openapi());
+    doc.merge(live::LiveDoc::openapi());
     doc
 }
 
@@ -216,6 +237,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plugins/{id}/disable", post(plugins::disable))
         .route("/api/v1/plugins/{id}/enable", post(plugins::enable))
         .route("/api/v1/plugins/{id}/resume", post(plugins::resume))
+        .route("/api/v1/plugins/{id}/approve", post(plugins::approve))
         .route("/api/v1/plugins/{id}/logs", get(plugins::logs))
         .route("/api/v1/plugins/{id}/secrets", get(plugins::list_secrets))
         .route("/api/v1/plugins/{id}/deliver", post(plugins::deliver))
@@ -299,14 +321,17 @@ pub fn router(state: ApiState) -> Router {
             "/topic/{*topic}",
             post(access::publish).layer(axum::extract::DefaultBodyLimit::max(256 * 1024)),
         )
+        .route(&format!("{dev}/live"), get(live::live))
         .merge(rules::routes())
         .merge(events::routes())
+        .merge(me::routes())
+        .merge(style::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .fallback(|| async {
-            problem::ApiError::not_found("no such endpoint: see /api/v1/openapi.json")
-        })
+        // Only the portal's files are compressed here: the API's answers are small, and its
+        // event streams must not be buffered by a compressor.
+        .fallback(portal::fallback.layer(tower_http::compression::CompressionLayer::new()))
         .with_state(state.clone());
     // Components are bigger than any other request: the upload routes have their own limit,
     // enforced by the multipart reader so that going over it is a problem+json 413.
@@ -320,5 +345,12 @@ pub fn router(state: ApiState) -> Router {
             4 * 1024 * 1024,
         ))
         .merge(uploads)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!("request", method = %req.method(),
+                        uri = %live::redact_token(req.uri()), version = ?req.version())
+                },
+            ),
+        )
 }

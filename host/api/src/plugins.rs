@@ -14,8 +14,8 @@ use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
 use lotus_model::product::DataFormat;
 use lotus_storage::{
-    DeadLetterFilter, DeadLetterRow, NewPluginVersion, PLUGIN_ACTIVE, PluginRow, PluginSecretRow,
-    PluginVersionRow,
+    DeadLetterFilter, DeadLetterRow, NewPluginVersion, PLUGIN_ACTIVE, PLUGIN_PENDING_APPROVAL,
+    PluginRow, PluginSecretRow, PluginVersionRow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -87,6 +87,8 @@ pub trait PluginManager: Send + Sync + 'static {
     fn manifest_products(&self, manifest: &str) -> Result<Vec<String>, String>;
     /// The secret names a stored manifest lists (what the plugin may read).
     fn manifest_secrets(&self, manifest: &str) -> Result<Vec<String>, String>;
+    /// The capabilities a stored manifest requests (`log`, `http`, …).
+    fn manifest_capabilities(&self, manifest: &str) -> Result<Vec<String>, String>;
     /// The script runner component that runs vendor scripts uploaded as they are (a `script`
     /// part instead of `wasm`); `None` when the node has none configured.
     fn script_runner(&self) -> Option<Arc<Vec<u8>>>;
@@ -454,10 +456,11 @@ async fn load_version(state: &ApiState, id: &str, version: &str) -> ApiResult<Pr
 /// Install a plugin: multipart parts `manifest` (lotus-plugin.toml) and `wasm` (the
 /// component), or `manifest` and `script` (a vendor's Alibaba or ChirpStack JavaScript codec,
 /// as it is; it runs in the node's script runner). It is validated, stored with its SHA-256
-/// and activated.
+/// and activated — or, when the approval policy wants someone's sign-off (a plugin that calls
+/// out over `http`), stored as `pending_approval` (202) until approved.
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", security(("bearer" = [])),
     request_body(content_type = "multipart/form-data", description = "parts: manifest (lotus-plugin.toml text), and wasm (the component) or script (a vendor JavaScript codec)"),
-    responses((status = 201, body = Plugin), (status = 400, body = crate::problem::Problem),
+    responses((status = 201, body = Plugin), (status = 202, body = Plugin), (status = 400, body = crate::problem::Problem),
         (status = 409, body = crate::problem::Problem), (status = 413, body = crate::problem::Problem),
         (status = 422, body = crate::problem::Problem)))]
 pub async fn install(
@@ -487,8 +490,118 @@ pub async fn install(
     tracing::info!(plugin = %row.id, version = %row.active_version, sha256,
         script = upload.script.is_some(), "plugin installed");
     store_script(&state, &row.id, upload.script.as_deref()).await?;
+    if let Some(approval) = approval_needed(&state, &user, &row.id, &upload.manifest)? {
+        let row = wait_for_approval(&state, &row.id, &approval).await?;
+        return Ok((StatusCode::ACCEPTED, Json(detailed(&state, row).await?)));
+    }
     manager.activate(prepared);
     Ok((StatusCode::CREATED, Json(detailed(&state, row).await?)))
+}
+
+/// Asks `lotus.approval` whether installing this manifest needs someone's sign-off.
+fn approval_needed(
+    state: &ApiState,
+    user: &Authenticated,
+    id: &str,
+    manifest: &str,
+) -> ApiResult<Option<crate::authz::Approval>> {
+    let capabilities = manager(state)?
+        .manifest_capabilities(manifest)
+        .map_err(ApiError::unprocessable)?;
+    let input = serde_json::json!({
+        "principal": crate::authz::user_principal(&user.user),
+        "action": "plugin.install",
+        "resource": {"kind": "plugin", "id": id, "capabilities": capabilities},
+    });
+    let approval = state.policy.approval(&input).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("approval policy: {e}"),
+        )
+    })?;
+    Ok(approval.required.then_some(approval))
+}
+
+/// Marks the plugin as waiting: stored, not running (also after a restart) until approved.
+async fn wait_for_approval(
+    state: &ApiState,
+    id: &str,
+    approval: &crate::authz::Approval,
+) -> ApiResult<lotus_storage::PluginRow> {
+    let reason = format!(
+        "waiting for approval by {} (POST /api/v1/plugins/{id}/approve): {}",
+        approval.approvers.join(" or "),
+        approval.reason
+    );
+    tracing::info!(plugin = %id, approvers = ?approval.approvers, "plugin waits for approval");
+    Ok(state
+        .store
+        .set_plugin_status(id, PLUGIN_PENDING_APPROVAL, Some(&reason))
+        .await?)
+}
+
+/// Approve a plugin that waits for approval (`lotus.approval`, e.g. one that calls out over
+/// `http`): the caller must hold one of the approving roles and must not have installed the
+/// version themselves. The plugin then starts serving.
+#[utoipa::path(post, path = "/api/v1/plugins/{id}/approve", tag = "plugins", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = Plugin), (status = 403, body = crate::problem::Problem),
+        (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
+pub async fn approve(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Plugin>> {
+    let manager = manager(&state)?;
+    let current = plugin_or_404(&state, &id).await?;
+    if current.status != PLUGIN_PENDING_APPROVAL {
+        return Err(ApiError::conflict(format!(
+            "plugin '{id}' is not waiting for approval (it is {})",
+            current.status
+        )));
+    }
+    let artifact = state
+        .store
+        .plugin_artifact(&id, &current.active_version)
+        .await?;
+    let approval = approval_needed(&state, &user, &id, &artifact.manifest)?.unwrap_or_default();
+    if approval.required
+        && !approval
+            .approvers
+            .iter()
+            .any(|role| user.user.roles.iter().any(|r| r == role))
+    {
+        return Err(ApiError::forbidden(format!(
+            "approving plugin '{id}' needs the role {}: {}",
+            approval.approvers.join(" or "),
+            approval.reason
+        )));
+    }
+    let installer = state
+        .store
+        .plugin_versions(&id)
+        .await?
+        .into_iter()
+        .find(|v| v.version == current.active_version)
+        .map(|v| v.installed_by)
+        .unwrap_or_default();
+    if installer == user.user.username {
+        return Err(ApiError::forbidden(format!(
+            "you installed version {} of plugin '{id}': someone else must approve it",
+            current.active_version
+        )));
+    }
+    if current.enabled {
+        let prepared = load_version(&state, &id, &current.active_version).await?;
+        manager.activate(prepared);
+    }
+    let row = state
+        .store
+        .set_plugin_status(&id, PLUGIN_ACTIVE, None)
+        .await?;
+    tracing::info!(plugin = %id, version = %row.active_version, by = %user.user.username,
+        installed_by = %installer, "plugin approved");
+    Ok(Json(detailed(&state, row).await?))
 }
 
 /// Upgrade a plugin to a new version (same multipart parts as install). The new version
@@ -533,6 +646,14 @@ pub async fn upgrade(
         .await?;
     tracing::info!(plugin = %id, version = %row.active_version, sha256,
         script = upload.script.is_some(), "plugin upgraded");
+    if let Some(approval) = approval_needed(&state, &user, &id, &upload.manifest)? {
+        // The operator asked to replace the running version; until someone approves the new
+        // one, neither runs.
+        manager.deactivate(&id);
+        store_script(&state, &id, upload.script.as_deref()).await?;
+        let row = wait_for_approval(&state, &id, &approval).await?;
+        return Ok(Json(detailed(&state, row).await?));
+    }
     if row.enabled {
         store_script(&state, &id, upload.script.as_deref()).await?;
         manager.activate(prepared);

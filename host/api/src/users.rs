@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use lotus_model::scope::{Scope, parse_org, parse_region};
-use lotus_storage::UserRow;
+use lotus_storage::{UserProfile, UserRow};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -13,12 +13,18 @@ use crate::auth::Authenticated;
 use crate::problem::{ApiError, ApiResult, Json};
 
 const MIN_PASSWORD: usize = 10;
+/// Hashing is the slow part of a log-in; nobody needs a longer password than this.
+const MAX_PASSWORD: usize = 1024;
+const MAX_DISPLAY_NAME: usize = 64;
+/// RFC 5321's limit on a forward path.
+const MAX_EMAIL: usize = 254;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
-    /// At least 10 characters; stored as an argon2 hash.
+    /// At least 10 characters mixing two of letters, digits and other characters, without
+    /// the username; stored as an Argon2id hash.
     pub password: String,
     /// e.g. `operator`, `viewer`, `admin`, `security_admin`, `auditor`.
     pub roles: Vec<String>,
@@ -29,6 +35,16 @@ pub struct CreateUser {
     #[serde(default = "whole_city")]
     #[schema(example = "/hz/xihu")]
     pub region: String,
+    /// The name the portal shows; none when absent or empty.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    #[schema(example = "ops@example.org")]
+    pub email: Option<String>,
+    /// `+` and 6 to 20 digits.
+    #[serde(default)]
+    #[schema(example = "+8613812345678")]
+    pub phone: Option<String>,
 }
 
 fn whole_city() -> String {
@@ -43,6 +59,9 @@ pub struct User {
     pub roles: Vec<String>,
     pub org: String,
     pub region: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
     pub created_at: i64,
 }
 
@@ -54,9 +73,108 @@ impl From<UserRow> for User {
             roles: u.roles,
             org: u.scope.org,
             region: u.scope.region,
+            display_name: u.profile.display_name,
+            email: u.profile.email,
+            phone: u.profile.phone,
             created_at: u.created_at,
         }
     }
+}
+
+/// A display name as given: surrounding spaces dropped, empty meaning none.
+pub(crate) fn display_name(value: Option<String>) -> ApiResult<Option<String>> {
+    let Some(v) = given(value) else {
+        return Ok(None);
+    };
+    if v.chars().count() > MAX_DISPLAY_NAME || v.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(format!(
+            "displayName: at most {MAX_DISPLAY_NAME} characters, without control characters"
+        )));
+    }
+    Ok(Some(v))
+}
+
+/// An e-mail address of the usual shape (`name@host.domain`); empty meaning none. Whether it
+/// reaches anyone only a message can tell.
+pub(crate) fn email(value: Option<String>) -> ApiResult<Option<String>> {
+    let Some(v) = given(value) else {
+        return Ok(None);
+    };
+    let shaped = v.len() <= MAX_EMAIL
+        && v.split_once('@').is_some_and(|(local, domain)| {
+            let labels: Vec<&str> = domain.split('.').collect();
+            !local.is_empty()
+                && local.len() <= 64
+                && !local
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+                && labels.len() >= 2
+                && labels.iter().all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+                })
+        });
+    if !shaped {
+        return Err(ApiError::unprocessable(
+            "email: an address like name@example.org",
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// A phone number in international form: `+` and 6 to 20 digits; empty meaning none.
+pub(crate) fn phone(value: Option<String>) -> ApiResult<Option<String>> {
+    let Some(v) = given(value) else {
+        return Ok(None);
+    };
+    let digits = v.strip_prefix('+').unwrap_or_default();
+    if !(6..=20).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(ApiError::unprocessable(
+            "phone: '+' and 6 to 20 digits, e.g. +8613812345678",
+        ));
+    }
+    Ok(Some(v))
+}
+
+fn given(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The password rule, for new accounts and changed passwords alike; the problem says which
+/// part a password breaks.
+pub(crate) fn check_password(username: &str, password: &str) -> ApiResult<()> {
+    let length = password.chars().count();
+    if length < MIN_PASSWORD {
+        return Err(ApiError::unprocessable(format!(
+            "password: at least {MIN_PASSWORD} characters"
+        )));
+    }
+    if length > MAX_PASSWORD {
+        return Err(ApiError::unprocessable(format!(
+            "password: at most {MAX_PASSWORD} characters"
+        )));
+    }
+    let kinds = [
+        password.chars().any(char::is_alphabetic),
+        password.chars().any(|c| c.is_numeric()),
+        password.chars().any(|c| !c.is_alphanumeric()),
+    ];
+    if kinds.iter().filter(|k| **k).count() < 2 {
+        return Err(ApiError::unprocessable(
+            "password: mix at least two of letters, digits and other characters",
+        ));
+    }
+    if !username.is_empty() && password.to_lowercase().contains(&username.to_lowercase()) {
+        return Err(ApiError::unprocessable(
+            "password: must not contain the username",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -96,11 +214,7 @@ pub async fn create(
             "username: 1 to 64 letters, digits, '-', '_', '.' and '@'",
         ));
     }
-    if req.password.chars().count() < MIN_PASSWORD {
-        return Err(ApiError::unprocessable(format!(
-            "password: at least {MIN_PASSWORD} characters"
-        )));
-    }
+    check_password(name, &req.password)?;
     if req.roles.is_empty()
         || req
             .roles
@@ -111,10 +225,23 @@ pub async fn create(
             "roles: at least one, each in lower case letters and '_' (e.g. operator)",
         ));
     }
-    let hash = crate::auth::hash_password(&req.password);
+    let profile = UserProfile {
+        display_name: display_name(req.display_name)?,
+        email: email(req.email)?,
+        phone: phone(req.phone)?,
+    };
+    let password = req.password;
+    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("hashing the password failed: {e}"),
+            )
+        })?;
     let row = state
         .store
-        .create_user(name, &hash, &req.roles, &scope)
+        .create_user_with_profile(name, &hash, &req.roles, &scope, &profile)
         .await?;
     tracing::info!(user = %row.username, roles = ?row.roles, org = %scope.org, region = %scope.region,
         by = %user.user.username, "user created");

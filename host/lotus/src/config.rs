@@ -17,6 +17,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// File holding the 32-byte key that encrypts secrets at rest (default: data_dir/master.key).
     pub master_key_file: Option<PathBuf>,
+    /// The built operators' portal served at `/` (`npm --prefix portal run build` writes it),
+    /// relative to the directory the node starts in.
+    pub portal_dir: PathBuf,
     pub http: HttpConfig,
     pub mqtt: MqttConfig,
     pub coap: CoapConfig,
@@ -198,6 +201,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             master_key_file: None,
+            portal_dir: PathBuf::from("./portal/dist"),
             http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
             coap: CoapConfig::default(),

@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// CoAP symmetric-encrypted channel listen address [default: port 5682, IPv4 and IPv6].
     #[arg(long = "coap-encrypted-listen")]
     coap_encrypted_listen: Vec<SocketAddr>,
+    /// The built operators' portal, served at / [default: ./portal/dist].
+    #[arg(long)]
+    portal_dir: Option<PathBuf>,
     /// Write the bound addresses as JSON to this file once the node is ready (for scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,

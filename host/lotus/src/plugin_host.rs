@@ -24,7 +24,7 @@ use lotus_plugin::{
     CallError, EventInput, HostError, HostServices, Manifest, MessageContext, PluginRuntime,
     PreparedPlugin, RuntimeConfig,
 };
-use lotus_storage::{PLUGIN_SUSPENDED, StorageError, Store};
+use lotus_storage::{PLUGIN_PENDING_APPROVAL, PLUGIN_SUSPENDED, StorageError, Store};
 use lotus_workflow::{EventDraft, GeoPoint, Level};
 use serde_json::{Value, json};
 use tokio::runtime::Handle;
@@ -507,6 +507,12 @@ impl PluginManager for RuntimeManager {
             .map_err(|e| e.to_string())
     }
 
+    fn manifest_capabilities(&self, manifest: &str) -> Result<Vec<String>, String> {
+        Manifest::from_toml(manifest)
+            .map(|m| m.capabilities.iter().map(|c| c.to_string()).collect())
+            .map_err(|e| e.to_string())
+    }
+
     fn script_runner(&self) -> Option<Arc<Vec<u8>>> {
         self.script_runner.clone()
     }
@@ -582,6 +588,11 @@ pub async fn start(
         if plugin.status == PLUGIN_SUSPENDED {
             tracing::warn!(plugin = %plugin.id, reason = ?plugin.status_reason,
                 "plugin stays suspended: resume it to load it");
+            continue;
+        }
+        if plugin.status == PLUGIN_PENDING_APPROVAL {
+            tracing::warn!(plugin = %plugin.id, reason = ?plugin.status_reason,
+                "plugin waits for approval: POST /api/v1/plugins/{}/approve", plugin.id);
             continue;
         }
         let artifact = store

@@ -253,6 +253,30 @@ impl ApiPolicy for PolicyApi {
         }
     }
 
+    fn approval(&self, input: &Value) -> Result<lotus_api::authz::Approval, String> {
+        let rule = |name: &str| {
+            self.engine
+                .eval(&format!("data.lotus.approval.{name}"), input)
+                .map_err(|e| format!("the approval policy failed to evaluate {name}: {e}"))
+        };
+        let required = rule("required")?.as_bool().unwrap_or(false);
+        if !required {
+            return Ok(lotus_api::authz::Approval::default());
+        }
+        Ok(lotus_api::authz::Approval {
+            required,
+            reason: rule("reason")?.as_str().unwrap_or_default().to_string(),
+            approvers: rule("approvers")?
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
     fn list_scope(&self, principal: &Value, kind: &str) -> Result<Option<Scope>, String> {
         let input = json!({"principal": principal, "kind": kind});
         let value = self

@@ -40,6 +40,9 @@ fn flag_overrides(a: &ServeArgs) -> serde_json::Value {
     if let Some(v) = &a.database_url {
         root.insert("database_url".into(), json!(v));
     }
+    if let Some(v) = &a.portal_dir {
+        root.insert("portal_dir".into(), json!(v));
+    }
     if !a.http_listen.is_empty() {
         http.insert("listen".into(), json!(a.http_listen));
     }
@@ -402,8 +405,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         runtime: plugins.runtime.clone(),
         script_runner: plugins.script_runner.clone(),
     }))
-    .with_operations(operations);
+    .with_operations(operations)
+    .with_portal(config.portal_dir.clone());
+    if config.portal_dir.join("index.html").is_file() {
+        tracing::info!(dir = %config.portal_dir.display(), "serving the portal at /");
+    } else {
+        tracing::warn!(dir = %config.portal_dir.display(),
+            "the portal is not built, so / explains how to build it: {}", lotus_api::portal::BUILD_COMMAND);
+    }
     let shutting_down = state.shutting_down.clone();
+    let live = state.live.clone();
     let app = lotus_api::router(state);
     let (stop_http_tx, stop_http) = tokio::sync::watch::channel(false);
     let mut http_servers = Vec::new();
@@ -444,6 +455,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: closing device connections and flushing data");
     shutting_down.store(true, Ordering::Relaxed);
+    // Open live feeds never end by themselves; the HTTP servers would wait for them.
+    live.close();
     broker.shutdown().await;
     // CoAP requests in progress finish (their data is committed before they are answered).
     let _ = stop_coap_tx.send(true);

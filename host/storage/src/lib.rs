@@ -18,7 +18,8 @@
 //!
 //! Besides the device plane's data, the store keeps the city's operations: rules and their
 //! action outbox, alarms, events, disposal workflows and tasks, the message center and
-//! notification channels and deliveries.
+//! notification channels and deliveries; and for the portal, users' contact details and the
+//! platform settings (its style).
 
 mod alarms;
 mod applications;
@@ -32,6 +33,7 @@ mod plugins;
 mod products;
 mod rules;
 mod secret;
+mod settings;
 mod shadow;
 mod sql;
 mod telemetry;
@@ -68,7 +70,8 @@ pub use notifications::{
 };
 pub use plugins::{
     DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE,
-    PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginSecretRow, PluginVersionRow,
+    PLUGIN_PENDING_APPROVAL, PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginSecretRow,
+    PluginVersionRow,
 };
 pub use rules::{
     ACTION_DEAD, ACTION_DONE, ACTION_PENDING, NewRule, OutboxRow, RuleRow, RuleStatsDelta,

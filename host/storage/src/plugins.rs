@@ -16,6 +16,8 @@ use crate::{Store, now_ms};
 /// Plugin status while it runs; a suspended plugin is not called until an operator resumes it.
 pub const PLUGIN_ACTIVE: &str = "active";
 pub const PLUGIN_SUSPENDED: &str = "suspended";
+/// Stored but not running: the approval policy (`lotus.approval`) wants someone's sign-off.
+pub const PLUGIN_PENDING_APPROVAL: &str = "pending_approval";
 
 /// A plugin as listed: its identity and which version runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +27,9 @@ pub struct PluginRow {
     pub world: String,
     pub active_version: String,
     pub enabled: bool,
-    /// [`PLUGIN_ACTIVE`] or [`PLUGIN_SUSPENDED`].
+    /// [`PLUGIN_ACTIVE`], [`PLUGIN_SUSPENDED`] or [`PLUGIN_PENDING_APPROVAL`].
     pub status: String,
-    /// Why the plugin was suspended.
+    /// Why the plugin was suspended, or whose approval it waits for.
     pub status_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -368,16 +370,18 @@ impl Store {
         plugin_row(&r)
     }
 
-    /// Records a plugin's status ([`PLUGIN_ACTIVE`] or [`PLUGIN_SUSPENDED`] with a reason).
+    /// Records a plugin's status ([`PLUGIN_ACTIVE`], or [`PLUGIN_SUSPENDED`] or
+    /// [`PLUGIN_PENDING_APPROVAL`] with a reason).
     pub async fn set_plugin_status(
         &self,
         id: &str,
         status: &str,
         reason: Option<&str>,
     ) -> Result<PluginRow> {
-        if status != PLUGIN_ACTIVE && status != PLUGIN_SUSPENDED {
+        if ![PLUGIN_ACTIVE, PLUGIN_SUSPENDED, PLUGIN_PENDING_APPROVAL].contains(&status) {
             return Err(StorageError::Invalid(format!(
-                "unknown plugin status '{status}': use {PLUGIN_ACTIVE} or {PLUGIN_SUSPENDED}"
+                "unknown plugin status '{status}': use {PLUGIN_ACTIVE}, {PLUGIN_SUSPENDED} or \
+                 {PLUGIN_PENDING_APPROVAL}"
             )));
         }
         let r = sqlx::query(&format!(

@@ -36,6 +36,16 @@ pub struct UserRow {
     pub created_at: i64,
     /// The organisation and region the user acts in (see `lotus_model::scope`).
     pub scope: Scope,
+    /// What the user says about themselves (the personal center).
+    pub profile: UserProfile,
+}
+
+/// A user's name and contact details as they gave them; `None` where they gave nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserProfile {
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
 }
 
 /// A product to create. The secret is given in plain and encrypted by the store.

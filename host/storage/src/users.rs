@@ -6,10 +6,10 @@ use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
 use crate::sql::{json, to_json};
-use crate::{Scope, Store, UserRow, now_ms};
+use crate::{Scope, Store, UserProfile, UserRow, now_ms};
 
-const USER_COLUMNS: &str =
-    "u.id, u.username, u.password_hash, u.roles, u.created_at, u.org, u.region";
+const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.roles, u.created_at, u.org, \
+     u.region, u.display_name, u.email, u.phone";
 
 fn user_row(row: &AnyRow) -> Result<UserRow> {
     Ok(UserRow {
@@ -21,6 +21,11 @@ fn user_row(row: &AnyRow) -> Result<UserRow> {
         scope: Scope {
             org: row.try_get("org")?,
             region: row.try_get("region")?,
+        },
+        profile: UserProfile {
+            display_name: row.try_get("display_name")?,
+            email: row.try_get("email")?,
+            phone: row.try_get("phone")?,
         },
     })
 }
@@ -34,7 +39,8 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Creates a user; `Conflict` when the name is taken.
+    /// Creates a user who has not said anything about themselves; `Conflict` when the name is
+    /// taken.
     pub async fn create_user(
         &self,
         username: &str,
@@ -42,10 +48,29 @@ impl Store {
         roles: &[String],
         scope: &Scope,
     ) -> Result<UserRow> {
+        self.create_user_with_profile(
+            username,
+            password_hash,
+            roles,
+            scope,
+            &UserProfile::default(),
+        )
+        .await
+    }
+
+    /// Creates a user with a name and contact details; `Conflict` when the name is taken.
+    pub async fn create_user_with_profile(
+        &self,
+        username: &str,
+        password_hash: &str,
+        roles: &[String],
+        scope: &Scope,
+        profile: &UserProfile,
+    ) -> Result<UserRow> {
         let created_at = now_ms();
         let row = sqlx::query(
-            "INSERT INTO users (username, password_hash, roles, created_at, org, region) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO users (username, password_hash, roles, created_at, org, region, \
+             display_name, email, phone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
@@ -53,6 +78,9 @@ impl Store {
         .bind(created_at)
         .bind(&scope.org)
         .bind(&scope.region)
+        .bind(profile.display_name.as_deref())
+        .bind(profile.email.as_deref())
+        .bind(profile.phone.as_deref())
         .fetch_one(self.write())
         .await
         .map_err(|e| {
@@ -69,7 +97,50 @@ impl Store {
             roles: roles.to_vec(),
             created_at,
             scope: scope.clone(),
+            profile: profile.clone(),
         })
+    }
+
+    /// Replaces a user's name and contact details; `NotFound` for an unknown user.
+    pub async fn update_user_profile(&self, user_id: i64, profile: &UserProfile) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE users SET display_name = $1, email = $2, phone = $3 WHERE id = $4")
+                .bind(profile.display_name.as_deref())
+                .bind(profile.email.as_deref())
+                .bind(profile.phone.as_deref())
+                .bind(user_id)
+                .execute(self.write())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("user {user_id} not found")));
+        }
+        Ok(())
+    }
+
+    /// Replaces a user's password hash and ends every session of theirs except `keep` (the
+    /// one that changed it), so a password that leaked stops working everywhere at once.
+    pub async fn set_user_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.write().begin().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("user {user_id} not found")));
+        }
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2")
+            .bind(user_id)
+            .bind(keep.unwrap_or(""))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {

@@ -10,7 +10,7 @@ use lotus_model::topic::TopicOperation;
 use lotus_storage::{
     Aggregation, DeviceFilter, DeviceStatus, DownlinkRow, EventRecord, NewProduct, Page,
     ProductUpdate, PropertyRecord, Scope, SecretBox, ShadowRow, StorageError, Store,
-    TelemetryBatch,
+    TelemetryBatch, UserProfile,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -37,6 +37,7 @@ on_both_backends!(
     shadow_optimistic_concurrency,
     downlinks,
     gateway_topology,
+    profiles_passwords_and_settings,
 );
 
 const T0: i64 = 1_700_000_000_000;
@@ -1292,4 +1293,99 @@ async fn data_grants(s: &Store, _url: &str) {
     assert!(s.delete_data_grant("ops", "pkData").await.unwrap());
     assert!(!s.delete_data_grant("ops", "pkData").await.unwrap());
     assert!(s.data_grants_of_user(ops.id).await.unwrap().is_empty());
+}
+
+async fn profiles_passwords_and_settings(s: &Store, _url: &str) {
+    let roles = vec!["operator".to_string()];
+    let plain = s
+        .create_user("plain", "h0", &roles, &Scope::default())
+        .await
+        .unwrap();
+    assert_eq!(plain.profile, UserProfile::default());
+    let given = UserProfile {
+        display_name: Some("Li Lei".into()),
+        email: Some("li@example.org".into()),
+        phone: None,
+    };
+    let li = s
+        .create_user_with_profile("li", "h1", &roles, &Scope::default(), &given)
+        .await
+        .unwrap();
+    assert_eq!(li.profile, given);
+    assert_eq!(s.user_by_name("li").await.unwrap().unwrap(), li);
+    let changed = UserProfile {
+        display_name: None,
+        email: Some("lei@example.org".into()),
+        phone: Some("+8613812345678".into()),
+    };
+    s.update_user_profile(li.id, &changed).await.unwrap();
+    assert_eq!(
+        s.user_by_name("li").await.unwrap().unwrap().profile,
+        changed
+    );
+    assert!(matches!(
+        s.update_user_profile(9_999, &changed).await,
+        Err(StorageError::NotFound(_))
+    ));
+
+    // A new password ends every session but the one that set it.
+    let later = lotus_test_harness::now_ms() + 60_000;
+    for token in ["keep", "drop-1", "drop-2"] {
+        s.create_session(token, li.id, later).await.unwrap();
+    }
+    s.create_session("other-user", plain.id, later)
+        .await
+        .unwrap();
+    s.set_user_password(li.id, "h2", Some("keep"))
+        .await
+        .unwrap();
+    let now = lotus_test_harness::now_ms();
+    assert_eq!(
+        s.session_user("keep", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "h2"
+    );
+    assert!(s.session_user("drop-1", now).await.unwrap().is_none());
+    assert!(s.session_user("drop-2", now).await.unwrap().is_none());
+    assert!(s.session_user("other-user", now).await.unwrap().is_some());
+    assert!(matches!(
+        s.set_user_password(9_999, "h", None).await,
+        Err(StorageError::NotFound(_))
+    ));
+
+    // Settings: a prefix means itself ('_' and '%' are no wildcards), several change at once,
+    // and a reset removes the key.
+    assert!(s.settings("style.").await.unwrap().is_empty());
+    s.put_settings(
+        &[
+            ("style.title", Some("Hangzhou")),
+            ("style.themeColor", Some("#0a7d4f")),
+            ("styleX", Some("not style")),
+            ("style_", Some("not style either")),
+        ],
+        "admin",
+    )
+    .await
+    .unwrap();
+    let style = s.settings("style.").await.unwrap();
+    assert_eq!(
+        style.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("style.themeColor".to_string(), "#0a7d4f".to_string()),
+            ("style.title".to_string(), "Hangzhou".to_string()),
+        ]
+    );
+    s.put_settings(
+        &[("style.title", Some("杭州")), ("style.themeColor", None)],
+        "admin",
+    )
+    .await
+    .unwrap();
+    let style = s.settings("style.").await.unwrap();
+    assert_eq!(style.len(), 1);
+    assert_eq!(style["style.title"], "杭州");
+    assert_eq!(s.settings("style_").await.unwrap().len(), 1);
 }

@@ -239,3 +239,31 @@ pub async fn upload_plugin(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     ))
 }
+
+/// Approves a plugin waiting for approval (one that calls out over `http`) the way a city's
+/// security administrator does: as a second person holding `security_admin` (created on first
+/// use). Returns the approved plugin.
+pub async fn approve_plugin(node: &LotusNode, id: &str) -> anyhow::Result<Value> {
+    const APPROVER: &str = "security-officer";
+    let (status, body) = node
+        .api(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": APPROVER, "password": PASSWORD,
+                "roles": ["security_admin"], "region": "/"})),
+        )
+        .await?;
+    anyhow::ensure!(
+        status == 201 || status == 409,
+        "creating {APPROVER}: {status} {body}"
+    );
+    let approver = Session::login(node, APPROVER).await?;
+    approver
+        .expect(
+            Method::POST,
+            &format!("/api/v1/plugins/{id}/approve"),
+            None,
+            200,
+        )
+        .await
+}

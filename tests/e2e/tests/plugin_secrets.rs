@@ -96,7 +96,35 @@ async fn channel_plugin_reads_the_secret_the_operator_sets() -> anyhow::Result<(
     let mut node = LotusNode::start(NodeOptions::default()).await?;
     node.login().await?;
     let (status, body) = install(&node, channel_manifest(port), artifacts::MINIMAL_CHANNEL).await?;
-    assert_eq!(status, 201, "{body}");
+    // It calls out over http: stored, and waiting for a security administrator's approval.
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending_approval", "{body}");
+    assert!(
+        body["statusReason"]
+            .as_str()
+            .unwrap()
+            .contains("security_admin"),
+        "{body}"
+    );
+    let (status, p) = node
+        .api(
+            Method::POST,
+            "/api/v1/plugins/ops-webhook/deliver",
+            Some(json!({"recipients": ["x"], "subject": "s", "body": "b"})),
+        )
+        .await?;
+    assert_ne!(
+        status.as_u16(),
+        200,
+        "a plugin waiting for approval does not run: {p}"
+    );
+    // The installer cannot approve their own upload.
+    let (status, p) = node
+        .api(Method::POST, "/api/v1/plugins/ops-webhook/approve", None)
+        .await?;
+    assert_eq!(status.as_u16(), 403, "{p}");
+    let approved = lotus_e2e::approve_plugin(&node, "ops-webhook").await?;
+    assert_eq!(approved["status"], "active", "{approved}");
     let url = format!("http://127.0.0.1:{port}/hook");
     let notify = json!({"recipients": [url], "subject": "pump 7", "body": "pressure low"});
 
@@ -294,9 +322,11 @@ async fn a_secret_reaches_only_the_plugin_that_lists_it() -> anyhow::Result<()> 
         .replace("ops-webhook", "other-webhook")
         .replace("secrets = [\"webhook-token\"]", "secrets = [\"unrelated\"]");
     let (status, body) = install(&node, manifest, artifacts::MINIMAL_CHANNEL).await?;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 202, "{body}");
+    lotus_e2e::approve_plugin(&node, "other-webhook").await?;
     let (status, body) = install(&node, channel_manifest(port), artifacts::MINIMAL_CHANNEL).await?;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 202, "{body}");
+    lotus_e2e::approve_plugin(&node, "ops-webhook").await?;
     node.expect(
         Method::PUT,
         "/api/v1/plugins/ops-webhook/secrets/webhook-token",

@@ -622,7 +622,8 @@ async fn plugin_http_outside_its_allow_list_is_denied_by_policy() -> anyhow::Res
         std::fs::read(lotus_plugin_artifacts::MINIMAL_CHANNEL)?,
     )
     .await?;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 202, "{body}");
+    lotus_e2e::approve_plugin(&node, "ops-webhook").await?;
     node.expect(
         Method::PUT,
         "/api/v1/plugins/ops-webhook/secrets/webhook-token",

@@ -1,0 +1,260 @@
+// The shapes of the API's JSON (camelCase), as the host's `host/api/src/*.rs` serialise them.
+
+export interface Paged<T> {
+  items: T[]
+  total: number
+  page: number
+  pageSize: number
+}
+
+export interface LoginResponse {
+  token: string
+  expiresAt: number
+  username: string
+  roles: string[]
+}
+
+export interface Me {
+  username: string
+  displayName?: string | null
+  email?: string | null
+  phone?: string | null
+  roles: string[]
+  org: string
+  region: string
+  createdAt?: number
+}
+
+export interface User {
+  id: number
+  username: string
+  displayName?: string | null
+  email?: string | null
+  phone?: string | null
+  roles: string[]
+  org: string
+  region: string
+  createdAt: number
+}
+
+export interface PlatformStyle {
+  title: string
+  themeColor: string
+  logo: string | null
+  loginBackground: string | null
+}
+
+export type NodeType = 'direct' | 'gateway' | 'subdevice'
+export type DataFormat = 'alink' | 'custom'
+
+export interface Product {
+  productKey: string
+  productSecret?: string
+  name: string
+  nodeType: NodeType
+  dataFormat: DataFormat
+  dynamicRegistration: boolean
+  allowUnregistered: boolean
+  replayWindowSecs: number | null
+  description: string
+  thingModelVersion: number | null
+  deviceCount: number
+  org: string
+  region: string
+  createdAt: number
+  updatedAt: number
+}
+
+export interface ThingModelSaved {
+  version: number
+  properties: number
+  events: number
+  services: number
+}
+
+export interface ThingModelVersion {
+  version: number
+  createdAt: number
+}
+
+export type TopicOperation = 'pub' | 'sub' | 'all'
+
+export interface TopicClass {
+  id: string
+  template: string
+  operation: TopicOperation
+  description: string
+  system: boolean
+}
+
+export interface Plugin {
+  id: string
+  world: string
+  activeVersion: string
+  enabled: boolean
+  status: string
+  statusReason?: string
+}
+
+export type DeviceStatus = 'inactive' | 'online' | 'offline' | 'disabled'
+
+export interface Device {
+  productKey: string
+  deviceName: string
+  nickname: string | null
+  status: DeviceStatus
+  enabled: boolean
+  firstOnlineAt: number | null
+  lastOnlineAt: number | null
+  lastOfflineAt: number | null
+  lastOfflineReason: string | null
+  tags: Record<string, unknown>
+  region?: string
+  createdAt: number
+  updatedAt: number
+}
+
+export interface DeviceCredentials {
+  productKey: string
+  deviceName: string
+  deviceSecret: string
+}
+
+export interface PropertyValue {
+  identifier: string
+  value: unknown
+  time: number
+}
+
+export interface HistoryPoint {
+  time: number
+  value: unknown
+}
+
+export interface History {
+  identifier: string
+  from: number
+  to: number
+  intervalMs: number | null
+  agg: string | null
+  points: HistoryPoint[]
+}
+
+export interface DeviceEvent {
+  identifier: string
+  eventType: string
+  params: unknown
+  time: number
+}
+
+export interface Shadow {
+  desired: Record<string, unknown>
+  reported: Record<string, unknown>
+  delta: Record<string, unknown>
+  version: number
+  desiredUpdatedAt: number | null
+  reportedUpdatedAt: number | null
+  updatedAt: number
+}
+
+export interface StatusChange {
+  online: boolean
+  reason: string
+  at: number
+}
+
+export interface Accepted {
+  messageId: string
+}
+
+export interface ServiceReply {
+  messageId: string
+  code: number
+  data: unknown
+  message: string | null
+}
+
+export type TaskAssignee =
+  | { kind: 'user'; username: string }
+  | { kind: 'role'; role: string; org?: string; region?: string }
+
+export type TaskState = 'open' | 'approved' | 'rejected' | 'transferred' | 'cancelled'
+
+export interface Task {
+  id: string
+  eventId: number
+  kind: string
+  stepId: string
+  stepName: string
+  title: string
+  assignee: TaskAssignee
+  state: TaskState
+  overdue: boolean
+  dueAt: number | null
+  createdAt: number
+  closedAt: number | null
+  closedBy: string | null
+  comment: string | null
+}
+
+export interface TimelineEntry {
+  seq: number
+  at: number
+  actor: string | null
+  action: string
+  detail: unknown
+}
+
+export interface EventDetail {
+  id: number
+  number: string
+  type: string
+  title: string
+  level: number
+  state: string
+  outcome: string | null
+  region: string
+  org: string
+  fields: Record<string, unknown>
+  createdAt: number
+  closedAt: number | null
+  timeline: TimelineEntry[]
+  tasks: Task[]
+}
+
+export interface Message {
+  id: number
+  kind: string
+  title: string
+  body: string
+  level: number | null
+  link: string | null
+  sender: string | null
+  readAt: number | null
+  createdAt: number
+}
+
+export interface MessagePage extends Paged<Message> {
+  unread: number
+}
+
+export interface Channel {
+  id: string
+  kind: string
+  config: Record<string, unknown>
+  hasSecret: boolean
+  pluginId: string | null
+  enabled: boolean
+  updatedAt: number
+}
+
+export interface AppCredential {
+  id: number
+  name: string
+  username: string
+  secret?: string
+  grants: { filter: string; actions?: string[] }[]
+  enabled: boolean
+  createdAt: number
+  updatedAt: number
+}
