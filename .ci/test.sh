@@ -20,7 +20,8 @@ command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || missing+=(python3-aiosmtpd)
 command -v coap-client-openssl >/dev/null || missing+=(libcoap3-bin)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing+=(fonts-noto-cjk)
+# (No `fc-list | grep -q` here: with pipefail, grep exiting early fails the pipe.)
+[[ "$(dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null)" == *"ok installed"* ]] || missing+=(fonts-noto-cjk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
