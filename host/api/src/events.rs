@@ -996,6 +996,10 @@ fn trigger_in_words(t: &Trigger) -> String {
                 condition.property, condition.threshold, condition.hold_for_secs
             )
         }
+        Trigger::Offline {
+            product_key,
+            offline_for_secs,
+        } => format!("a device of product {product_key} offline for {offline_for_secs} s"),
         Trigger::Schedule { cron, time_zone } => format!("cron {cron} in {time_zone}"),
     }
 }

@@ -867,6 +867,35 @@ pub fn dry_run(rule: &CompiledRule, msg: &RuleMessage, now: i64) -> DryRun {
                 note,
             )
         }
+        CompiledTrigger::Offline {
+            product_key,
+            tracker,
+        } => {
+            if !msg.topic.starts_with("/as/mqtt/status/") {
+                return not_matched(format!(
+                    "an offline rule watches status changes (/as/mqtt/status/{{productKey}}/{{deviceName}}), not {}",
+                    msg.topic
+                ));
+            }
+            if *product_key != msg.product_key {
+                return not_matched(format!(
+                    "the rule watches the devices of product {product_key}, not {}",
+                    msg.product_key
+                ));
+            }
+            if msg.payload["status"] != "offline" {
+                return not_matched(
+                    "the device is not offline (give {\"status\": \"offline\"})".to_string(),
+                );
+            }
+            let secs = tracker.lock().condition().hold_for_secs;
+            (
+                json!({"since": msg.at, "params": Value::Null}),
+                Some(format!(
+                    "the device must stay offline for {secs} s before the rule fires; the dry run assumes it did"
+                )),
+            )
+        }
         CompiledTrigger::Schedule(schedule) => {
             return not_matched(format!(
                 "a schedule rule fires at the times of its cron expression '{}' ({}), not on device messages",

@@ -171,6 +171,27 @@ impl RuleEngine {
                         out.push(scene_firing(rule, product_key, t, &msg.payload));
                     }
                 }
+                CompiledTrigger::Offline {
+                    product_key,
+                    tracker,
+                } => {
+                    if *product_key != msg.product_key || !msg.topic.starts_with("/as/mqtt/status/")
+                    {
+                        continue;
+                    }
+                    let offline = match msg.payload["status"].as_str() {
+                        Some("offline") => 1.0,
+                        Some("online") => 0.0,
+                        _ => continue,
+                    };
+                    let transition =
+                        tracker
+                            .lock()
+                            .observe(&msg.device_name, Some(offline), msg.at);
+                    if let Some(t) = transition {
+                        out.push(scene_firing(rule, product_key, t, &msg.payload));
+                    }
+                }
                 CompiledTrigger::Schedule(_) => {}
             }
         }
@@ -184,6 +205,10 @@ impl RuleEngine {
         for rule in rules.iter() {
             match &rule.trigger {
                 CompiledTrigger::Scene {
+                    product_key,
+                    tracker,
+                }
+                | CompiledTrigger::Offline {
                     product_key,
                     tracker,
                 } => {
@@ -302,4 +327,91 @@ pub fn raised_alarm_types(rule: &CompiledRule) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(pk: &str, dn: &str, status: &str, at: i64) -> RuleMessage {
+        RuleMessage {
+            topic: format!("/as/mqtt/status/{pk}/{dn}"),
+            product_key: pk.into(),
+            device_name: dn.into(),
+            payload: json!({"productKey": pk, "deviceName": dn, "time": at, "status": status}),
+            at,
+        }
+    }
+
+    #[test]
+    fn an_outage_longer_than_the_limit_fires_once_and_ends_when_the_device_is_back() {
+        let rule = compile(
+            "lamp-offline",
+            "Lamp offline for a minute",
+            1,
+            "",
+            "/",
+            &json!({"trigger": {"kind": "offline", "productKey": "pk1", "offlineForSecs": 60},
+                "actions": [{"kind": "alarm", "alarmType": "offline-too-long", "level": 2}]}),
+        )
+        .unwrap();
+        let engine = RuleEngine::default();
+        *engine.rules.write() = Arc::new(vec![Arc::new(rule)]);
+        let mut out = Vec::new();
+        engine.evaluate(&status("pk1", "a", "offline", 1_000), 1_000, &mut out);
+        engine.evaluate(&status("pk1", "b", "offline", 1_000), 1_000, &mut out);
+        engine.evaluate(&status("pk2", "c", "offline", 1_000), 1_000, &mut out);
+        // b is back within the limit: no alarm for it.
+        engine.evaluate(&status("pk1", "b", "online", 30_000), 30_000, &mut out);
+        engine.tick(60_000, &mut out);
+        assert!(out.is_empty(), "nothing before the limit");
+        engine.tick(61_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].left);
+        assert_eq!(out[0].context["device"]["deviceName"], "a");
+        assert_eq!(out[0].context["data"]["since"], 1_000);
+        out.clear();
+        engine.tick(600_000, &mut out);
+        assert!(out.is_empty(), "once per outage");
+        engine.evaluate(&status("pk1", "a", "online", 700_000), 700_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].left,
+            "back online ends the outage: its alarms are cleared"
+        );
+        assert_eq!(
+            raised_alarm_types(&out[0].rule),
+            vec!["offline-too-long".to_string()]
+        );
+    }
+
+    #[test]
+    fn offline_rules_say_what_to_fix() {
+        for (definition, field) in [
+            (
+                json!({"kind": "offline", "productKey": "", "offlineForSecs": 60}),
+                "trigger.productKey",
+            ),
+            (
+                json!({"kind": "offline", "productKey": "pk1", "offlineForSecs": 0}),
+                "trigger.offlineForSecs",
+            ),
+            (
+                json!({"kind": "offline", "productKey": "pk1", "offlineForSecs": 700_000}),
+                "trigger.offlineForSecs",
+            ),
+        ] {
+            let e = compile(
+                "r",
+                "r",
+                1,
+                "",
+                "/",
+                &json!({"trigger": definition, "actions": [{"kind": "clearAlarm", "alarmType": "x"}]}),
+            )
+            .err()
+            .unwrap();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
 }

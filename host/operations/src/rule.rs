@@ -1,12 +1,16 @@
 //! Rule definitions as operators write them (JSON), and their compiled form.
 //!
 //! A rule is a trigger and a list of actions. The trigger is a SQL-like statement over device
-//! messages, a scene-linkage condition ("temperature > 30 for 60 s"), or a cron schedule.
+//! messages, a scene-linkage condition ("temperature > 30 for 60 s"), a device offline for longer
+//! than a time, or a cron schedule.
 //! Every text an action sends (alarm message, event title, topic) is a template over the match:
 //! `{{ device.deviceName }}`, `{{ data.t }}`, `{{ rule.name }}`.
 
 use lotus_notify::MessageTemplate;
-use lotus_rules::{SceneCondition, SceneTracker, Schedule, Statement};
+use lotus_rules::{CompareOp, SceneCondition, SceneTracker, Schedule, Statement};
+
+/// The reading an offline trigger's tracker follows: 1 while offline, 0 while online.
+pub const OFFLINE_READING: &str = "offline";
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -38,6 +42,13 @@ pub enum Trigger {
     Scene {
         product_key: String,
         condition: SceneCondition,
+    },
+    /// A device of the product offline for at least `offline_for_secs` (DMC-5's "offline longer
+    /// than T"): fires once per outage, typically with an alarm action; when the device comes
+    /// back online, the alarms the rule raised for it are cleared.
+    Offline {
+        product_key: String,
+        offline_for_secs: u64,
     },
     /// A cron expression (5 fields, or the 6/7-field form with seconds) in a time zone.
     Schedule {
@@ -174,6 +185,11 @@ pub enum CompiledTrigger {
         product_key: String,
         tracker: Mutex<SceneTracker>,
     },
+    /// An outage is a scene whose reading is 1 while the device is offline, held for the time.
+    Offline {
+        product_key: String,
+        tracker: Mutex<SceneTracker>,
+    },
     Schedule(Schedule),
 }
 
@@ -235,6 +251,38 @@ pub fn compile(
                 ),
             }
         }
+        Trigger::Offline {
+            product_key,
+            offline_for_secs,
+        } => {
+            if product_key.trim().is_empty() {
+                return Err(err(
+                    "trigger.productKey",
+                    "name the product whose devices are watched",
+                ));
+            }
+            if *offline_for_secs == 0 {
+                return Err(err(
+                    "trigger.offlineForSecs",
+                    "give the outage length in seconds that raises it (at least 1)",
+                ));
+            }
+            let condition =
+                SceneCondition::new(OFFLINE_READING, CompareOp::Eq, 1.0, *offline_for_secs)
+                    .map_err(|e| {
+                        err(
+                            "trigger.offlineForSecs",
+                            e.to_string().replace("holdForSecs", "offlineForSecs"),
+                        )
+                    })?;
+            CompiledTrigger::Offline {
+                product_key: product_key.clone(),
+                tracker: Mutex::new(
+                    SceneTracker::new(condition)
+                        .map_err(|e| err("trigger.offlineForSecs", e.to_string()))?,
+                ),
+            }
+        }
         Trigger::Schedule { cron, time_zone } => CompiledTrigger::Schedule(
             Schedule::parse(cron, time_zone).map_err(|e| err("trigger.cron", e.to_string()))?,
         ),
@@ -242,7 +290,7 @@ pub fn compile(
     if def.actions.is_empty() {
         return Err(err(
             "actions",
-            "a rule needs at least one action (alarm, clearAlarm, event, webhook, republish, setProperty, invokeService, notify)",
+            "a rule needs at least one action (alarm, clearAlarm, event, webhook, republish, setProperty, invokeService, notify, app)",
         ));
     }
     if def.actions.len() > MAX_ACTIONS {

@@ -682,3 +682,53 @@ async fn a_device_crossing_a_threshold_raises_an_alarm() -> anyhow::Result<()> {
     c.disconnect().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_offline_for_longer_than_the_limit_raises_an_alarm_cleared_when_it_returns()
+-> anyhow::Result<()> {
+    let f = Fixture::start(1).await?;
+    let (node, pk, d) = (&f.node, &f.product_key, &f.devices[0]);
+    node.expect(
+        Method::POST,
+        "/api/v1/rules",
+        Some(
+            json!({"id": "lamp-offline", "name": "Lamp offline", "definition": {
+                "trigger": {"kind": "offline", "productKey": pk, "offlineForSecs": 1},
+                "actions": [{"kind": "alarm", "alarmType": "offline-too-long", "level": 2,
+                    "message": "{{ device.deviceName }} offline since {{ data.since }}"}]
+            }}),
+        ),
+        201,
+    )
+    .await?;
+    let c = Client::connected(mqtt_options(d, node.mqtt)).await?;
+    f.wait_status(0, "online").await?;
+    c.disconnect().await;
+    f.wait_status(0, "offline").await?;
+
+    let alarm = wait_alarm(node, pk).await?;
+    assert_eq!(alarm["alarmType"], "offline-too-long", "{alarm}");
+    assert_eq!(alarm["deviceName"], d.device_name, "{alarm}");
+    assert_eq!(alarm["ruleId"], "lamp-offline", "{alarm}");
+
+    // Back online: the outage is over and the alarm is cleared by the rule.
+    let _c = Client::connected(mqtt_options(d, node.mqtt)).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = node
+            .expect(
+                Method::GET,
+                &format!("/api/v1/alarms/{}", alarm["id"]),
+                None,
+                200,
+            )
+            .await?;
+        if a["state"] == "cleared" {
+            assert_eq!(a["clearedBy"], "rule:lamp-offline", "{a}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "alarm not cleared: {a}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
