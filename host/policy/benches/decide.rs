@@ -1,6 +1,9 @@
 //! `cargo bench -p lotus-policy --bench decide`: decisions on the real policies — uncached
 //! `decide` calls, and the broker's topic ACL through `PolicyTopicAuthorizer` (cached) beside
 //! the built-in `TopicClassAuthorizer` it replaced.
+//!
+//! With the allocator the `lotus` binary uses (mimalloc): decisions allocate and free many small
+//! values, so the system allocator would measure something the node does not run.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -16,6 +19,9 @@ use lotus_model::topic::{
 use lotus_policy::PolicyEngine;
 use lotus_policy::topic::PolicyTopicAuthorizer;
 use serde_json::json;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PK: &str = "a1B2c3D4e5F";
 
