@@ -2,8 +2,9 @@
 //! by its YAML workflow to that district's dispatcher only (task and message), the other
 //! district's dispatcher can neither see nor act on it, approval closes the event with a
 //! timeline; repeated reports nearby merge; statistics count by type; invalid workflows are
-//! refused with every problem named; messages are only ever the caller's own; and the `lotus
-//! event` / `lotus task` commands reach the same API.
+//! refused with every problem named; messages are only ever the caller's own; the `lotus
+//! event` / `lotus task` commands reach the same API; and a step past its deadline is escalated
+//! to the person the workflow names, who can then close it.
 
 use lotus_test_harness::node::{LotusNode, NodeOptions};
 use reqwest::Method;
@@ -655,6 +656,121 @@ async fn notification_settings_keep_secrets_and_check_what_they_store() -> anyho
     assert!(
         body["detail"].as_str().unwrap().contains("minLevel"),
         "{body}"
+    );
+    Ok(())
+}
+
+const ESCALATING_YAML: &str = "\
+id: manhole-escalating
+name: Manhole cover opened, escalated when late
+version: 1
+appliesTo: { eventType: manhole.cover_open }
+start: dispatch
+steps:
+  - id: dispatch
+    name: District dispatcher sends a patrol
+    assignee: { role: dispatcher, region: event }
+    deadlineSecs: 1
+    escalation: { to: { user: chief-hz }, notify: true }
+    next: end
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_past_its_deadline_is_escalated_and_the_escalation_can_close_it()
+-> anyhow::Result<()> {
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    node.expect(
+        Method::PUT,
+        "/api/v1/event-types/manhole.cover_open",
+        Some(json!({"code": "manhole.cover_open", "name": "Manhole cover opened", "defaultLevel": 3})),
+        201,
+    )
+    .await?;
+    let (status, wf) = post_yaml_workflow(&node, ESCALATING_YAML).await?;
+    assert_eq!(status, 201, "{wf}");
+    user(&node, "disp-xihu", &["dispatcher"], "/hz/xihu").await?;
+    // Not a dispatcher: the step's role task is not theirs until it is escalated to them.
+    user(&node, "chief-hz", &["chief"], "/hz").await?;
+    let xihu = Session::login(&node, "disp-xihu").await?;
+    let chief = Session::login(&node, "chief-hz").await?;
+
+    let reported = node
+        .expect(
+            Method::POST,
+            "/api/v1/events",
+            Some(
+                json!({"type": "manhole.cover_open", "title": "Cover open at Lingyin Rd",
+                "region": "/hz/xihu/lingyin"}),
+            ),
+            201,
+        )
+        .await?;
+    let event_id = reported["event"].as_i64().unwrap();
+
+    // Nobody acts within the second: the chief gets a task for the same step, and a message.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let escalated = loop {
+        let tasks = chief
+            .expect(Method::GET, "/api/v1/tasks?state=open", None, 200)
+            .await?;
+        if let Some(t) = tasks["items"].as_array().and_then(|a| a.first()) {
+            break t.clone();
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no escalation within 15 s; log:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(escalated["eventId"], event_id, "{escalated}");
+    let messages = chief
+        .expect(Method::GET, "/api/v1/messages", None, 200)
+        .await?;
+    assert!(
+        messages["unread"].as_i64().unwrap() >= 1,
+        "the chief is told: {messages}"
+    );
+    // The dispatcher's task stays open, marked overdue.
+    let theirs = xihu
+        .expect(Method::GET, "/api/v1/tasks?state=open", None, 200)
+        .await?;
+    let original = &theirs["items"][0];
+    assert_eq!(original["overdue"], true, "{theirs}");
+
+    // The chief decides; the dispatcher's task is cancelled and the event closes.
+    let escalated_id = escalated["id"].as_str().unwrap();
+    chief
+        .expect(
+            Method::POST,
+            &format!("/api/v1/tasks/{escalated_id}/actions"),
+            Some(json!({"action": "approve", "comment": "sent the night patrol"})),
+            200,
+        )
+        .await?;
+    let original = xihu
+        .expect(
+            Method::GET,
+            &format!("/api/v1/tasks/{}", original["id"].as_str().unwrap()),
+            None,
+            200,
+        )
+        .await?;
+    assert_ne!(original["state"], "open", "{original}");
+    let event = node
+        .expect(
+            Method::GET,
+            &format!("/api/v1/events/{event_id}"),
+            None,
+            200,
+        )
+        .await?;
+    assert_eq!(event["state"], "closed", "{event}");
+    let trail = event.to_string();
+    assert!(
+        trail.contains("escalat"),
+        "the timeline shows the escalation: {event}"
     );
     Ok(())
 }
