@@ -73,10 +73,34 @@ pub async fn login(
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .unwrap_or(false);
+    let now = lotus_device::now_ms();
+    if let Some(u) = &user
+        && let Some(until) = state.store.login_locked_until(u.id, now).await?
+    {
+        tracing::warn!(username = %u.username, "log-in to a locked account refused");
+        return Err(locked(&state.lockout, until, now));
+    }
+    let known_id = user.as_ref().map(|u| u.id);
     let Some(user) = user.filter(|_| ok) else {
         tracing::warn!(username = %req.username, "failed log-in");
+        if let Some(id) = known_id
+            && state.lockout.max_failures > 0
+            && let Some(until) = state
+                .store
+                .record_failed_login(
+                    id,
+                    now,
+                    state.lockout.max_failures,
+                    state.lockout.duration_ms,
+                )
+                .await?
+        {
+            tracing::warn!(username = %req.username, until, "account locked after repeated failed log-ins");
+            return Err(locked(&state.lockout, until, now));
+        }
         return Err(ApiError::unauthorized("wrong username or password"));
     };
+    state.store.clear_failed_logins(&user.username).await?;
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
@@ -92,6 +116,34 @@ pub async fn login(
         username: user.username,
         roles: user.roles,
     }))
+}
+
+/// When repeated failed log-ins lock an account (MLPS level 3 asks for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    /// Failed log-ins in a row that lock it; 0 never locks.
+    pub max_failures: i64,
+    pub duration_ms: i64,
+}
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Lockout {
+            max_failures: 5,
+            duration_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
+/// 403 for a locked account: says for how long and what to do (the same whatever the
+/// password, so the lock reveals nothing about it).
+fn locked(lockout: &Lockout, until: i64, now: i64) -> ApiError {
+    let minutes = ((until - now) as f64 / 60_000.0).ceil().max(1.0) as i64;
+    ApiError::forbidden(format!(
+        "this account is locked for {minutes} more minute(s) after {} failed log-ins in a row: \
+         try again later, or ask an administrator to unlock it",
+        lockout.max_failures
+    ))
 }
 
 /// End the current session.

@@ -46,6 +46,8 @@ pub struct ApiState {
     pub store: Store,
     pub plane: Arc<DevicePlane>,
     pub session_ttl_ms: i64,
+    /// Failed log-ins in a row that lock an account (0: never), and for how long.
+    pub lockout: auth::Lockout,
     pub metrics: Option<MetricsRender>,
     pub shutting_down: Arc<AtomicBool>,
     /// Compared against when a username does not exist, so timing reveals nothing.
@@ -77,6 +79,7 @@ impl ApiState {
             store,
             plane,
             session_ttl_ms,
+            lockout: auth::Lockout::default(),
             metrics,
             shutting_down: Arc::new(AtomicBool::new(false)),
             dummy_hash: auth::hash_password("not a real password").into(),
@@ -87,6 +90,12 @@ impl ApiState {
             portal_dir: None,
             live: live::LiveHub::default(),
         }
+    }
+
+    /// Locks an account after `lockout.max_failures` failed log-ins in a row.
+    pub fn with_lockout(mut self, lockout: auth::Lockout) -> Self {
+        self.lockout = lockout;
+        self
     }
 
     /// Serves the portal built in `dir` at `/`.
@@ -134,7 +143,7 @@ impl ApiState {
         plugins::dead_letters, plugins::get_codec, plugins::put_codec, plugins::delete_codec,
         plugins::list_secrets, plugins::put_secret, plugins::delete_secret, plugins::deliver,
         policies::list, policies::get, policies::put, policies::put_tests, policies::rollback,
-        policies::decisions, users::create, users::list,
+        policies::decisions, users::create, users::list, users::unlock,
         data_grants::put, data_grants::list, data_grants::delete,
         ops::healthz, ops::readyz, ops::metrics,
     ),
@@ -258,6 +267,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/decisions", get(policies::decisions))
         .route("/api/v1/users", get(users::list).post(users::create))
+        .route("/api/v1/users/{username}/unlock", post(users::unlock))
         .route(
             "/api/v1/products/{productKey}/data-grants",
             get(data_grants::list),

@@ -269,3 +269,29 @@ pub async fn list(State(state): State<ApiState>, user: Authenticated) -> ApiResu
             .collect(),
     }))
 }
+
+/// Unlock an account that repeated failed log-ins locked: its failure count starts over.
+#[utoipa::path(post, path = "/api/v1/users/{username}/unlock", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 204), (status = 403, body = crate::problem::Problem),
+        (status = 404, body = crate::problem::Problem)))]
+pub async fn unlock(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    axum::extract::Path(username): axum::extract::Path<String>,
+) -> ApiResult<StatusCode> {
+    let target = state
+        .store
+        .user_by_name(&username)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user '{username}' not found")))?;
+    crate::authz::check(
+        &state,
+        &user,
+        "user.write",
+        crate::authz::resource("user", &username, Some(&target.scope)),
+    )?;
+    state.store.clear_failed_logins(&username).await?;
+    tracing::info!(username = %username, by = %user.user.username, "account unlocked");
+    Ok(StatusCode::NO_CONTENT)
+}

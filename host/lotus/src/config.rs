@@ -178,6 +178,10 @@ pub struct AuthConfig {
     pub session_ttl_secs: i64,
     /// How long a token issued to a CoAP or HTTP device by `/auth` stays valid.
     pub device_token_ttl_secs: u64,
+    /// Failed log-ins in a row that lock an account (0: never).
+    pub max_failed_logins: i64,
+    /// How long a locked account refuses log-ins.
+    pub lockout_secs: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,6 +273,8 @@ impl Default for AuthConfig {
         AuthConfig {
             session_ttl_secs: 12 * 3600,
             device_token_ttl_secs: lotus_device::access::DEFAULT_TOKEN_TTL.as_secs(),
+            max_failed_logins: 5,
+            lockout_secs: 15 * 60,
         }
     }
 }

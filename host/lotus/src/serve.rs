@@ -406,6 +406,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         script_runner: plugins.script_runner.clone(),
     }))
     .with_operations(operations)
+    .with_lockout(lotus_api::auth::Lockout {
+        max_failures: config.auth.max_failed_logins.max(0),
+        duration_ms: config.auth.lockout_secs.max(1).saturating_mul(1000),
+    })
     .with_portal(config.portal_dir.clone());
     if config.portal_dir.join("index.html").is_file() {
         tracing::info!(dir = %config.portal_dir.display(), "serving the portal at /");

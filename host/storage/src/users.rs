@@ -143,6 +143,62 @@ impl Store {
         Ok(())
     }
 
+    /// Until when the user's log-ins are refused, if they are locked out now.
+    pub async fn login_locked_until(&self, user_id: i64, now: i64) -> Result<Option<i64>> {
+        let until: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(self.read())
+                .await?;
+        Ok(until.flatten().filter(|t| *t > now))
+    }
+
+    /// Counts a failed log-in; the `max_failures`-th in a row locks the account until
+    /// `now + lock_ms`. A lock that has run out starts the count over. Returns the lock's end
+    /// when this failure locked it.
+    pub async fn record_failed_login(
+        &self,
+        user_id: i64,
+        now: i64,
+        max_failures: i64,
+        lock_ms: i64,
+    ) -> Result<Option<i64>> {
+        let until = now.saturating_add(lock_ms);
+        // Both sides of every assignment read the row as it was before the update.
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE users SET \
+             failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $4 THEN 1 \
+                 ELSE failed_logins + 1 END, \
+             locked_until = CASE \
+                 WHEN locked_until IS NOT NULL AND locked_until <= $4 \
+                     THEN CASE WHEN $1 <= 1 THEN $2 ELSE NULL END \
+                 WHEN failed_logins + 1 >= $1 THEN $2 \
+                 ELSE locked_until END \
+             WHERE id = $3 RETURNING failed_logins, locked_until",
+        )
+        .bind(max_failures)
+        .bind(until)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(self.write())
+        .await?;
+        let (failures, locked_until) =
+            row.ok_or_else(|| StorageError::NotFound(format!("user {user_id} not found")))?;
+        Ok((failures >= max_failures).then_some(locked_until).flatten())
+    }
+
+    /// A successful log-in, or an administrator's unlock: the failure count starts over and
+    /// any lock ends. `false` when there is no such user.
+    pub async fn clear_failed_logins(&self, username: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE username = $1",
+        )
+        .bind(username)
+        .execute(self.write())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
         sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1"

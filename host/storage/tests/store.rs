@@ -38,6 +38,7 @@ on_both_backends!(
     downlinks,
     gateway_topology,
     profiles_passwords_and_settings,
+    login_lockout,
 );
 
 const T0: i64 = 1_700_000_000_000;
@@ -1388,4 +1389,45 @@ async fn profiles_passwords_and_settings(s: &Store, _url: &str) {
     assert_eq!(style.len(), 1);
     assert_eq!(style["style.title"], "杭州");
     assert_eq!(s.settings("style_").await.unwrap().len(), 1);
+}
+
+async fn login_lockout(s: &Store, _url: &str) {
+    let u = s
+        .create_user("bob", "$argon2id$hash", &[], &Scope::default())
+        .await
+        .unwrap();
+    let lock_ms = 60_000;
+    // Two failures do not lock at a limit of three; the third does, until T0 + 2 + lock_ms.
+    for i in 0..2 {
+        assert_eq!(
+            s.record_failed_login(u.id, T0 + i, 3, lock_ms)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(s.login_locked_until(u.id, T0 + 2).await.unwrap(), None);
+    let until = s
+        .record_failed_login(u.id, T0 + 2, 3, lock_ms)
+        .await
+        .unwrap();
+    assert_eq!(until, Some(T0 + 2 + lock_ms));
+    assert_eq!(
+        s.login_locked_until(u.id, T0 + 3).await.unwrap(),
+        Some(T0 + 2 + lock_ms)
+    );
+    // Once the lock has run out the count starts over: one more failure does not relock.
+    let later = T0 + 2 + lock_ms + 1;
+    assert_eq!(s.login_locked_until(u.id, later).await.unwrap(), None);
+    assert_eq!(
+        s.record_failed_login(u.id, later, 3, lock_ms)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.login_locked_until(u.id, later + 1).await.unwrap(), None);
+    // A success (or an unlock) clears it; unknown users are reported.
+    assert!(s.clear_failed_logins("bob").await.unwrap());
+    assert!(!s.clear_failed_logins("nobody").await.unwrap());
+    assert!(s.record_failed_login(9_999, T0, 3, lock_ms).await.is_err());
 }

@@ -1,4 +1,5 @@
-//! The HTTP surface: log-in, problem documents, OpenAPI, health, metrics and the CLI.
+//! The HTTP surface: log-in (with lock-out after repeated failures), problem documents, OpenAPI,
+//! health, metrics and the CLI.
 
 use lotus_e2e::{Fixture, street_light_tsl};
 use lotus_test_harness::node::{ADMIN_PASSWORD, LotusNode, NodeOptions, binary};
@@ -246,5 +247,60 @@ async fn cli_drives_the_api() -> anyhow::Result<()> {
     ] {
         assert!(help.contains(flag), "serve --help documents {flag}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_lock_the_account_until_an_administrator_unlocks_it()
+-> anyhow::Result<()> {
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    lotus_e2e::create_user(&node, "night-ops", &["operator"], "/hz").await?;
+    let attempt = |password: &str| {
+        let req = node
+            .client
+            .post(format!("{}/api/v1/auth/login", node.http))
+            .json(&serde_json::json!({"username": "night-ops", "password": password}));
+        async move {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await?;
+            anyhow::Ok((status, body))
+        }
+    };
+    // Failures below the limit are forgotten after a successful log-in.
+    for _ in 0..4 {
+        assert_eq!(attempt("wrong-password-1").await?.0, 401);
+    }
+    assert_eq!(attempt(lotus_e2e::PASSWORD).await?.0, 200);
+    for _ in 0..4 {
+        assert_eq!(attempt("wrong-password-1").await?.0, 401);
+    }
+    // The fifth failure in a row locks it, and says so.
+    let (status, problem) = attempt("wrong-password-1").await?;
+    assert_eq!(status, 403, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("locked") && detail.contains("5 failed log-ins"),
+        "{detail}"
+    );
+    // Even the right password is refused while it is locked.
+    let (status, problem) = attempt(lotus_e2e::PASSWORD).await?;
+    assert_eq!(status, 403, "{problem}");
+    // Unknown names are not locked (nothing to lock), and still just fail.
+    let resp = node
+        .client
+        .post(format!("{}/api/v1/auth/login", node.http))
+        .json(&serde_json::json!({"username": "nobody", "password": "x"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // An administrator unlocks it.
+    node.expect(Method::POST, "/api/v1/users/nobody/unlock", None, 404)
+        .await?;
+    node.expect(Method::POST, "/api/v1/users/night-ops/unlock", None, 204)
+        .await?;
+    assert_eq!(attempt(lotus_e2e::PASSWORD).await?.0, 200);
     Ok(())
 }
