@@ -226,17 +226,34 @@ list_scope := {"org": object.get(input, ["principal", "org"], ""), "region": obj
 	not list_unscoped
 }
 
+# --- separation of duties ----------------------------------------------------------------------
+
+# MLPS level 3: the system administrator (admin), the security administrator (security_admin)
+# and the auditor (auditor) are different people, so no account may be given two of these
+# roles, whoever asks. The host passes the roles an account would get as resource.roles.
+separated_roles := {"admin", "security_admin", "auditor"}
+
+combined_duties := {r | some r in object.get(input, ["resource", "roles"], []); r in separated_roles}
+
+duties_combined if {
+	kind == "user"
+	verb == "write"
+	count(combined_duties) > 1
+}
+
 # --- decision ---------------------------------------------------------------------------------
 
 allow if {
 	action_parts
 	unscoped
+	not duties_combined
 }
 
 allow if {
 	action_parts
 	scoped
 	in_scope
+	not duties_combined
 }
 
 resource_name := sprintf("%s %s", [object.get(input, ["resource", "kind"], kind), object.get(input, ["resource", "id"], "(collection)")])
@@ -251,6 +268,8 @@ deny_reason := sprintf("unknown principal kind %v", [object.get(input, ["princip
 	not is_app
 } else := sprintf("action %v is not <kind>.<verb>", [object.get(input, "action", null)]) if {
 	not action_parts
+} else := sprintf("one account may not hold %s: the system administrator, the security administrator and the auditor are different people", [concat(" and ", sort(combined_duties))]) if {
+	duties_combined
 } else := sprintf("app %v is not granted the API %s", [input.principal.id, input.action]) if {
 	is_app
 	not scoped

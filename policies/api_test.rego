@@ -254,3 +254,15 @@ test_only_admins_change_the_platform_style if {
 	not allow with input as inp
 	reason == "none of your roles (operator, data_admin, security_admin) permits style.write" with input as inp
 }
+
+account(roles) := {"kind": "user", "id": "new-admin", "org": "", "region": "/", "roles": roles}
+
+test_admin_duties_are_held_by_different_people if {
+	admin := {"kind": "user", "id": "1", "username": "admin", "org": "", "region": "/", "roles": ["admin"]}
+	allow with input as {"principal": admin, "action": "user.write", "resource": account(["auditor"])}
+	allow with input as {"principal": admin, "action": "user.write", "resource": account(["security_admin", "operator"])}
+	inp := {"principal": admin, "action": "user.write", "resource": account(["admin", "auditor"])}
+	not allow with input as inp
+	reason == "one account may not hold admin and auditor: the system administrator, the security administrator and the auditor are different people" with input as inp
+	not allow with input as {"principal": admin, "action": "user.write", "resource": account(["security_admin", "auditor", "admin"])}
+}

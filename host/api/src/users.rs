@@ -197,12 +197,10 @@ pub async fn create(
         region: parse_region(&req.region)
             .map_err(|e| ApiError::unprocessable(format!("region: {e}")))?,
     };
-    crate::authz::check(
-        &state,
-        &user,
-        "user.write",
-        crate::authz::resource("user", &req.username, Some(&scope)),
-    )?;
+    // The roles it would hold go to the policy too: separation of duties is decided there.
+    let mut resource = crate::authz::resource("user", &req.username, Some(&scope));
+    resource["roles"] = serde_json::json!(req.roles);
+    crate::authz::check(&state, &user, "user.write", resource)?;
     let name = req.username.trim();
     if name.is_empty()
         || name.len() > 64

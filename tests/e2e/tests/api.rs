@@ -304,3 +304,29 @@ async fn repeated_failed_logins_lock_the_account_until_an_administrator_unlocks_
     assert_eq!(attempt(lotus_e2e::PASSWORD).await?.0, 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_cannot_hold_two_administrator_duties() -> anyhow::Result<()> {
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    let (status, problem) = node
+        .api(
+            Method::POST,
+            "/api/v1/users",
+            Some(
+                json!({"username": "all-powerful", "password": lotus_e2e::PASSWORD,
+                "roles": ["admin", "auditor"], "region": "/"}),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("may not hold admin and auditor"),
+        "{problem}"
+    );
+    lotus_e2e::create_user(&node, "the-auditor", &["auditor"], "/").await?;
+    Ok(())
+}
