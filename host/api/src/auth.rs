@@ -78,6 +78,15 @@ pub async fn login(
         && let Some(until) = state.store.login_locked_until(u.id, now).await?
     {
         tracing::warn!(username = %u.username, "log-in to a locked account refused");
+        crate::audit::record(
+            &state,
+            &u.username,
+            "auth.login",
+            &format!("user:{}", u.username),
+            "denied",
+            serde_json::json!({"reason": "locked", "lockedUntil": until}),
+        )
+        .await;
         return Err(locked(&state.lockout, until, now));
     }
     let known_id = user.as_ref().map(|u| u.id);
@@ -96,7 +105,27 @@ pub async fn login(
                 .await?
         {
             tracing::warn!(username = %req.username, until, "account locked after repeated failed log-ins");
+            crate::audit::record(
+                &state,
+                &req.username,
+                "auth.lockout",
+                &format!("user:{}", req.username),
+                "denied",
+                serde_json::json!({"lockedUntil": until}),
+            )
+            .await;
             return Err(locked(&state.lockout, until, now));
+        }
+        if known_id.is_some() {
+            crate::audit::record(
+                &state,
+                &req.username,
+                "auth.login",
+                &format!("user:{}", req.username),
+                "failed",
+                serde_json::json!({"reason": "wrong password"}),
+            )
+            .await;
         }
         return Err(ApiError::unauthorized("wrong username or password"));
     };
@@ -110,6 +139,15 @@ pub async fn login(
         .create_session(&token_hash(&token), user.id, expires_at)
         .await?;
     tracing::info!(username = %user.username, "log-in");
+    crate::audit::record(
+        &state,
+        &user.username,
+        "auth.login",
+        &format!("user:{}", user.username),
+        "ok",
+        serde_json::json!({}),
+    )
+    .await;
     Ok(Json(LoginResponse {
         token,
         expires_at,

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod alarms;
 pub mod applications;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod data_grants;
@@ -143,7 +144,7 @@ impl ApiState {
         plugins::dead_letters, plugins::get_codec, plugins::put_codec, plugins::delete_codec,
         plugins::list_secrets, plugins::put_secret, plugins::delete_secret, plugins::deliver,
         policies::list, policies::get, policies::put, policies::put_tests, policies::rollback,
-        policies::decisions, users::create, users::list, users::unlock,
+        policies::decisions, users::create, users::list, users::unlock, audit::list, audit::verify,
         data_grants::put, data_grants::list, data_grants::delete,
         ops::healthz, ops::readyz, ops::metrics,
     ),
@@ -266,6 +267,8 @@ pub fn router(state: ApiState) -> Router {
             post(policies::rollback),
         )
         .route("/api/v1/decisions", get(policies::decisions))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/{username}/unlock", post(users::unlock))
         .route(

@@ -165,6 +165,15 @@ pub async fn change_password(
         .set_user_password(user.user.id, &hash, Some(user.session()))
         .await?;
     tracing::info!(user = %user.user.username, "password changed; other sessions ended");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "user.password",
+        &format!("user:{}", user.user.username),
+        "ok",
+        serde_json::json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

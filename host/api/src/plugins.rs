@@ -489,6 +489,15 @@ pub async fn install(
         .await?;
     tracing::info!(plugin = %row.id, version = %row.active_version, sha256,
         script = upload.script.is_some(), "plugin installed");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "plugin.install",
+        &format!("plugin:{}", row.id),
+        "ok",
+        serde_json::json!({"version": row.active_version, "sha256": sha256}),
+    )
+    .await;
     store_script(&state, &row.id, upload.script.as_deref()).await?;
     if let Some(approval) = approval_needed(&state, &user, &row.id, &upload.manifest)? {
         let row = wait_for_approval(&state, &row.id, &approval).await?;
@@ -601,6 +610,15 @@ pub async fn approve(
         .await?;
     tracing::info!(plugin = %id, version = %row.active_version, by = %user.user.username,
         installed_by = %installer, "plugin approved");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "plugin.approve",
+        &format!("plugin:{id}"),
+        "ok",
+        serde_json::json!({"version": row.active_version, "installedBy": installer}),
+    )
+    .await;
     Ok(Json(detailed(&state, row).await?))
 }
 
@@ -808,6 +826,15 @@ pub async fn delete(
     state.store.delete_plugin(&id).await?;
     manager.deactivate(&id);
     tracing::info!(plugin = %id, "plugin removed");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "plugin.delete",
+        &format!("plugin:{id}"),
+        "ok",
+        serde_json::json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

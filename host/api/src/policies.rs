@@ -154,6 +154,19 @@ async fn put_source(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(rejection)?;
     tracing::info!(package = %package, tests, by = %who, version = %out["version"], "policy replaced");
+    crate::audit::record(
+        &state,
+        &who,
+        if tests {
+            "policy.replace_tests"
+        } else {
+            "policy.replace"
+        },
+        &format!("policy:{package}"),
+        "ok",
+        serde_json::json!({"version": out.get("version")}),
+    )
+    .await;
     Ok(Json(out))
 }
 
@@ -210,6 +223,15 @@ pub async fn rollback(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(rejection)?;
     tracing::info!(package = %package, by = %user.user.username, "policy rolled back");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "policy.rollback",
+        &format!("policy:{package}"),
+        "ok",
+        serde_json::json!({"version": out.get("version")}),
+    )
+    .await;
     Ok(Json(out))
 }
 

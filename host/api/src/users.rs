@@ -243,6 +243,15 @@ pub async fn create(
         .await?;
     tracing::info!(user = %row.username, roles = ?row.roles, org = %scope.org, region = %scope.region,
         by = %user.user.username, "user created");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "user.create",
+        &format!("user:{}", row.username),
+        "ok",
+        serde_json::json!({"roles": row.roles, "org": scope.org, "region": scope.region}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -291,5 +300,14 @@ pub async fn unlock(
     )?;
     state.store.clear_failed_logins(&username).await?;
     tracing::info!(username = %username, by = %user.user.username, "account unlocked");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "user.unlock",
+        &format!("user:{username}"),
+        "ok",
+        serde_json::json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,6 +23,7 @@
 
 mod alarms;
 mod applications;
+mod audit;
 mod devices;
 mod downlink;
 mod error;
@@ -58,6 +59,7 @@ pub use alarms::{
     ALARM_LEVEL_MOST_SEVERE, AlarmFilter, AlarmRow, NewAlarm, plugin_suspended_alarm_type,
 };
 pub use applications::{AppCredentialRow, AppCredentialUpdate};
+pub use audit::{AuditRow, AuditVerification, NewAudit};
 pub use error::{Result, StorageError};
 pub use events::{
     EVENT_CLOSED, EVENT_ISOLATED, EVENT_NEW, EVENT_PROCESSING, EventFilter, EventGroup, EventRow,

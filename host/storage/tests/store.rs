@@ -8,9 +8,9 @@ use std::time::Instant;
 use lotus_model::product::{DataFormat, NodeType};
 use lotus_model::topic::TopicOperation;
 use lotus_storage::{
-    Aggregation, DeviceFilter, DeviceStatus, DownlinkRow, EventRecord, NewProduct, Page,
-    ProductUpdate, PropertyRecord, Scope, SecretBox, ShadowRow, StorageError, Store,
-    TelemetryBatch, UserProfile,
+    Aggregation, AuditVerification, DeviceFilter, DeviceStatus, DownlinkRow, EventRecord, NewAudit,
+    NewProduct, Page, ProductUpdate, PropertyRecord, Scope, SecretBox, ShadowRow, StorageError,
+    Store, TelemetryBatch, UserProfile,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -39,6 +39,7 @@ on_both_backends!(
     gateway_topology,
     profiles_passwords_and_settings,
     login_lockout,
+    audit_log_chain,
 );
 
 const T0: i64 = 1_700_000_000_000;
@@ -1430,4 +1431,71 @@ async fn login_lockout(s: &Store, _url: &str) {
     assert!(s.clear_failed_logins("bob").await.unwrap());
     assert!(!s.clear_failed_logins("nobody").await.unwrap());
     assert!(s.record_failed_login(9_999, T0, 3, lock_ms).await.is_err());
+}
+
+/// Runs one statement on a connection of the test's own; its error text when it fails.
+async fn raw_execute(url: &str, sql: &str) -> Option<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let r = sqlx::query(sql).execute(&pool).await;
+    pool.close().await;
+    r.err().map(|e| e.to_string())
+}
+
+async fn audit_log_chain(s: &Store, url: &str) {
+    let detail = json!({"roles": ["operator"]});
+    for (i, action) in ["auth.login", "user.create", "plugin.approve"]
+        .iter()
+        .enumerate()
+    {
+        let row = s
+            .append_audit(&NewAudit {
+                actor: "admin",
+                action,
+                target: "user:bob",
+                outcome: "ok",
+                detail: &detail,
+                at: T0 + i as i64,
+            })
+            .await
+            .unwrap();
+        assert_eq!(row.seq, i as i64 + 1);
+    }
+    let rows = s.audit_entries(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1].prev_hash, rows[0].hash);
+    assert_eq!(rows[2].detail, detail);
+    assert_eq!(s.audit_entries(2, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        s.verify_audit().await.unwrap(),
+        AuditVerification {
+            entries: 3,
+            broken: None
+        }
+    );
+    // The database refuses to change or remove an entry.
+    let refused = raw_execute(url, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2").await;
+    assert!(refused.unwrap().contains("append-only"));
+    assert!(
+        raw_execute(url, "DELETE FROM audit_log WHERE seq = 3")
+            .await
+            .unwrap()
+            .contains("append-only")
+    );
+    // Someone who drops the guard and edits an entry is caught at that entry.
+    let drop = if url.starts_with("postgres") {
+        "DROP TRIGGER audit_log_no_update ON audit_log"
+    } else {
+        "DROP TRIGGER audit_log_no_update"
+    };
+    assert_eq!(raw_execute(url, drop).await, None);
+    assert_eq!(
+        raw_execute(url, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2").await,
+        None
+    );
+    let v = s.verify_audit().await.unwrap();
+    assert_eq!(v.entries, 1);
+    let (seq, why) = v.broken.unwrap();
+    assert_eq!(seq, 2);
+    assert!(why.contains("changed"), "{why}");
 }

@@ -330,3 +330,50 @@ async fn one_person_cannot_hold_two_administrator_duties() -> anyhow::Result<()>
     lotus_e2e::create_user(&node, "the-auditor", &["auditor"], "/").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_actions_are_in_a_hash_chained_audit_log_the_auditor_verifies()
+-> anyhow::Result<()> {
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    lotus_e2e::create_user(&node, "the-auditor", &["auditor"], "/").await?;
+    lotus_e2e::create_user(&node, "night-ops", &["operator"], "/hz").await?;
+    let resp = node
+        .client
+        .post(format!("{}/api/v1/auth/login", node.http))
+        .json(&json!({"username": "night-ops", "password": "not-the-password"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let auditor = lotus_e2e::Session::login(&node, "the-auditor").await?;
+    let log = auditor
+        .expect(Method::GET, "/api/v1/audit?limit=1000", None, 200)
+        .await?;
+    let items = log["items"].as_array().unwrap();
+    let has = |action: &str, target: &str, outcome: &str| {
+        items
+            .iter()
+            .any(|e| e["action"] == action && e["target"] == target && e["outcome"] == outcome)
+    };
+    assert!(has("auth.login", "user:admin", "ok"), "{log}");
+    assert!(has("user.create", "user:the-auditor", "ok"), "{log}");
+    assert!(has("auth.login", "user:night-ops", "failed"), "{log}");
+    for pair in items.windows(2) {
+        assert_eq!(pair[1]["prevHash"], pair[0]["hash"], "{log}");
+        assert_eq!(pair[1]["seq"], pair[0]["seq"].as_i64().unwrap() + 1);
+    }
+    let check = auditor
+        .expect(Method::GET, "/api/v1/audit/verify", None, 200)
+        .await?;
+    assert_eq!(check["intact"], true, "{check}");
+    assert_eq!(check["entries"], items.len(), "{check}");
+
+    // An operator may not read it.
+    lotus_e2e::create_user(&node, "ops-2", &["operator"], "/hz").await?;
+    let ops = lotus_e2e::Session::login(&node, "ops-2").await?;
+    ops.expect(Method::GET, "/api/v1/audit", None, 403).await?;
+    ops.expect(Method::GET, "/api/v1/audit/verify", None, 403)
+        .await?;
+    Ok(())
+}
