@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
+use lotus_notify::{ChannelKind, Preferences};
 use lotus_storage::{NewAlarm, NewDelivery, RuleStatsDelta, Store};
 use lotus_workflow::{EventDraft, GeoPoint};
 use serde_json::{Value, json};
@@ -407,21 +408,44 @@ impl Executor {
             .ok_or_else(|| {
                 ActionFailure::permanent(format!("channel `{channel}` does not exist"))
             })?;
-        let mut ids = Vec::new();
+        let kind = match ch.kind.as_str() {
+            "email" => Some(ChannelKind::Email),
+            "sms" => Some(ChannelKind::Sms),
+            "im" => Some(ChannelKind::Im),
+            _ => None,
+        };
+        let (mut ids, mut in_app) = (Vec::new(), Vec::new());
         for r in recipients {
-            // Users carry no e-mail address or phone number yet: a channel sends to addresses.
-            let Recipient::Address(address) = r else {
-                return Err(ActionFailure::permanent(format!(
-                    "channel `{channel}` sends to addresses: name recipients as `mailto:…` or `tel:…`"
-                )));
+            let addresses = match r {
+                Recipient::Address(address) => vec![address.clone()],
+                // People are reached at their own address on this channel, when their
+                // preferences allow it now; otherwise the message waits in their message center.
+                person => {
+                    let Some(kind) = kind else {
+                        return Err(ActionFailure::permanent(format!(
+                            "channel `{channel}` ({}) does not reach people: name an address",
+                            ch.kind
+                        )));
+                    };
+                    let mut addresses = Vec::new();
+                    for username in inbox::resolve(&self.store, person)
+                        .await
+                        .map_err(ActionFailure::transient)?
+                    {
+                        match self.address_of(&username, kind).await? {
+                            Some(address) => addresses.push(address),
+                            None => in_app.push(Recipient::User(username)),
+                        }
+                    }
+                    addresses
+                }
             };
-            {
-                let username = address;
+            for address in addresses {
                 let id = self
                     .store
                     .enqueue_delivery(&NewDelivery {
                         channel_id: &ch.id,
-                        recipient: username,
+                        recipient: &address,
                         subject,
                         body,
                         reference: Some(reference),
@@ -432,7 +456,44 @@ impl Executor {
                 ids.push(id);
             }
         }
-        Ok(json!({"deliveries": ids}))
+        let kept_in_app = if in_app.is_empty() {
+            0
+        } else {
+            inbox::deliver(&self.store, &in_app, subject, body, None, None, at)
+                .await
+                .map_err(ActionFailure::transient)?
+        };
+        Ok(json!({"deliveries": ids, "inAppInstead": kept_in_app}))
+    }
+
+    /// Where `username` is reached on a channel of `kind` now: their e-mail address or phone
+    /// number, when they have one and their preferences (channels, quiet hours) allow it.
+    async fn address_of(
+        &self,
+        username: &str,
+        kind: ChannelKind,
+    ) -> Result<Option<String>, ActionFailure> {
+        let transient = |e: lotus_storage::StorageError| ActionFailure::transient(e.to_string());
+        let Some(user) = self.store.user_by_name(username).await.map_err(transient)? else {
+            return Ok(None);
+        };
+        let preferences: Preferences =
+            match self.store.preferences(username).await.map_err(transient)? {
+                Some(v) => serde_json::from_value(v).unwrap_or_default(),
+                None => Preferences::default(),
+            };
+        if !preferences
+            .channels_at(None, std::time::SystemTime::now())
+            .contains(&kind)
+        {
+            return Ok(None);
+        }
+        Ok(match kind {
+            ChannelKind::Email => user.profile.email,
+            ChannelKind::Sms => user.profile.phone,
+            ChannelKind::Im => Some(user.username),
+            ChannelKind::InApp => None,
+        })
     }
 
     /// Runs a rule's actions for one match; failures go to the outbox. Returns (ok, failed).

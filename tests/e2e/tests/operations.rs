@@ -565,3 +565,81 @@ async fn put(node: &LotusNode, path: &str, body: Value) -> anyhow::Result<Value>
 fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_notified_at_their_own_address_as_their_preferences_allow() -> anyhow::Result<()>
+{
+    let smtp = SmtpServer::start()?;
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    for (name, email) in [
+        ("chen", "chen@city.example"),
+        ("quiet", "quiet@city.example"),
+    ] {
+        node.expect(
+            Method::POST,
+            "/api/v1/users",
+            Some(
+                json!({"username": name, "password": lotus_e2e::PASSWORD, "roles": ["operator"],
+                "region": "/hz", "email": email}),
+            ),
+            201,
+        )
+        .await?;
+    }
+    // quiet wants nothing outside the app.
+    let quiet = lotus_e2e::Session::login(&node, "quiet").await?;
+    quiet
+        .expect(
+            Method::PUT,
+            "/api/v1/me/preferences",
+            Some(json!({"channels": ["inapp"]})),
+            200,
+        )
+        .await?;
+    put(
+        &node,
+        "/api/v1/channels/duty-mail",
+        json!({"kind": "email", "enabled": true, "config": {"host": "127.0.0.1", "port": smtp.port,
+            "security": "none", "from": "lotus@city.example"}}),
+    )
+    .await?;
+    node.expect(
+        Method::POST,
+        "/api/v1/rules",
+        Some(json!({"id": "shift-report", "name": "Shift report", "definition": {
+            "trigger": {"kind": "schedule", "cron": "* * * * * *", "timeZone": "Asia/Shanghai"},
+            "actions": [{"kind": "notify", "channel": "duty-mail", "to": ["user:chen", "user:quiet"],
+                "subject": "Shift report", "body": "all quiet"}]
+        }})),
+        201,
+    )
+    .await?;
+
+    let mails = eventually("the e-mail to chen", 15, || async {
+        let m = smtp.messages();
+        Ok((!m.is_empty()).then_some(m))
+    })
+    .await?;
+    assert!(mails[0].contains("chen@city.example"), "{}", mails[0]);
+    let messages = eventually("quiet's in-app message", 15, || async {
+        let (_, m) = quiet.call(Method::GET, "/api/v1/messages", None).await?;
+        Ok((m["unread"].as_i64().unwrap_or(0) >= 1).then_some(m))
+    })
+    .await?;
+    assert_eq!(messages["items"][0]["title"], "Shift report", "{messages}");
+    node.expect(
+        Method::POST,
+        "/api/v1/rules/shift-report/disable",
+        None,
+        200,
+    )
+    .await?;
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| !m.contains("quiet@city.example")),
+        "quiet gets no e-mail"
+    );
+    Ok(())
+}
