@@ -145,19 +145,7 @@ async fn plugin_event(
             String::new(),
         ),
     };
-    let coordinate = |a: &str, b: &str| {
-        fields
-            .get(a)
-            .or_else(|| fields.get(b))
-            .and_then(Value::as_f64)
-    };
-    let location = match (
-        coordinate("lat", "latitude"),
-        coordinate("lon", "longitude"),
-    ) {
-        (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }).filter(GeoPoint::is_valid),
-        _ => None,
-    };
+    let location = GeoPoint::from_fields(&fields);
     let device = event
         .device
         .as_ref()

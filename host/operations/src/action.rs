@@ -211,7 +211,7 @@ impl Executor {
                         context["rule"]["org"].as_str().unwrap_or("").to_string(),
                     ),
                 };
-                let location = location_of(&context["data"]);
+                let location = context["data"].as_object().and_then(GeoPoint::from_fields);
                 let draft = EventDraft {
                     type_code: event_type.clone(),
                     title,
@@ -603,14 +603,4 @@ impl Executor {
         }
         n
     }
-}
-
-/// A match's coordinates, when its data has `lat`/`lon` (or `latitude`/`longitude`).
-fn location_of(data: &Value) -> Option<GeoPoint> {
-    let num = |a: &str, b: &str| data.get(a).or_else(|| data.get(b)).and_then(Value::as_f64);
-    let p = GeoPoint {
-        lat: num("lat", "latitude")?,
-        lon: num("lon", "longitude")?,
-    };
-    p.is_valid().then_some(p)
 }

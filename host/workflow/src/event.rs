@@ -107,6 +107,17 @@ impl GeoPoint {
     /// Mean Earth radius in metres (IUGG).
     const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
+    /// The point named by an object's `lat`/`lon` (or `latitude`/`longitude`) numbers, when
+    /// both are there and valid: how device data and event fields carry a place.
+    pub fn from_fields(fields: &Map<String, Value>) -> Option<GeoPoint> {
+        let num = |a: &str, b: &str| fields.get(a).or_else(|| fields.get(b))?.as_f64();
+        let p = GeoPoint {
+            lat: num("lat", "latitude")?,
+            lon: num("lon", "longitude")?,
+        };
+        p.is_valid().then_some(p)
+    }
+
     /// Great-circle distance in metres (haversine; within 0.5 % of the ellipsoid, which is far
     /// below the accuracy of reported incident locations).
     pub fn distance_m(&self, other: &GeoPoint) -> f64 {
@@ -764,6 +775,28 @@ autoClose: 4
         assert!(!Level::General.is_at_least(Level::Serious));
         assert!(Level::Major.is_more_severe_than(Level::Serious));
         assert!(!Level::Major.is_more_severe_than(Level::Major));
+    }
+
+    #[test]
+    fn points_from_fields() {
+        let of = |v: Value| GeoPoint::from_fields(v.as_object().unwrap());
+        assert_eq!(
+            of(serde_json::json!({"lat": 30.25, "lon": 120.1, "depth": 2})),
+            Some(GeoPoint {
+                lat: 30.25,
+                lon: 120.1
+            })
+        );
+        assert_eq!(
+            of(serde_json::json!({"latitude": 30.25, "longitude": 120.1})),
+            Some(GeoPoint {
+                lat: 30.25,
+                lon: 120.1
+            })
+        );
+        assert_eq!(of(serde_json::json!({"lat": 30.25})), None);
+        assert_eq!(of(serde_json::json!({"lat": 95.0, "lon": 1.0})), None);
+        assert_eq!(of(serde_json::json!({"lat": "30", "lon": 1.0})), None);
     }
 
     #[test]
