@@ -113,6 +113,32 @@ fn decide(c: &mut Criterion) {
     c.bench_function("acl: publish property post, built-in", |b| {
         b.iter(|| builtin.authorize_topic(&device, TopicAction::Publish, black_box(&topic)))
     });
+
+    // What the broker pays when its cache misses: the input built from the product's classes,
+    // then the policy (allow, or deny with its reason).
+    let uncached = PolicyTopicAuthorizer::uncached(engine.clone(), products());
+    let other = format!("/sys/{PK}/lamp-0002/thing/event/property/post");
+    assert!(
+        uncached
+            .authorize_topic(&device, TopicAction::Publish, &topic)
+            .is_allowed()
+    );
+    assert!(
+        !uncached
+            .authorize_topic(&device, TopicAction::Subscribe, &topic)
+            .is_allowed()
+    );
+    c.bench_function("acl: publish property post, policy (uncached)", |b| {
+        b.iter(|| uncached.authorize_topic(&device, TopicAction::Publish, black_box(&topic)))
+    });
+    c.bench_function(
+        "acl: subscribe to a publish-only topic, policy (uncached)",
+        |b| b.iter(|| uncached.authorize_topic(&device, TopicAction::Subscribe, black_box(&topic))),
+    );
+    c.bench_function(
+        "acl: publish to another device's topic, policy (uncached)",
+        |b| b.iter(|| uncached.authorize_topic(&device, TopicAction::Publish, black_box(&other))),
+    );
 }
 
 criterion_group!(benches, decide);

@@ -22,12 +22,39 @@ use regorus::rvm::vm::RegoVM;
 const CHECK_FIRST: u64 = 32;
 const CHECK_EVERY: u64 = 1024;
 
+/// A rule the host adds, for compilation only, to a package that has both `allow` and
+/// `reason`: it answers both in one run of the VM. The VM forgets rule results between entry
+/// points, so asking `allow` and then `reason` (which itself asks `not allow`) evaluated `allow`
+/// twice on every deny; here `allow` is evaluated once and `reason` reads it. The name cannot
+/// clash with an author's rule in practice, and authors never see it.
+const DECISION_RULE: &str = "lotus_host_decision_v1";
+
+fn decision_module(package: &str) -> String {
+    format!(
+        "package {package}\n\n\
+         {DECISION_RULE} := {{\"allow\": true}} if {{\n\tallow\n}} \
+         else := {{\"allow\": false, \"reason\": reason}} if {{\n\tis_string(reason)\n}} \
+         else := {{\"allow\": false}}\n"
+    )
+}
+
+/// How a compiled package is asked.
+enum EntryPoints {
+    /// `allow` then, when denied, `reason` (a package without `reason`, or one the combined
+    /// rule could not be compiled for).
+    Separate {
+        allow: String,
+        reason: Option<String>,
+    },
+    /// [`DECISION_RULE`]: `{"allow": bool, "reason"?: string}` in one run.
+    Combined(String),
+}
+
 /// One package's `allow` (and `reason`, when defined) as bytecode.
 pub(crate) struct CompiledDecision {
     policy: regorus::CompiledPolicy,
     program: Arc<Program>,
-    allow: String,
-    reason: Option<String>,
+    entry: EntryPoints,
     decisions: AtomicU64,
     disabled: AtomicBool,
 }
@@ -39,11 +66,21 @@ pub(crate) struct Answer {
 }
 
 impl CompiledDecision {
-    /// Compiles `data.<package>.allow` and `data.<package>.reason`; `None` when the package has
-    /// no `allow` rule or uses what the RVM compiler does not support.
+    /// Compiles `data.<package>.allow` and `data.<package>.reason` (in one entry point when
+    /// the package has both); `None` when the package has no `allow` rule or uses what the RVM
+    /// compiler does not support.
     fn compile(serving: &regorus::Engine, package: &str) -> Option<CompiledDecision> {
         let allow = format!("data.{package}.allow");
         let reason = format!("data.{package}.reason");
+        let has_reason = serving
+            .clone()
+            .compile_with_entrypoint(&allow.as_str().into())
+            .ok()?
+            .get_rules()
+            .contains_key(&reason);
+        if has_reason && let Some(combined) = Self::compile_combined(serving, package) {
+            return Some(combined);
+        }
         let mut engine = serving.clone();
         let policy = match engine.compile_with_entrypoint(&allow.as_str().into()) {
             Ok(p) => p,
@@ -52,7 +89,6 @@ impl CompiledDecision {
                 return None;
             }
         };
-        let has_reason = policy.get_rules().contains_key(&reason);
         let entry_points: Vec<&str> = if has_reason {
             vec![&allow, &reason]
         } else {
@@ -62,8 +98,10 @@ impl CompiledDecision {
             Ok(program) => Some(CompiledDecision {
                 policy,
                 program,
-                allow,
-                reason: has_reason.then_some(reason),
+                entry: EntryPoints::Separate {
+                    allow,
+                    reason: has_reason.then_some(reason),
+                },
                 decisions: AtomicU64::new(0),
                 disabled: AtomicBool::new(false),
             }),
@@ -76,6 +114,40 @@ impl CompiledDecision {
                 None
             }
         }
+    }
+
+    /// The package with [`DECISION_RULE`] added, compiled to that one entry point.
+    fn compile_combined(serving: &regorus::Engine, package: &str) -> Option<CompiledDecision> {
+        let rule = format!("data.{package}.{DECISION_RULE}");
+        let mut engine = serving.clone();
+        let added = engine.add_policy(
+            format!("lotus-host/{package}/decision.rego"),
+            decision_module(package),
+        );
+        let compiled = added
+            .and_then(|_| engine.compile_with_entrypoint(&rule.as_str().into()))
+            .and_then(|policy| {
+                let program = Compiler::compile_from_policy(&policy, &[rule.as_str()])?;
+                Ok((policy, program))
+            });
+        match compiled {
+            Ok((policy, program)) => Some(CompiledDecision {
+                policy,
+                program,
+                entry: EntryPoints::Combined(rule),
+                decisions: AtomicU64::new(0),
+                disabled: AtomicBool::new(false),
+            }),
+            Err(e) => {
+                tracing::debug!(package, error = %e, "allow and reason compiled separately");
+                None
+            }
+        }
+    }
+
+    /// Whether `allow` and `reason` are answered by one run of the VM.
+    pub fn one_pass(&self) -> bool {
+        matches!(self.entry, EntryPoints::Combined(_))
     }
 
     /// Should this decision also be made by the interpreter and compared?
@@ -168,17 +240,30 @@ pub(crate) fn decide(
         };
         let vm = &mut vms[i].vm;
         vm.set_input(input);
-        let allow = matches!(
-            vm.execute_entry_point_by_name(&decision.allow)?,
-            regorus::Value::Bool(true)
-        );
-        let reason = match (&decision.reason, allow) {
-            (Some(rule), false) => match vm.execute_entry_point_by_name(rule)? {
-                regorus::Value::String(s) => Some(s.to_string()),
-                _ => None,
-            },
-            _ => None,
-        };
-        Ok(Answer { allow, reason })
+        match &decision.entry {
+            EntryPoints::Combined(rule) => {
+                let answer = vm.execute_entry_point_by_name(rule)?;
+                let allow = matches!(answer["allow"], regorus::Value::Bool(true));
+                let reason = match &answer["reason"] {
+                    regorus::Value::String(s) if !allow => Some(s.to_string()),
+                    _ => None,
+                };
+                Ok(Answer { allow, reason })
+            }
+            EntryPoints::Separate { allow, reason } => {
+                let allow = matches!(
+                    vm.execute_entry_point_by_name(allow)?,
+                    regorus::Value::Bool(true)
+                );
+                let reason = match (reason, allow) {
+                    (Some(rule), false) => match vm.execute_entry_point_by_name(rule)? {
+                        regorus::Value::String(s) => Some(s.to_string()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                Ok(Answer { allow, reason })
+            }
+        }
     })
 }

@@ -678,7 +678,8 @@ impl PolicyEngine {
     }
 
     /// How `package`'s decisions are made now: `"bytecode"` (regorus' VM, checked against the
-    /// interpreter on a sample), `"interpreter"`, `"wasm"` (an OPA bundle), or `None` when no
+    /// interpreter on a sample; `"bytecode (one pass)"` when `allow` and `reason` are answered
+    /// by one run), `"interpreter"`, `"wasm"` (an OPA bundle), or `None` when no
     /// such package is loaded.
     pub fn served_by(&self, package: &str) -> Option<&'static str> {
         if self.inner.wasm.read().contains_key(package) {
@@ -688,10 +689,10 @@ impl PolicyEngine {
         if !snap.serving_packages.contains(package) {
             return None;
         }
-        Some(if snap.compiled.get(package).is_some() {
-            "bytecode"
-        } else {
-            "interpreter"
+        Some(match snap.compiled.get(package) {
+            Some(compiled) if compiled.one_pass() => "bytecode (one pass)",
+            Some(_) => "bytecode",
+            None => "interpreter",
         })
     }
 
@@ -768,29 +769,77 @@ impl PolicyEngine {
         let started = Instant::now();
         let mount = self.inner.wasm.read().get(package).cloned();
         if let Some(m) = mount {
-            let out = m.policy.evaluate(input)?;
-            let result = out.get(0).and_then(|r| r.get("result"));
-            let allow = match result {
-                Some(Value::Bool(b)) => *b,
-                Some(r) => r.get("allow") == Some(&Value::Bool(true)),
-                None => false,
-            };
-            let reason = if allow {
-                None
-            } else {
-                result
-                    .and_then(|r| r.get("reason"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            return Ok(Decision {
-                allow,
-                reason,
-                version: m.version,
-                elapsed: started.elapsed(),
-            });
+            return Self::decide_wasm(&m, input, started);
         }
-        let input = to_regorus(input);
+        self.decide_rego(package, to_regorus(input), started)
+    }
+
+    /// [`decide_logged`](Self::decide_logged) with an input already built as a regorus value.
+    /// Converting JSON into regorus values cost as much as the decision itself for inputs with
+    /// many small objects (a product's topic classes), so a hot caller builds the value once
+    /// from parts it keeps.
+    pub(crate) fn decide_value_logged(
+        &self,
+        package: &str,
+        input: regorus::Value,
+        principal: Value,
+        resource: Value,
+        action: &str,
+    ) -> Result<Decision, PolicyError> {
+        let started = Instant::now();
+        let mount = self.inner.wasm.read().get(package).cloned();
+        let decision = match mount {
+            Some(m) => Self::decide_wasm(&m, &to_json(input), started)?,
+            None => self.decide_rego(package, input, started)?,
+        };
+        if let Some(log) = self.inner.log.read().as_ref() {
+            log.record(record(
+                package,
+                principal,
+                resource,
+                action.to_string(),
+                &decision,
+            ));
+        }
+        Ok(decision)
+    }
+
+    fn decide_wasm(
+        m: &WasmMount,
+        input: &Value,
+        started: Instant,
+    ) -> Result<Decision, PolicyError> {
+        let out = m.policy.evaluate(input)?;
+        let result = out.get(0).and_then(|r| r.get("result"));
+        let allow = match result {
+            Some(Value::Bool(b)) => *b,
+            Some(r) => r.get("allow") == Some(&Value::Bool(true)),
+            None => false,
+        };
+        let reason = if allow {
+            None
+        } else {
+            result
+                .and_then(|r| r.get("reason"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Ok(Decision {
+            allow,
+            reason,
+            version: m.version,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Decides from the Rego sources: bytecode when the package compiled, checked against the
+    /// interpreter on a sample, else the interpreter.
+    fn decide_rego(
+        &self,
+        package: &str,
+        input: regorus::Value,
+        started: Instant,
+    ) -> Result<Decision, PolicyError> {
         let snap = self.inner.state.read().clone();
         if let Some(compiled) = snap.compiled.get(package) {
             let check = compiled.check_next();

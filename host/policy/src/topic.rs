@@ -11,12 +11,16 @@
 //! topic classes change. Rules must therefore decide from the input alone; the topic and the
 //! device's name go to the decision log, not to the rule.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use lotus_model::authz::{Decision, DeviceId, Principal, TopicAction, TopicAuthorizer};
-use lotus_model::topic::{TopicClassSource, first_level, in_device_namespace, topic_device};
+use lotus_model::topic::{
+    TopicClass, TopicClassSource, first_level, in_device_namespace, topic_device,
+};
+use regorus::Value as Rego;
 use serde_json::{Value, json};
 
 use crate::PolicyEngine;
@@ -101,8 +105,14 @@ pub struct PolicyTopicAuthorizer<S> {
     /// topic): matching a topic against every class costs far more than the lookup, and a
     /// device keeps using the same few topics.
     classified: DashMap<ClassifyKey, Option<Box<[u16]>>>,
+    /// Each product's topic classes as policy input, once with `matches: false` and once with
+    /// `true`: an uncached decision then shares them instead of building a hundred small
+    /// objects, which cost as much as the decision itself.
+    class_inputs: DashMap<Box<str>, Arc<[[Rego; 2]]>>,
     /// (policy generation, topic-class generation) the cache was filled under, packed.
     filled_under: AtomicU64,
+    /// Ask the policy every time (see [`PolicyTopicAuthorizer::uncached`]).
+    bypass_cache: bool,
 }
 
 impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
@@ -112,7 +122,18 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
             source,
             cache: DashMap::new(),
             classified: DashMap::new(),
+            class_inputs: DashMap::new(),
             filled_under: AtomicU64::new(u64::MAX),
+            bypass_cache: false,
+        }
+    }
+
+    /// An authorizer that asks the policy on every request, as the broker's does on a cache
+    /// miss: what benchmarks measure as the cost of an uncached decision.
+    pub fn uncached(engine: PolicyEngine, source: S) -> Self {
+        PolicyTopicAuthorizer {
+            bypass_cache: true,
+            ..Self::new(engine, source)
         }
     }
 
@@ -133,16 +154,44 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
         if self.filled_under.load(Ordering::Acquire) != generation {
             self.cache.clear();
             self.classified.clear();
+            self.class_inputs.clear();
             self.filled_under.store(generation, Ordering::Release);
         }
+    }
+
+    /// `product_key`'s classes as policy input (see `class_inputs`).
+    fn class_inputs(&self, product_key: &str, classes: &[TopicClass]) -> Arc<[[Rego; 2]]> {
+        if let Some(hit) = self.class_inputs.get(product_key) {
+            return hit.value().clone();
+        }
+        let inputs: Arc<[[Rego; 2]]> = classes
+            .iter()
+            .map(|c| {
+                let class = |matches: bool| {
+                    object([
+                        ("id", Rego::from(c.id.as_str())),
+                        ("template", Rego::from(c.template.as_str())),
+                        ("operation", Rego::from(c.operation.as_str())),
+                        ("system", Rego::from(c.system)),
+                        ("matches", Rego::from(matches)),
+                    ])
+                };
+                [class(false), class(true)]
+            })
+            .collect();
+        self.class_inputs.insert(product_key.into(), inputs.clone());
+        inputs
     }
 
     fn decide(
         &self,
         key: CacheKey,
-        input: impl FnOnce() -> Value,
+        input: impl FnOnce() -> Rego,
         log: impl FnOnce() -> (Value, Value, &'static str),
     ) -> Decision {
+        if self.bypass_cache {
+            return self.compute(key, input, log);
+        }
         if let Some(hit) = self.cache.get(&key) {
             let decision = hit.value().clone();
             drop(hit);
@@ -173,11 +222,21 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
             return decision;
         }
         metrics::counter!("lotus_policy_topic_cache_misses_total").increment(1);
+        self.compute(key, input, log)
+    }
+
+    /// Asks the policy and caches what it says.
+    fn compute(
+        &self,
+        key: CacheKey,
+        input: impl FnOnce() -> Rego,
+        log: impl FnOnce() -> (Value, Value, &'static str),
+    ) -> Decision {
         let input = input();
         let (principal, resource, action) = log();
         let decision = match self
             .engine
-            .decide_logged(PACKAGE, &input, principal, resource, action)
+            .decide_value_logged(PACKAGE, input, principal, resource, action)
         {
             Ok(d) if d.allow => Decision::Allow,
             Ok(d) => Decision::Deny(
@@ -192,10 +251,12 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
                 return Decision::Deny(format!("policy {PACKAGE} failed: {e}").into());
             }
         };
-        if self.cache.len() >= CACHE_LIMIT {
-            self.cache.clear();
+        if !self.bypass_cache {
+            if self.cache.len() >= CACHE_LIMIT {
+                self.cache.clear();
+            }
+            self.cache.insert(key, decision.clone());
         }
-        self.cache.insert(key, decision.clone());
         decision
     }
 
@@ -256,31 +317,41 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
         self.decide(
             key,
             || {
-                let classes = classes.as_ref().map(|classes| {
-                    classes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| {
-                            json!({
-                                "id": c.id,
-                                "template": c.template,
-                                "operation": c.operation.as_str(),
-                                "system": c.system,
-                                "matches": matched
-                                    .as_ref()
-                                    .is_some_and(|m| m.contains(&(i as u16))),
-                            })
-                        })
-                        .collect::<Vec<_>>()
-                });
-                json!({
-                    "principal": {"kind": "device", "product_key": &*device.product_key},
-                    "action": action_name(action),
-                    "relation": relation.as_str(),
-                    "sub_device_online": matches!(relation, Relation::SubDevice { online: true }),
-                    "product_key": &*target.product_key,
-                    "classes": classes,
-                })
+                let classes = match &classes {
+                    Some(classes) => {
+                        let inputs = self.class_inputs(&target.product_key, classes);
+                        let matches = |i: usize| {
+                            matched
+                                .as_ref()
+                                .is_some_and(|m| m.contains(&(i as u16)))
+                        };
+                        Rego::from(
+                            inputs
+                                .iter()
+                                .enumerate()
+                                .map(|(i, pair)| pair[usize::from(matches(i))].clone())
+                                .collect::<Vec<_>>(),
+                        )
+                    }
+                    None => Rego::Null,
+                };
+                object([
+                    (
+                        "principal",
+                        object([
+                            ("kind", Rego::from("device")),
+                            ("product_key", Rego::from(&*device.product_key)),
+                        ]),
+                    ),
+                    ("action", Rego::from(action_name(action))),
+                    ("relation", Rego::from(relation.as_str())),
+                    (
+                        "sub_device_online",
+                        Rego::from(matches!(relation, Relation::SubDevice { online: true })),
+                    ),
+                    ("product_key", Rego::from(&*target.product_key)),
+                    ("classes", classes),
+                ])
             },
             || {
                 (
@@ -343,16 +414,25 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
                 facts,
             },
             || {
-                json!({
-                    "principal": {"kind": "application", "id": &*app.id},
-                    "action": action_name(action),
-                    "facts": {
-                        "dollar": dollar,
-                        "device_namespace": device_namespace,
-                        "grant": grant,
-                        "downlink_class": downlink_class,
-                    },
-                })
+                object([
+                    (
+                        "principal",
+                        object([
+                            ("kind", Rego::from("application")),
+                            ("id", Rego::from(&*app.id)),
+                        ]),
+                    ),
+                    ("action", Rego::from(action_name(action))),
+                    (
+                        "facts",
+                        object([
+                            ("dollar", Rego::from(dollar)),
+                            ("device_namespace", Rego::from(device_namespace)),
+                            ("grant", Rego::from(grant)),
+                            ("downlink_class", Rego::from(downlink_class)),
+                        ]),
+                    ),
+                ])
             },
             || {
                 (
@@ -378,15 +458,18 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
                 facts,
             },
             || {
-                json!({
-                    "principal": {"kind": "anonymous"},
-                    "action": action_name(action),
-                    "facts": {
-                        "dollar": dollar,
-                        "wildcard_first_level": wildcard_first_level,
-                        "device_topic": device_topic,
-                    },
-                })
+                object([
+                    ("principal", object([("kind", Rego::from("anonymous"))])),
+                    ("action", Rego::from(action_name(action))),
+                    (
+                        "facts",
+                        object([
+                            ("dollar", Rego::from(dollar)),
+                            ("wildcard_first_level", Rego::from(wildcard_first_level)),
+                            ("device_topic", Rego::from(device_topic)),
+                        ]),
+                    ),
+                ])
             },
             || {
                 (
@@ -408,6 +491,16 @@ impl<S: TopicClassSource> TopicAuthorizer for PolicyTopicAuthorizer<S> {
             Principal::Application(app) => self.application(app, action, topic),
         }
     }
+}
+
+/// A policy input object from its fields.
+fn object<const N: usize>(fields: [(&str, Rego); N]) -> Rego {
+    Rego::from(
+        fields
+            .into_iter()
+            .map(|(k, v)| (Rego::from(k), v))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 fn now_ms() -> u64 {

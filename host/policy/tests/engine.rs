@@ -589,7 +589,11 @@ fn opa_wasm_bundle() {
 fn decision_points_run_as_bytecode_and_agree_with_the_interpreter() {
     let engine = PolicyEngine::from_dir(&policies()).unwrap();
     for package in ["lotus.api", "lotus.device.topic", "lotus.plugin.capability"] {
-        assert_eq!(engine.served_by(package), Some("bytecode"), "{package}");
+        assert_eq!(
+            engine.served_by(package),
+            Some("bytecode (one pass)"),
+            "{package}"
+        );
     }
     let mut inputs: Vec<(&str, Value)> = Vec::new();
     for region in ["/hz/xihu", "/hz/xihu/lingyin", "/hz/binjiang", "/"] {
@@ -632,9 +636,45 @@ fn decision_points_run_as_bytecode_and_agree_with_the_interpreter() {
     for package in ["lotus.api", "lotus.device.topic", "lotus.plugin.capability"] {
         assert_eq!(
             engine.served_by(package),
-            Some("bytecode"),
+            Some("bytecode (one pass)"),
             "{package} fell back to the interpreter: the bytecode disagreed"
         );
     }
     assert_eq!(engine.served_by("lotus.nope"), None);
+}
+
+/// A package with `allow` and `reason` is answered in one run of the VM; one without `reason`
+/// still runs as bytecode, and both answer what the interpreter answers, including a reason
+/// that is not a string (ignored) and an `allow` that is undefined (a deny).
+#[test]
+fn allow_and_reason_in_one_pass_agree_with_separate_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("both.rego"),
+        "package both\n\nallow if input.x == 1\n\nreason := \"x must be 1\" if {\n\tnot allow\n\tinput.x != 0\n}\n\nreason := 7 if input.x == 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("only.rego"),
+        "package only\n\ndefault allow := false\n\nallow if input.x == 1\n",
+    )
+    .unwrap();
+    let engine = PolicyEngine::from_dir(dir.path()).unwrap();
+    assert_eq!(engine.served_by("both"), Some("bytecode (one pass)"));
+    assert_eq!(engine.served_by("only"), Some("bytecode"));
+    for _ in 0..40 {
+        let d = engine.decide("both", &json!({"x": 1})).unwrap();
+        assert!(d.allow && d.reason.is_none());
+        let d = engine.decide("both", &json!({"x": 2})).unwrap();
+        assert!(!d.allow);
+        assert_eq!(d.reason.as_deref(), Some("x must be 1"));
+        let d = engine.decide("both", &json!({"x": 0})).unwrap();
+        assert!(!d.allow && d.reason.is_none());
+        assert!(engine.decide("only", &json!({"x": 1})).unwrap().allow);
+        assert!(!engine.decide("only", &json!({"x": 3})).unwrap().allow);
+    }
+    // The first decisions are checked against the interpreter: a disagreement would have
+    // moved the package back to it.
+    assert_eq!(engine.served_by("both"), Some("bytecode (one pass)"));
+    assert_eq!(engine.served_by("only"), Some("bytecode"));
 }
