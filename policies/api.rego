@@ -3,7 +3,9 @@
 #
 # The host passes:
 #   principal  {"kind": "user", "id", "username", "org", "region", "roles": [...]}
-#              | {"kind": "app", "id", "org", "region", "apis": ["device.read", ...]}
+#              | {"kind": "app", "id", "org", "region", "apis": ["device.read", ...],
+#                 "resources": {"products", "devices", "regions", "dataModels", "eventTypes",
+#                 "topics"}} (a registered app calling with a signed request)
 #   action     "<kind>.<verb>", verb one of read, write, delete, invoke (service call, property
 #              set), admin; e.g. "device.read", "policy.write", "decision.read"
 #   resource   {"kind", "id", "org", "region"}; org / region absent for collections (lists);
@@ -168,9 +170,156 @@ scoped if {
 	kind == "data_grant"
 }
 
-scoped if {
+# --- apps (APP-1, APP-4) ------------------------------------------------------------------------
+
+# An app may call an action only if it is among its APIs (principal.apis) AND the resource is
+# granted to it (principal.resources) AND, like a user's, the resource is in its organisation
+# and region. Collections (resources without an id: lists, creation) need only the API; the
+# host checks each listed row. Kinds that administer the platform or belong to a person are
+# never an app's, whatever it holds. The registry itself (app.read/write/delete) is the
+# administrators' alone: admin is unscoped and no other role is given `app`.
+app_never_kinds := {
+	"app", "application", "audit", "data_grant", "decision", "org", "plugin", "policy",
+	"profile", "message", "role", "task", "user",
+}
+
+# Kinds of a product (resource id = product key) and of a device (id = productKey/deviceName).
+app_product_kinds := {"product", "thing_model", "topic_class", "codec"}
+
+app_device_kinds := {"device", "shadow", "gateway"}
+
+app_api_granted if {
 	is_app
 	input.action in input.principal.apis
+	not kind in app_never_kinds
+}
+
+scoped if {
+	app_api_granted
+	app_resource_granted
+}
+
+app_grant(name) := object.get(input, ["principal", "resources", name], [])
+
+resource_id := object.get(input, ["resource", "id"], "")
+
+app_resource_granted if resource_id in {"", "*"}
+
+app_resource_granted if {
+	is_string(resource_region)
+	some granted in app_grant("regions")
+	region_covers(granted, resource_region)
+}
+
+app_resource_granted if {
+	kind in app_product_kinds
+	resource_id in app_grant("products")
+}
+
+app_resource_granted if {
+	kind == "thing_model"
+	resource_id in app_grant("dataModels")
+}
+
+app_resource_granted if {
+	kind in app_device_kinds
+	resource_id in app_grant("devices")
+}
+
+app_resource_granted if {
+	kind in app_device_kinds
+	split(resource_id, "/")[0] in app_grant("products")
+}
+
+app_resource_granted if {
+	kind == "event_type"
+	resource_id in app_grant("eventTypes")
+}
+
+app_resource_granted if {
+	kind == "event"
+	input.resource.eventType in app_grant("eventTypes")
+}
+
+app_nor_region := sprintf(", nor region %v", [resource_region]) if is_string(resource_region)
+
+else := ""
+
+# What an app lacks, in the words of its grants.
+app_denial := sprintf("app %v is not granted product %v nor device %v%s", [input.principal.id, split(resource_id, "/")[0], resource_id, app_nor_region]) if {
+	kind in app_device_kinds
+} else := sprintf("app %v is not granted product %v%s", [input.principal.id, resource_id, app_nor_region]) if {
+	kind in app_product_kinds
+} else := sprintf("app %v is not granted event type %v%s", [input.principal.id, object.get(input, ["resource", "eventType"], null), app_nor_region]) if {
+	kind == "event"
+} else := sprintf("app %v is not granted event type %v", [input.principal.id, resource_id]) if {
+	kind == "event_type"
+} else := sprintf("app %v is not granted %s%s", [input.principal.id, resource_name, app_nor_region])
+
+# --- the app center (POR-4) --------------------------------------------------------------------
+
+# A user may open an app (see it in the app center and sign in to it through Lotus) when they
+# hold one of its open roles (resource.openRoles); administrators open every app. The open roles
+# are the app's grant to people, so the app's region does not narrow it, but its organisation
+# does: an app of one organisation is not opened by another's people.
+app_open_role if {
+	input.action == "app.open"
+	some role in object.get(input, ["resource", "openRoles"], [])
+	has_role(role)
+}
+
+unscoped if {
+	app_open_role
+	org_in_scope
+}
+
+app_open_denial := sprintf("app %v belongs to organisation %v, not yours (%v)", [resource_id, resource_org, object.get(input, ["principal", "org"], null)]) if {
+	app_open_role
+} else := sprintf("app %v is opened by the roles %s; yours are %s: ask an administrator", [resource_id, concat(", ", object.get(input, ["resource", "openRoles"], [])), concat(", ", object.get(input, ["principal", "roles"], []))])
+
+# --- regions, organisations and roles (CFG-2) ---------------------------------------------------
+
+# Administrators manage the region and organisation trees and the roles (admin is unscoped).
+# Anyone logged in reads the regions and organisations within their scope: the resource of a
+# region is in the region itself, an organisation's in its id and the region it works in.
+scoped if {
+	is_user
+	input.action in {"region.read", "org.read"}
+}
+
+# Security administrators and auditors review who may do what.
+unscoped if {
+	has_role("security_admin")
+	input.action == "role.read"
+}
+
+unscoped if {
+	has_role("auditor")
+	input.action == "role.read"
+}
+
+# Custom roles: the actions an administrator granted (the host passes the permissions of the
+# custom roles a user holds as principal.permissions), within the holder's scope. What belongs
+# to the separated administrator roles can never be granted this way.
+reserved_kinds := {"policy", "audit", "decision", "user", "role"}
+
+scoped if {
+	is_user
+	input.action in object.get(input, ["principal", "permissions"], [])
+	not kind in reserved_kinds
+}
+
+# A custom role being written carries its permissions as resource.permissions; one that would
+# hand out a reserved action is refused whoever asks.
+reserved_permissions := {p |
+	some p in object.get(input, ["resource", "permissions"], [])
+	split(sprintf("%v", [p]), ".")[0] in reserved_kinds
+}
+
+role_reserved if {
+	kind == "role"
+	verb == "write"
+	count(reserved_permissions) > 0
 }
 
 # --- scope ------------------------------------------------------------------------------------
@@ -247,6 +396,7 @@ allow if {
 	action_parts
 	unscoped
 	not duties_combined
+	not role_reserved
 }
 
 allow if {
@@ -254,6 +404,7 @@ allow if {
 	scoped
 	in_scope
 	not duties_combined
+	not role_reserved
 }
 
 resource_name := sprintf("%s %s", [object.get(input, ["resource", "kind"], kind), object.get(input, ["resource", "id"], "(collection)")])
@@ -270,9 +421,20 @@ deny_reason := sprintf("unknown principal kind %v", [object.get(input, ["princip
 	not action_parts
 } else := sprintf("one account may not hold %s: the system administrator, the security administrator and the auditor are different people", [concat(" and ", sort(combined_duties))]) if {
 	duties_combined
+} else := sprintf("a custom role may not grant %s: those actions stay with the security administrator, the auditor and the system administrator", [concat(", ", sort(reserved_permissions))]) if {
+	role_reserved
+} else := sprintf("apps are never granted %s: %s actions stay with people", [input.action, kind]) if {
+	is_app
+	kind in app_never_kinds
 } else := sprintf("app %v is not granted the API %s", [input.principal.id, input.action]) if {
 	is_app
+	not app_api_granted
+} else := app_denial if {
+	is_app
 	not scoped
+} else := app_open_denial if {
+	is_user
+	input.action == "app.open"
 } else := sprintf("none of your roles (%s) permits %s", [concat(", ", object.get(input, ["principal", "roles"], [])), input.action]) if {
 	is_user
 	not scoped

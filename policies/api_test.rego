@@ -93,18 +93,91 @@ test_region_root_covers_all if {
 	allow with input as {"principal": object.union(user(["operator"]), {"region": "/"}), "action": "device.read", "resource": dev("/sh/pudong")}
 }
 
-app(apis, region) := {"kind": "app", "id": "app-1", "org": "city", "region": region, "apis": apis}
+# --- apps ---------------------------------------------------------------------------------------
+
+app_grants := {"products": ["pk"], "devices": ["pk2/pump"], "regions": ["/hz/binjiang"], "eventTypes": ["flood"], "dataModels": ["pk3"]}
+
+app(apis, region) := {"kind": "app", "id": "app-1", "org": "city", "region": region, "apis": apis, "resources": app_grants}
+
+app_req(apis, action, resource) := {"principal": app(apis, "/"), "action": action, "resource": resource}
 
 test_app_needs_the_api if {
-	allow with input as {"principal": app(["device.read"], "/"), "action": "device.read", "resource": dev("/hz/xihu")}
-	inp := {"principal": app(["device.read"], "/"), "action": "device.write", "resource": dev("/hz/xihu")}
+	allow with input as app_req(["device.read"], "device.read", dev("/hz/xihu"))
+	inp := app_req(["device.read"], "device.write", dev("/hz/xihu"))
 	not allow with input as inp
 	reason == "app app-1 is not granted the API device.write" with input as inp
 }
 
 test_app_limited_to_scope if {
 	not allow with input as {"principal": app(["device.read"], "/hz/xihu"), "action": "device.read", "resource": dev("/hz/binjiang")}
-	not allow with input as {"principal": app(["device.read"], "/"), "action": "device.read", "resource": {"kind": "device", "id": "x", "org": "other"}}
+	not allow with input as app_req(["device.read"], "device.read", {"kind": "device", "id": "pk/x", "org": "other"})
+}
+
+test_app_device_of_granted_product if {
+	allow with input as app_req(["device.read", "shadow.read"], "device.read", {"kind": "device", "id": "pk/lamp-9", "org": "city", "region": "/hz/xihu"})
+	allow with input as app_req(["device.read", "shadow.read"], "shadow.read", {"kind": "shadow", "id": "pk/lamp-9", "org": "city", "region": "/hz/xihu"})
+	# Creating devices of a product: `{pk}/*`.
+	allow with input as app_req(["device.write"], "device.write", {"kind": "device", "id": "pk/*", "org": "city", "region": "/hz/xihu"})
+}
+
+test_app_single_granted_device if {
+	allow with input as app_req(["device.read"], "device.read", {"kind": "device", "id": "pk2/pump", "org": "city", "region": "/hz/xihu"})
+	inp := app_req(["device.read"], "device.read", {"kind": "device", "id": "pk2/other", "org": "city", "region": "/hz/xihu"})
+	not allow with input as inp
+	reason == "app app-1 is not granted product pk2 nor device pk2/other, nor region /hz/xihu" with input as inp
+}
+
+test_app_ungranted_product_denied_with_reason if {
+	inp := app_req(["product.read"], "product.read", {"kind": "product", "id": "other", "org": "city", "region": "/hz/xihu"})
+	not allow with input as inp
+	reason == "app app-1 is not granted product other, nor region /hz/xihu" with input as inp
+	allow with input as app_req(["product.read"], "product.read", {"kind": "product", "id": "pk", "org": "city", "region": "/hz/xihu"})
+}
+
+test_app_granted_region_subtree if {
+	allow with input as app_req(["device.read"], "device.read", {"kind": "device", "id": "x/y", "org": "city", "region": "/hz/binjiang/riverside"})
+	allow with input as app_req(["alarm.read"], "alarm.read", {"kind": "alarm", "id": "12", "org": "city", "region": "/hz/binjiang"})
+	inp := app_req(["alarm.read"], "alarm.read", {"kind": "alarm", "id": "13", "org": "city", "region": "/hz/binjiangx"})
+	not allow with input as inp
+	reason == "app app-1 is not granted alarm 13, nor region /hz/binjiangx" with input as inp
+}
+
+test_app_events_by_type if {
+	allow with input as app_req(["event.read"], "event.read", {"kind": "event", "id": "5", "org": "city", "region": "/hz/xihu", "eventType": "flood"})
+	inp := app_req(["event.read"], "event.read", {"kind": "event", "id": "6", "org": "city", "region": "/hz/xihu", "eventType": "fire"})
+	not allow with input as inp
+	reason == "app app-1 is not granted event type fire, nor region /hz/xihu" with input as inp
+	allow with input as app_req(["event_type.read"], "event_type.read", {"kind": "event_type", "id": "flood"})
+	reason == "app app-1 is not granted event type fire" with input as app_req(["event_type.read"], "event_type.read", {"kind": "event_type", "id": "fire"})
+}
+
+test_app_data_models if {
+	allow with input as app_req(["thing_model.read"], "thing_model.read", {"kind": "thing_model", "id": "pk3", "org": "city", "region": "/hz/xihu"})
+	not allow with input as app_req(["product.read"], "product.read", {"kind": "product", "id": "pk3", "org": "city", "region": "/hz/xihu"})
+}
+
+test_app_collections_need_only_the_api if {
+	allow with input as app_req(["device.read"], "device.read", {"kind": "device"})
+	allow with input as app_req(["event.read"], "event.read", {"kind": "event", "id": "*"})
+	not allow with input as app_req([], "device.read", {"kind": "device"})
+}
+
+test_app_never_administers_or_has_a_personal_center if {
+	actions := {"app.write", "policy.write", "user.write", "audit.read", "plugin.write", "message.read", "task.read", "profile.read", "application.write"}
+	refused := {a |
+		some a in actions
+		inp := app_req([a], a, {"kind": "x"})
+		not allow with input as inp
+		startswith(reason, sprintf("apps are never granted %s", [a])) with input as inp
+	}
+	refused == actions
+}
+
+test_admins_manage_apps if {
+	allow with input as req(["admin"], "app.write", {"kind": "app", "id": "app_x", "org": "other", "region": "/sh"})
+	allow with input as req(["admin"], "app.delete", {"kind": "app", "id": "app_x"})
+	not allow with input as req(["operator"], "app.read", {"kind": "app", "id": "app_x", "org": "city", "region": "/hz/xihu"})
+	not allow with input as req(["security_admin"], "app.write", {"kind": "app"})
 }
 
 test_malformed_action_denied if {
@@ -265,4 +338,105 @@ test_admin_duties_are_held_by_different_people if {
 	not allow with input as inp
 	reason == "one account may not hold admin and auditor: the system administrator, the security administrator and the auditor are different people" with input as inp
 	not allow with input as {"principal": admin, "action": "user.write", "resource": account(["security_admin", "auditor", "admin"])}
+}
+
+# --- regions, organisations and roles --------------------------------------------------------
+
+region(path) := {"kind": "region", "id": path, "region": path}
+
+custom(permissions) := {"kind": "user", "id": "8", "username": "inspector", "org": "city", "region": "/hz/xihu", "roles": ["inspector"], "permissions": permissions}
+
+test_admins_manage_regions_orgs_and_roles if {
+	allow with input as req(["admin"], "region.write", region("/hz"))
+	allow with input as req(["admin"], "region.delete", region("/hz/xihu"))
+	allow with input as req(["admin"], "org.write", {"kind": "org", "id": "water", "org": "water"})
+	allow with input as req(["admin"], "role.write", {"kind": "role", "id": "inspector", "permissions": ["device.read", "device.invoke"]})
+	allow with input as req(["admin"], "role.delete", {"kind": "role", "id": "inspector"})
+}
+
+test_operators_read_regions_and_orgs_in_scope_only if {
+	allow with input as req(["operator"], "region.read", region("/hz/xihu/lingyin"))
+	allow with input as req(["viewer"], "region.read", region("/hz/xihu"))
+	not allow with input as req(["operator"], "region.read", region("/hz/binjiang"))
+	not allow with input as req(["operator"], "region.write", region("/hz/xihu/lingyin"))
+	not allow with input as req(["operator"], "region.delete", region("/hz/xihu/lingyin"))
+	allow with input as req(["viewer"], "org.read", {"kind": "org", "id": "city", "org": "city", "region": "/hz/xihu"})
+	not allow with input as req(["viewer"], "org.read", {"kind": "org", "id": "water", "org": "water"})
+	not allow with input as req(["operator"], "org.write", {"kind": "org", "id": "city", "org": "city"})
+}
+
+test_roles_are_read_by_reviewers_and_written_by_admins if {
+	allow with input as req(["security_admin"], "role.read", {"kind": "role", "id": "*"})
+	allow with input as req(["auditor"], "role.read", {"kind": "role", "id": "*"})
+	not allow with input as req(["operator"], "role.read", {"kind": "role", "id": "*"})
+	not allow with input as req(["security_admin"], "role.write", {"kind": "role", "id": "inspector", "permissions": ["device.read"]})
+}
+
+test_custom_role_grants_its_permissions_within_scope if {
+	p := custom(["device.read", "device.invoke"])
+	allow with input as {"principal": p, "action": "device.read", "resource": dev("/hz/xihu/lingyin")}
+	allow with input as {"principal": p, "action": "device.invoke", "resource": dev("/hz/xihu")}
+	not allow with input as {"principal": p, "action": "device.write", "resource": dev("/hz/xihu")}
+	not allow with input as {"principal": p, "action": "device.delete", "resource": dev("/hz/xihu")}
+	not allow with input as {"principal": p, "action": "device.read", "resource": dev("/hz/binjiang")}
+	not allow with input as {"principal": p, "action": "device.read", "resource": {"kind": "device", "id": "pk/dn", "org": "water", "region": "/hz/xihu"}}
+}
+
+test_custom_role_permissions_never_reach_reserved_actions if {
+	p := custom(["policy.write", "audit.read", "decision.read", "user.write", "role.write"])
+	not allow with input as {"principal": p, "action": "policy.write", "resource": {"kind": "policy", "id": "lotus.api"}}
+	not allow with input as {"principal": p, "action": "audit.read", "resource": {"kind": "audit", "id": "*"}}
+	not allow with input as {"principal": p, "action": "decision.read", "resource": {"kind": "decision", "id": "*"}}
+	not allow with input as {"principal": p, "action": "user.write", "resource": {"kind": "user", "id": "x", "org": "city", "region": "/hz/xihu"}}
+	not allow with input as {"principal": p, "action": "role.write", "resource": {"kind": "role", "id": "x", "permissions": []}}
+}
+
+test_no_one_writes_a_custom_role_with_reserved_actions if {
+	inp := req(["admin"], "role.write", {"kind": "role", "id": "inspector", "permissions": ["device.read", "policy.write"]})
+	not allow with input as inp
+	reason == "a custom role may not grant policy.write: those actions stay with the security administrator, the auditor and the system administrator" with input as inp
+	not allow with input as req(["admin"], "role.write", {"kind": "role", "id": "x", "permissions": ["audit.read"]})
+	not allow with input as req(["admin"], "role.write", {"kind": "role", "id": "x", "permissions": ["user.write"]})
+	not allow with input as req(["admin"], "role.write", {"kind": "role", "id": "x", "permissions": ["role.delete"]})
+	not allow with input as req(["admin"], "role.write", {"kind": "role", "id": "x", "permissions": ["decision.read"]})
+}
+
+# --- the app center: who may open an app ------------------------------------------------------
+
+open_app(org, region, roles) := {"kind": "app", "id": "app_x", "org": org, "region": region, "openRoles": roles}
+
+test_user_with_an_open_role_opens_the_app if {
+	allow with input as req(["viewer"], "app.open", open_app("city", "/hz/xihu", ["viewer", "dispatcher"]))
+	allow with input as req(["operator", "dispatcher"], "app.open", open_app("", "/", ["dispatcher"]))
+}
+
+test_app_region_does_not_narrow_its_open_roles if {
+	allow with input as req(["viewer"], "app.open", open_app("city", "/hz/binjiang", ["viewer"]))
+}
+
+test_user_without_an_open_role_is_refused_with_reason if {
+	inp := req(["operator"], "app.open", open_app("city", "/hz/xihu", ["viewer"]))
+	not allow with input as inp
+	reason == "app app_x is opened by the roles viewer; yours are operator: ask an administrator" with input as inp
+	not allow with input as req(["operator"], "app.open", open_app("city", "/", []))
+}
+
+test_app_of_another_org_is_not_opened if {
+	inp := req(["viewer"], "app.open", open_app("other", "/", ["viewer"]))
+	not allow with input as inp
+	reason == "app app_x belongs to organisation other, not yours (city)" with input as inp
+}
+
+test_admin_opens_every_app if {
+	allow with input as req(["admin"], "app.open", open_app("other", "/sh", []))
+}
+
+test_apps_do_not_open_apps if {
+	not allow with input as {"principal": {"kind": "app", "id": "app_y", "org": "", "region": "/", "apis": ["app.open"]}, "action": "app.open", "resource": open_app("", "/", [])}
+}
+
+test_only_admins_rotate_the_signing_key if {
+	allow with input as req(["admin"], "oidc_key.write", {"kind": "oidc_key", "id": "signing"})
+	not allow with input as req(["security_admin"], "oidc_key.write", {"kind": "oidc_key", "id": "signing"})
+	not allow with input as req(["operator"], "oidc_key.write", {"kind": "oidc_key", "id": "signing"})
 }

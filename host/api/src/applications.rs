@@ -179,6 +179,15 @@ pub async fn create(
         }
     };
     tracing::info!(credential = row.id, username = %row.username, "application credential created");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "application.credentials.issue",
+        &format!("app-credential:{}", row.id),
+        "ok",
+        serde_json::json!({"username": row.username, "grants": grant_filters(&row.grants)}),
+    )
+    .await;
     let mut out = AppCredential::from(row);
     out.secret = Some(secret);
     Ok((StatusCode::CREATED, Json(out)))
@@ -201,6 +210,11 @@ pub async fn list(
         page: number,
         page_size: size,
     }))
+}
+
+/// The topic filters of grants, as the audit log shows them.
+fn grant_filters(grants: &[Grant]) -> Vec<&str> {
+    grants.iter().map(|g| g.filter.as_str()).collect()
 }
 
 async fn credential_or_404(state: &ApiState, id: i64) -> ApiResult<AppCredentialRow> {
@@ -251,6 +265,21 @@ pub async fn update(
         .await?;
     // Connections keep the grants they were admitted with, so a change that narrows them
     // (or a disable) must end those connections; the application reconnects with the new ones.
+    if row.grants != before.grants || row.enabled != before.enabled {
+        crate::audit::record(
+            &state,
+            &user.user.username,
+            "application.credentials.change",
+            &format!("app-credential:{id}"),
+            "ok",
+            serde_json::json!({
+                "enabled": row.enabled,
+                "grants": grant_filters(&row.grants),
+                "grantsBefore": grant_filters(&before.grants),
+            }),
+        )
+        .await;
+    }
     if (before.enabled && !row.enabled) || (row.grants != before.grants) {
         let kicked = state
             .plane
@@ -274,6 +303,15 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     crate::authz::global(&state, &user, "application", "delete", &id.to_string())?;
     state.store.delete_app_credential(id).await?;
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "application.credentials.revoke",
+        &format!("app-credential:{id}"),
+        "ok",
+        serde_json::json!({}),
+    )
+    .await;
     let kicked = state
         .plane
         .kick_application(id, DisconnectReason::CredentialRevoked);

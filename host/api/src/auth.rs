@@ -6,7 +6,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use base64::Engine;
-use lotus_storage::UserRow;
+use lotus_storage::{AppRow, UserRow};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::problem::{ApiError, ApiResult, Json};
+use crate::signature::VerifiedApp;
 
 pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
@@ -35,7 +36,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -175,7 +176,7 @@ impl Default for Lockout {
 
 /// 403 for a locked account: says for how long and what to do (the same whatever the
 /// password, so the lock reveals nothing about it).
-fn locked(lockout: &Lockout, until: i64, now: i64) -> ApiError {
+pub(crate) fn locked(lockout: &Lockout, until: i64, now: i64) -> ApiError {
     let minutes = ((until - now) as f64 / 60_000.0).ceil().max(1.0) as i64;
     ApiError::forbidden(format!(
         "this account is locked for {minutes} more minute(s) after {} failed log-ins in a row: \
@@ -188,14 +189,32 @@ fn locked(lockout: &Lockout, until: i64, now: i64) -> ApiError {
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204)))]
 pub async fn logout(State(state): State<ApiState>, user: Authenticated) -> ApiResult<StatusCode> {
-    state.store.delete_session(&user.token_hash).await?;
+    if user.app().is_some() {
+        return Err(ApiError::forbidden(
+            "apps have no session to end: they sign each request",
+        ));
+    }
+    state.store.delete_session(user.session()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The caller, from `Authorization: Bearer <token>`.
+/// The caller: a user, from `Authorization: Bearer <token>`, or a registered app, from a
+/// request signed with its secret (`crate::signature`).
 pub struct Authenticated {
+    /// Who acts. For an app, the identity it acts under: username `app:<client_id>`, no roles,
+    /// its organisation and region, id 0 (no user has it), so that logs and audit entries name
+    /// the app. What only a person has (profile, tasks, messages) is refused to apps before
+    /// this is used; [`Authenticated::person`] says which one it is.
     pub user: UserRow,
-    token_hash: String,
+    caller: Caller,
+}
+
+/// Who is calling.
+pub enum Caller {
+    /// A logged-in user, with the stored hash of their session token.
+    User { token_hash: String },
+    /// An app whose signature checked out.
+    App(Box<AppRow>),
 }
 
 impl Authenticated {
@@ -213,12 +232,63 @@ impl Authenticated {
             .ok_or_else(|| {
                 ApiError::unauthorized("the token is unknown or expired: log in again")
             })?;
-        Ok(Authenticated { user, token_hash })
+        Ok(Authenticated {
+            user,
+            caller: Caller::User { token_hash },
+        })
     }
 
-    /// The stored hash of the session this request came with.
+    /// A verified app, acting under its own name and scope.
+    pub(crate) fn from_app(app: AppRow) -> Self {
+        let user = UserRow {
+            id: 0,
+            username: format!("app:{}", app.client_id),
+            // No hash verifies against an empty string, so this identity can never log in.
+            password_hash: String::new(),
+            roles: Vec::new(),
+            created_at: app.created_at,
+            scope: app.scope.clone(),
+            profile: lotus_storage::UserProfile {
+                display_name: Some(app.name.clone()),
+                ..Default::default()
+            },
+            // An app's API actions are its own grants, passed to the policy as `apis`.
+            permissions: Vec::new(),
+        };
+        Authenticated {
+            user,
+            caller: Caller::App(Box::new(app)),
+        }
+    }
+
+    /// Who is calling.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The app, when an app is calling.
+    pub fn app(&self) -> Option<&AppRow> {
+        match &self.caller {
+            Caller::App(app) => Some(app),
+            Caller::User { .. } => None,
+        }
+    }
+
+    /// The logged-in user, when a person is calling.
+    pub fn person(&self) -> Option<&UserRow> {
+        match &self.caller {
+            Caller::User { .. } => Some(&self.user),
+            Caller::App(_) => None,
+        }
+    }
+
+    /// The stored hash of the session this request came with (empty for an app, which has
+    /// no session).
     pub(crate) fn session(&self) -> &str {
-        &self.token_hash
+        match &self.caller {
+            Caller::User { token_hash } => token_hash,
+            Caller::App(_) => "",
+        }
     }
 }
 
@@ -229,6 +299,15 @@ impl FromRequestParts<ApiState> for Authenticated {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(VerifiedApp(app)) = parts.extensions.remove::<VerifiedApp>() {
+            return Ok(Authenticated::from_app(app));
+        }
+        if parts.headers.contains_key(crate::signature::APP_HEADER) {
+            // The signature middleware does not run on this route (it would have left the app).
+            return Err(ApiError::unauthorized(
+                "this route does not accept signed app requests: it is for logged-in users",
+            ));
+        }
         let header = parts
             .headers
             .get(header::AUTHORIZATION)

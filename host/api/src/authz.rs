@@ -8,7 +8,7 @@
 //! row the policy would refuse to show on its own.
 
 use lotus_model::scope::Scope;
-use lotus_storage::{ProductRow, UserRow};
+use lotus_storage::{AppRow, ProductRow, UserRow};
 use serde_json::{Value, json};
 
 use crate::ApiState;
@@ -47,7 +47,49 @@ pub fn user_principal(user: &UserRow) -> Value {
         "org": user.scope.org,
         "region": user.scope.region,
         "roles": user.roles,
+        // What the custom roles among them permit (`<kind>.<verb>`), checked by the policy
+        // within the user's scope.
+        "permissions": user.permissions,
     })
+}
+
+/// What the policy sees of an app: its API actions (`apis`) and granted resources.
+pub fn app_principal(app: &AppRow) -> Value {
+    json!({
+        "kind": "app",
+        "id": app.client_id,
+        "name": app.name,
+        "org": app.scope.org,
+        "region": app.scope.region,
+        "apis": app.scopes,
+        "resources": app.resources,
+    })
+}
+
+/// What the policy sees of the caller, user or app.
+pub fn principal(caller: &Authenticated) -> Value {
+    match caller.app() {
+        Some(app) => app_principal(app),
+        None => user_principal(&caller.user),
+    }
+}
+
+/// Apps have no personal center, tasks or messages: those routes act on a person, so an app
+/// is refused before any of them is reached, whatever its grants.
+fn refuse_app_on_personal_kinds(caller: &Authenticated, action: &str) -> ApiResult<()> {
+    let Some(app) = caller.app() else {
+        return Ok(());
+    };
+    let what = match action.split('.').next().unwrap_or_default() {
+        "profile" => "apps have no personal center",
+        "task" => "apps have no tasks: tasks are assigned to people",
+        "message" => "apps have no message center",
+        _ => return Ok(()),
+    };
+    Err(ApiError::forbidden(format!(
+        "{what} (app {} called {action}); sign in as a user for this",
+        app.client_id
+    )))
 }
 
 /// A resource as the policy sees it.
@@ -65,8 +107,9 @@ pub fn check(
     action: &str,
     resource: Value,
 ) -> ApiResult<()> {
+    refuse_app_on_personal_kinds(user, action)?;
     let input = json!({
-        "principal": user_principal(&user.user),
+        "principal": principal(user),
         "action": action,
         "resource": resource,
     });
@@ -84,7 +127,7 @@ pub fn allows(state: &ApiState, user: &Authenticated, action: &str, resource: Va
 pub fn list_scope(state: &ApiState, user: &Authenticated, kind: &str) -> ApiResult<Option<Scope>> {
     state
         .policy
-        .list_scope(&user_principal(&user.user), kind)
+        .list_scope(&principal(user), kind)
         .map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,16 +181,28 @@ pub async fn device(
 /// What the caller may see of a product's device data: the `lotus.data.fields` actions for
 /// each property of its thing model, from the caller's data permission levels (DAC-3).
 /// 403 with the policy's reason when the caller may not read the data at all.
+///
+/// An app's data models (`resources.dataModels`) are its `read_only` levels: it reads the
+/// readings of those products, with personal data masked and secrets removed, like an
+/// operator without a grant.
 pub async fn data_fields(state: &ApiState, user: &Authenticated, pk: &str) -> ApiResult<Value> {
-    let grants = state.store.data_grants_of_user(user.user.id).await?;
     let mut levels = serde_json::Map::new();
-    for g in grants {
-        levels.insert(
-            g.product_key,
-            json!({"level": g.level, "expires_at": g.expires_at}),
-        );
+    if let Some(app) = user.app() {
+        for model in &app.resources.data_models {
+            levels.insert(
+                model.clone(),
+                json!({"level": "read_only", "expires_at": null}),
+            );
+        }
+    } else {
+        for g in state.store.data_grants_of_user(user.user.id).await? {
+            levels.insert(
+                g.product_key,
+                json!({"level": g.level, "expires_at": g.expires_at}),
+            );
+        }
     }
-    let mut principal = user_principal(&user.user);
+    let mut principal = principal(user);
     principal["data_levels"] = Value::Object(levels);
     let fields: Vec<Value> = state
         .plane

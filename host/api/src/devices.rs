@@ -133,6 +133,9 @@ async fn create_many(
         "device.write",
         crate::authz::resource("device", &format!("{pk}/*"), Some(&scope)),
     )?;
+    if let Some(r) = &region {
+        crate::regions::require_known(state, r).await?;
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, name) in names.iter().enumerate() {
         validate_device_name(name)
@@ -164,6 +167,19 @@ async fn create_many(
             },
         ));
     }
+    // Issuing a device secret hands out a credential to the city's network: the auditor sees
+    // who did it and for which devices (never the secret).
+    crate::audit::record(
+        state,
+        &user.user.username,
+        "device.credentials.issue",
+        &format!("product:{pk}"),
+        "ok",
+        serde_json::json!({
+            "devices": devices.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        }),
+    )
+    .await;
     Ok(devices
         .into_iter()
         .map(|(device_name, device_secret)| DeviceCredentials {
@@ -423,6 +439,9 @@ pub async fn update(
             "device.write",
             crate::authz::resource("device", &format!("{pk}/{dn}"), Some(&target)),
         )?;
+        if let Some(r) = &region {
+            crate::regions::require_known(&state, r).await?;
+        }
         state
             .store
             .set_device_region(&pk, &dn, region.as_deref())
@@ -437,6 +456,19 @@ pub async fn update(
         .update_device(&pk, &dn, req.nickname.as_deref(), tags.as_ref())
         .await?;
     Ok(Json(row.into()))
+}
+
+/// Records a change to whether a device may connect.
+async fn audit_device(state: &ApiState, user: &Authenticated, action: &str, pk: &str, dn: &str) {
+    crate::audit::record(
+        state,
+        &user.user.username,
+        action,
+        &format!("device:{pk}/{dn}"),
+        "ok",
+        serde_json::json!({}),
+    )
+    .await;
 }
 
 async fn set_enabled(state: &ApiState, pk: &str, dn: &str, enabled: bool) -> ApiResult<()> {
@@ -468,6 +500,7 @@ pub async fn enable(
 ) -> ApiResult<Json<Device>> {
     crate::authz::device(&state, &user, "device", "write", &pk, &dn).await?;
     set_enabled(&state, &pk, &dn, true).await?;
+    audit_device(&state, &user, "device.enable", &pk, &dn).await;
     Ok(Json(device_or_404(&state, &pk, &dn).await?.into()))
 }
 
@@ -481,6 +514,7 @@ pub async fn disable(
 ) -> ApiResult<Json<Device>> {
     crate::authz::device(&state, &user, "device", "write", &pk, &dn).await?;
     set_enabled(&state, &pk, &dn, false).await?;
+    audit_device(&state, &user, "device.disable", &pk, &dn).await;
     Ok(Json(device_or_404(&state, &pk, &dn).await?.into()))
 }
 
@@ -494,6 +528,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     crate::authz::device(&state, &user, "device", "delete", &pk, &dn).await?;
     state.store.delete_device(&pk, &dn).await?;
+    audit_device(&state, &user, "device.credentials.revoke", &pk, &dn).await;
     let device = DeviceId::new(&*pk, &*dn);
     state
         .plane

@@ -497,6 +497,13 @@ fn event_scope(e: &EventRow) -> Scope {
     }
 }
 
+/// An event as the policy sees it: with its type, which apps are granted events by.
+fn event_resource(e: &EventRow) -> serde_json::Value {
+    let mut r = crate::authz::resource("event", &e.id.to_string(), Some(&event_scope(e)));
+    r["eventType"] = e.type_code.clone().into();
+    r
+}
+
 /// Which events to search or count; every parameter narrows the result.
 #[derive(Deserialize, IntoParams, Default)]
 #[serde(rename_all = "camelCase")]
@@ -587,14 +594,7 @@ pub async fn list_events(
     // The scope narrows the query; each row is still the policy's to show.
     let items = rows
         .into_iter()
-        .filter(|r| {
-            crate::authz::allows(
-                &state,
-                &user,
-                "event.read",
-                crate::authz::resource("event", &r.id.to_string(), Some(&event_scope(r))),
-            )
-        })
+        .filter(|r| crate::authz::allows(&state, &user, "event.read", event_resource(r)))
         .map(Event::from)
         .collect();
     Ok(Json(Paged {
@@ -804,12 +804,7 @@ pub async fn get_event(
 ) -> ApiResult<Json<EventDetail>> {
     let ops = operations(&state)?;
     let row = event_row(ops, &id).await?;
-    crate::authz::check(
-        &state,
-        &user,
-        "event.read",
-        crate::authz::resource("event", &row.id.to_string(), Some(&event_scope(&row))),
-    )?;
+    crate::authz::check(&state, &user, "event.read", event_resource(&row))?;
     let timeline = ops.store.event_timeline(row.id).await?;
     let tasks = ops.store.tasks_of_event(row.id).await?;
     let workflow = ops
@@ -986,6 +981,7 @@ fn trigger_in_words(t: &Trigger) -> String {
         Trigger::Scene {
             product_key,
             condition,
+            ..
         } => {
             let op = serde_json::to_value(condition.op)
                 .ok()
@@ -1001,6 +997,8 @@ fn trigger_in_words(t: &Trigger) -> String {
             offline_for_secs,
         } => format!("a device of product {product_key} offline for {offline_for_secs} s"),
         Trigger::Schedule { cron, time_zone } => format!("cron {cron} in {time_zone}"),
+        Trigger::Platform { events, .. } => format!("platform events {}", events.join(", ")),
+        Trigger::Plugin { plugin, .. } => format!("rule plugin {plugin}"),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod alarms;
 pub mod applications;
+pub mod apps;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -14,14 +15,19 @@ pub mod live;
 pub mod me;
 pub mod messages;
 pub mod notifications;
+pub mod oidc;
 pub mod ops;
+pub mod orgs;
 pub mod plugins;
 pub mod policies;
 pub mod portal;
 pub mod problem;
 pub mod products;
+pub mod regions;
 pub mod registration;
+pub mod roles;
 pub mod rules;
+pub mod signature;
 pub mod style;
 pub mod tasks;
 pub mod tls;
@@ -38,6 +44,9 @@ use lotus_device::DevicePlane;
 use lotus_storage::Store;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// The largest request body of every route but the uploads.
+pub const API_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Renders the Prometheus exposition text.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -66,6 +75,10 @@ pub struct ApiState {
     pub portal_dir: Option<PathBuf>,
     /// The devices' live feeds.
     pub live: live::LiveHub,
+    /// OpenID Connect: the provider for apps, and log-in through the city's provider.
+    pub oidc: Arc<oidc::Oidc>,
+    /// Checks the signed calls of registered apps (clock window, nonces seen).
+    pub app_signatures: Arc<signature::AppSignatures>,
 }
 
 impl ApiState {
@@ -90,12 +103,26 @@ impl ApiState {
             operations: None,
             portal_dir: None,
             live: live::LiveHub::default(),
+            oidc: Arc::new(oidc::Oidc::default()),
+            app_signatures: Arc::new(signature::AppSignatures::new(
+                signature::DEFAULT_WINDOW,
+                lotus_device::now_ms(),
+            )),
         }
     }
 
     /// Locks an account after `lockout.max_failures` failed log-ins in a row.
     pub fn with_lockout(mut self, lockout: auth::Lockout) -> Self {
         self.lockout = lockout;
+        self
+    }
+
+    /// Accepts signed app calls whose timestamp is up to `window` from the node's clock.
+    pub fn with_app_signature_window(mut self, window: std::time::Duration) -> Self {
+        self.app_signatures = Arc::new(signature::AppSignatures::new(
+            window,
+            lotus_device::now_ms(),
+        ));
         self
     }
 
@@ -118,6 +145,12 @@ impl ApiState {
     }
 
     /// Gives the API the plugin runtime to manage.
+    /// Sets the node's public URL (the OpenID Connect issuer) and the external provider.
+    pub fn with_oidc(mut self, settings: oidc::OidcSettings) -> Self {
+        self.oidc = Arc::new(oidc::Oidc::new(settings));
+        self
+    }
+
     pub fn with_plugins(mut self, plugins: Arc<dyn plugins::PluginManager>) -> Self {
         self.plugins = Some(plugins);
         self
@@ -144,7 +177,7 @@ impl ApiState {
         plugins::dead_letters, plugins::get_codec, plugins::put_codec, plugins::delete_codec,
         plugins::list_secrets, plugins::put_secret, plugins::delete_secret, plugins::deliver,
         policies::list, policies::get, policies::put, policies::put_tests, policies::rollback,
-        policies::decisions, users::create, users::list, users::unlock, audit::list, audit::verify,
+        policies::decisions, users::create, users::list, users::unlock, users::set_roles, audit::list, audit::verify,
         data_grants::put, data_grants::list, data_grants::delete,
         ops::healthz, ops::readyz, ops::metrics,
     ),
@@ -191,6 +224,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(me::MeDoc::openapi());
     doc.merge(style::StyleDoc::openapi());
     doc.merge(live::LiveDoc::openapi());
+    doc.merge(regions::RegionsDoc::openapi());
+    doc.merge(orgs::OrgsDoc::openapi());
+    doc.merge(roles::RolesDoc::openapi());
+    doc.merge(apps::AppsDoc::openapi());
+    doc.merge(oidc::OidcDoc::openapi());
     doc
 }
 
@@ -271,6 +309,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/{username}/unlock", post(users::unlock))
+        .route("/api/v1/users/{username}/roles", put(users::set_roles))
         .route(
             "/api/v1/products/{productKey}/data-grants",
             get(data_grants::list),
@@ -339,6 +378,11 @@ pub fn router(state: ApiState) -> Router {
         .merge(events::routes())
         .merge(me::routes())
         .merge(style::routes())
+        .merge(regions::routes())
+        .merge(orgs::routes())
+        .merge(roles::routes())
+        .merge(apps::routes())
+        .merge(oidc::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -346,6 +390,8 @@ pub fn router(state: ApiState) -> Router {
         // event streams must not be buffered by a compressor.
         .fallback(portal::fallback.layer(tower_http::compression::CompressionLayer::new()))
         .with_state(state.clone());
+    // Signed app calls are checked where the body is at hand, before any route sees them.
+    let verify_apps = axum::middleware::from_fn_with_state(state.clone(), signature::verify);
     // Components are bigger than any other request: the upload routes have their own limit,
     // enforced by the multipart reader so that going over it is a problem+json 413.
     let uploads = Router::new()
@@ -355,9 +401,10 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state);
     api.merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi()))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            4 * 1024 * 1024,
+            API_BODY_LIMIT,
         ))
         .merge(uploads)
+        .layer(verify_apps)
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<axum::body::Body>| {

@@ -518,7 +518,7 @@ fn approval_needed(
         .manifest_capabilities(manifest)
         .map_err(ApiError::unprocessable)?;
     let input = serde_json::json!({
-        "principal": crate::authz::user_principal(&user.user),
+        "principal": crate::authz::principal(user),
         "action": "plugin.install",
         "resource": {"kind": "plugin", "id": id, "capabilities": capabilities},
     });

@@ -198,6 +198,7 @@ pub async fn create(
         "product.write",
         crate::authz::resource("product", "", Some(&scope)),
     )?;
+    crate::regions::require_known(&state, &scope.region).await?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(ApiError::unprocessable("name must be 1 to 64 characters"));
@@ -319,6 +320,9 @@ pub async fn update(
             "product.write",
             crate::authz::resource("product", &pk, Some(&target)),
         )?;
+        if req.region.is_some() {
+            crate::regions::require_known(&state, &target.region).await?;
+        }
     }
     if let Some(name) = &req.name
         && (name.trim().is_empty() || name.chars().count() > 64)

@@ -111,7 +111,7 @@ pub struct CreateRule {
     /// Whether the rule runs once stored; true when absent.
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
-    /// `{trigger: {kind: sql|scene|schedule, …}, actions: [{kind, …}]}`.
+    /// `{trigger: {kind: sql|scene|offline|schedule|platform|plugin, …}, actions: [{kind, …}]}`.
     pub definition: Value,
     /// The region the rule belongs to, within yours; yours when absent.
     #[schema(example = "/hz/xihu")]
@@ -825,6 +825,7 @@ pub fn dry_run(rule: &CompiledRule, msg: &RuleMessage, now: i64) -> DryRun {
         }
         CompiledTrigger::Scene {
             product_key,
+            scope,
             tracker,
         } => {
             if !msg.topic.ends_with("/thing/event/property/post") {
@@ -837,6 +838,15 @@ pub fn dry_run(rule: &CompiledRule, msg: &RuleMessage, now: i64) -> DryRun {
                 return not_matched(format!(
                     "the scene watches the devices of product {product_key}, not {}",
                     msg.product_key
+                ));
+            }
+            if let Some(scoped) = scope
+                && !scoped.contains(&msg.device_name)
+            {
+                return not_matched(format!(
+                    "device {} is not in the scene's scope ({})",
+                    msg.device_name,
+                    serde_json::to_string(&scoped.scope).unwrap_or_default()
                 ));
             }
             let tracker = tracker.lock();
@@ -895,6 +905,17 @@ pub fn dry_run(rule: &CompiledRule, msg: &RuleMessage, now: i64) -> DryRun {
                     "the device must stay offline for {secs} s before the rule fires; the dry run assumes it did"
                 )),
             )
+        }
+        CompiledTrigger::Platform(filter) => {
+            return not_matched(format!(
+                "a platform rule fires on platform events ({}), not on device messages",
+                filter.kinds.join(", ")
+            ));
+        }
+        CompiledTrigger::Plugin { plugin, .. } => {
+            return not_matched(format!(
+                "the rule plugin `{plugin}` decides; a dry run does not call plugins"
+            ));
         }
         CompiledTrigger::Schedule(schedule) => {
             return not_matched(format!(

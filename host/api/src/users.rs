@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::auth::Authenticated;
-use crate::problem::{ApiError, ApiResult, Json};
+use crate::problem::{ApiError, ApiResult, Json, Query};
 
 const MIN_PASSWORD: usize = 10;
 /// Hashing is the slow part of a log-in; nobody needs a longer password than this.
@@ -178,8 +178,47 @@ pub(crate) fn check_password(username: &str, password: &str) -> ApiResult<()> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct UserList {
     pub items: Vec<User>,
+    /// How many users matched, over every page.
+    pub total: i64,
+    pub page: i64,
+    pub page_size: i64,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// 1-based (default 1).
+    pub page: Option<i64>,
+    /// At most 500 (default 100).
+    pub page_size: Option<i64>,
+    /// Users whose name, display name, organisation, region or roles contain this.
+    pub q: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetRoles {
+    /// Every role the user is to hold, built in or custom; replaces the ones held now.
+    #[schema(example = json!(["operator"]))]
+    pub roles: Vec<String>,
+}
+
+/// The shape every role name has (built-in and custom alike).
+fn check_role_names(roles: &[String]) -> ApiResult<()> {
+    if roles.is_empty()
+        || roles
+            .iter()
+            .any(|r| r.is_empty() || !r.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+    {
+        return Err(ApiError::unprocessable(
+            "roles: at least one, each in lower case letters and '_' (e.g. operator)",
+        ));
+    }
+    Ok(())
 }
 
 /// Create an operator account.
@@ -213,16 +252,9 @@ pub async fn create(
         ));
     }
     check_password(name, &req.password)?;
-    if req.roles.is_empty()
-        || req
-            .roles
-            .iter()
-            .any(|r| r.is_empty() || !r.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-    {
-        return Err(ApiError::unprocessable(
-            "roles: at least one, each in lower case letters and '_' (e.g. operator)",
-        ));
-    }
+    check_role_names(&req.roles)?;
+    crate::roles::require_known(&state, &req.roles).await?;
+    crate::regions::require_known(&state, &scope.region).await?;
     let profile = UserProfile {
         display_name: display_name(req.display_name)?,
         email: email(req.email)?,
@@ -255,12 +287,35 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
-/// Operator accounts (never their passwords), by name.
+/// Operator accounts (never their passwords), by name, a page at a time.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = UserList)))]
-pub async fn list(State(state): State<ApiState>, user: Authenticated) -> ApiResult<Json<UserList>> {
+    params(UserQuery),
+    responses((status = 200, body = UserList), (status = 400, body = crate::problem::Problem)))]
+pub async fn list(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    Query(q): Query<UserQuery>,
+) -> ApiResult<Json<UserList>> {
     crate::authz::global(&state, &user, "user", "read", "*")?;
-    let rows = state.store.list_users().await?;
+    let (number, size) = (q.page.unwrap_or(1), q.page_size.unwrap_or(100));
+    if number < 1 {
+        return Err(ApiError::bad_request("page starts at 1"));
+    }
+    if !(1..=500).contains(&size) {
+        return Err(ApiError::bad_request("pageSize must be between 1 and 500"));
+    }
+    let within = crate::authz::list_scope(&state, &user, "user")?;
+    let (rows, total) = state
+        .store
+        .list_users_page(
+            lotus_storage::Page {
+                offset: (number - 1) * size,
+                limit: size,
+            },
+            within.as_ref(),
+            q.q.as_deref(),
+        )
+        .await?;
     Ok(Json(UserList {
         items: rows
             .into_iter()
@@ -274,7 +329,53 @@ pub async fn list(State(state): State<ApiState>, user: Authenticated) -> ApiResu
             })
             .map(User::from)
             .collect(),
+        total,
+        page: number,
+        page_size: size,
     }))
+}
+
+/// Replace the roles a user holds (built in or custom). Separation of duties is the policy's
+/// to check: one account never holds two of the system, security and audit administrators'
+/// roles.
+#[utoipa::path(put, path = "/api/v1/users/{username}/roles", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)), request_body = SetRoles,
+    responses((status = 200, body = User), (status = 403, body = crate::problem::Problem),
+        (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn set_roles(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    axum::extract::Path(username): axum::extract::Path<String>,
+    Json(req): Json<SetRoles>,
+) -> ApiResult<Json<User>> {
+    let target = state
+        .store
+        .user_by_name(&username)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user '{username}' not found")))?;
+    let mut resource = crate::authz::resource("user", &username, Some(&target.scope));
+    resource["roles"] = serde_json::json!(req.roles);
+    crate::authz::check(&state, &user, "user.write", resource)?;
+    let mut roles: Vec<String> = req.roles.iter().map(|r| r.trim().to_string()).collect();
+    roles.sort();
+    roles.dedup();
+    check_role_names(&roles)?;
+    crate::roles::require_known(&state, &roles).await?;
+    state.store.set_user_roles(&username, &roles).await?;
+    tracing::info!(username = %username, from = ?target.roles, to = ?roles, by = %user.user.username,
+        "roles changed");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "user.roles",
+        &format!("user:{username}"),
+        "ok",
+        serde_json::json!({"from": target.roles, "to": roles}),
+    )
+    .await;
+    let mut row = target;
+    row.roles = roles;
+    Ok(Json(row.into()))
 }
 
 /// Unlock an account that repeated failed log-ins locked: its failure count starts over.

@@ -7,7 +7,11 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod apps;
 mod events;
+mod org;
+mod region;
+mod role;
 mod rules;
 
 #[derive(Subcommand)]
@@ -34,6 +38,9 @@ pub enum ClientCommand {
     /// Devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// The app registry: ISV apps and dashboards, their grants and secrets; signed calls.
+    #[command(subcommand)]
+    App(Box<apps::AppCommand>),
     /// MQTT credentials for applications, confined to granted topic filters.
     #[command(subcommand, name = "app-credential")]
     AppCredential(AppCredentialCommand),
@@ -59,6 +66,15 @@ pub enum ClientCommand {
     /// Your tasks: list and act on them.
     #[command(subcommand)]
     Task(events::TaskCommand),
+    /// The administrative region tree scopes refer to.
+    #[command(subcommand)]
+    Region(region::RegionCommand),
+    /// The organisation tree users and products belong to.
+    #[command(subcommand)]
+    Org(org::OrgCommand),
+    /// Built-in and custom roles, and the roles a user holds.
+    #[command(subcommand)]
+    Role(role::RoleCommand),
 }
 
 #[derive(Subcommand)]
@@ -701,7 +717,11 @@ pub(crate) fn enc(s: &str) -> String {
 pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     match cmd {
+        ClientCommand::App(c) => apps::run(*c).await?,
         ClientCommand::Rule(c) => rules::run_rule(c).await?,
+        ClientCommand::Region(c) => region::run(c).await?,
+        ClientCommand::Org(c) => org::run(c).await?,
+        ClientCommand::Role(c) => role::run(c).await?,
         ClientCommand::Alarm(c) => rules::run_alarm(c).await?,
         ClientCommand::Event(c) => events::run_event(c).await?,
         ClientCommand::Task(c) => events::run_task(c).await?,

@@ -123,6 +123,10 @@ pub struct HttpConfig {
     pub tls_listen: Vec<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The URL people and apps reach this node at (`https://iot.city.example`): the OpenID
+    /// Connect issuer and the base of the URLs it publishes. Default: `http://` and the first
+    /// HTTP listener's address.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +186,55 @@ pub struct AuthConfig {
     pub max_failed_logins: i64,
     /// How long a locked account refuses log-ins.
     pub lockout_secs: i64,
+    /// How far the timestamp of an app's signed request may be from the node's clock.
+    pub app_signature_window_secs: u64,
+    /// Log-in through the city's OpenID Connect provider (`[auth.oidc]`); absent: no button.
+    pub oidc: Option<OidcLoginConfig>,
+}
+
+/// `[auth.oidc]`: the city's identity provider, with this node registered there as a client.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcLoginConfig {
+    /// The provider's issuer URL (its metadata is at `/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// Prefer `LOTUS_AUTH__OIDC__CLIENT_SECRET` to writing it in the file.
+    pub client_secret: String,
+    /// Register this at the provider. Default: `{public_url}/api/v1/auth/oidc/callback`.
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    /// The claim of the ID token that holds the Lotus username.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The text of the log-in page's button (default: the portal's own, in the user's language).
+    #[serde(default)]
+    pub label: String,
+    /// Space-separated scopes to ask for; must contain `openid`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: String,
+}
+
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+
+fn default_oidc_scopes() -> String {
+    "openid profile".into()
+}
+
+impl std::fmt::Debug for OidcLoginConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcLoginConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("redirect_url", &self.redirect_url)
+            .field("username_claim", &self.username_claim)
+            .field("label", &self.label)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,6 +279,7 @@ impl Default for HttpConfig {
             tls_listen: dual(8443),
             tls_cert: None,
             tls_key: None,
+            public_url: None,
         }
     }
 }
@@ -275,6 +329,8 @@ impl Default for AuthConfig {
             device_token_ttl_secs: lotus_device::access::DEFAULT_TOKEN_TTL.as_secs(),
             max_failed_logins: 5,
             lockout_secs: 15 * 60,
+            app_signature_window_secs: lotus_api::signature::DEFAULT_WINDOW.as_secs(),
+            oidc: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the operations center reaches outside itself on this node: the device plane (property
-//! sets, service calls, MQTT publishes for rule actions), `channel` plugins (SMS, IM), and
-//! `event-handler` and `app` plugins (platform events, the rules' `app` action).
+//! sets, service calls, MQTT publishes for rule actions), `channel` plugins (SMS, IM), `rule`
+//! plugins (rules they decide), and `event-handler` and `app` plugins (platform events, the
+//! rules' `app` action).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,9 @@ use lotus_operations::platform::literal;
 use lotus_operations::rule::ActionSpec;
 use lotus_operations::{
     ChannelPlugins, DeviceCommands, Listener, ListenerWorld, PlatformEvent, PluginAction,
-    WorldPlugins,
+    RuleTrigger, WorldPlugins,
 };
-use lotus_plugin::wit::v0_1_0::{DeliveryStatus, types};
+use lotus_plugin::wit::v0_1_0::{DeliveryStatus, Trigger, types};
 use lotus_plugin::{PluginRuntime, World};
 use serde_json::{Value, json};
 
@@ -156,6 +157,50 @@ fn recipient(r: &str) -> String {
     }
 }
 
+/// A rule's input as the WIT `trigger` of the `rule` world.
+fn wit_trigger(trigger: &RuleTrigger) -> Trigger {
+    match trigger {
+        RuleTrigger::Message {
+            product_key,
+            device_name,
+            topic,
+            method,
+            params,
+            at_ms,
+        } => Trigger::Message(types::DeviceMessage {
+            context: types::MessageContext {
+                product_key: product_key.clone(),
+                device_name: device_name.clone(),
+                topic: topic.clone(),
+                at_ms: *at_ms,
+            },
+            method: method.clone(),
+            params: params.to_string(),
+        }),
+        RuleTrigger::Status {
+            product_key,
+            device_name,
+            online,
+            reason,
+            at_ms,
+        } => Trigger::Status(types::StatusChange {
+            device: types::DeviceRef {
+                product_key: product_key.clone(),
+                device_name: device_name.clone(),
+            },
+            status: if *online {
+                types::DeviceStatus::Online
+            } else {
+                types::DeviceStatus::Offline
+            },
+            reason: reason.clone(),
+            at_ms: *at_ms,
+        }),
+        RuleTrigger::Event(event) => Trigger::Event(wit_event(event)),
+        RuleTrigger::Timer(name) => Trigger::Timer(name.clone()),
+    }
+}
+
 fn json_object(text: &str, what: &str) -> Result<Value, String> {
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => Ok(v),
@@ -164,12 +209,41 @@ fn json_object(text: &str, what: &str) -> Result<Value, String> {
 }
 
 impl RuntimeWorlds {
-    /// A handler's action as an operations action, after the same capability decision its host
-    /// calls get: device actions only on its products, republish only on its topics, events
-    /// and alarms only with the `event` capability.
-    fn action(&self, plugin: &str, action: types::Action) -> Result<PluginAction, String> {
+    /// A handler's or rule plugin's action as an operations action, after the same capability
+    /// decision its host calls get: device actions only on its products, republish only on its
+    /// topics, events and alarms only with the `event` capability. A `rule` plugin's world has
+    /// no `event` capability, since alarms and events are what it answers with: it may raise
+    /// them on the device that triggered it (`rule_device`) or on devices of its products.
+    fn action(
+        &self,
+        plugin: &str,
+        action: types::Action,
+        rule_device: Option<Option<(&str, &str)>>,
+    ) -> Result<PluginAction, String> {
         use lotus_plugin::{CapabilityRequest, DeviceCall};
-        let authorize = |request: CapabilityRequest<'_>| self.0.authorize(plugin, &request);
+        let authorize = |request: CapabilityRequest<'_>| match (rule_device, &request) {
+            (Some(trigger), CapabilityRequest::RaiseEvent { event_type, device }) => {
+                let products = self
+                    .0
+                    .manifest(plugin)
+                    .map(|m| m.products)
+                    .unwrap_or_default();
+                let allowed = match device {
+                    Some((pk, dn)) => {
+                        trigger == Some((*pk, *dn)) || products.iter().any(|p| p == pk)
+                    }
+                    None => true,
+                };
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "rule plugin {plugin} may raise {event_type:?} only on the device that triggered it or on devices of its products"
+                    ))
+                }
+            }
+            _ => self.0.authorize(plugin, &request),
+        };
         let pair = |d: &types::DeviceRef| (d.product_key.clone(), d.device_name.clone());
         Ok(match action {
             types::Action::RaiseAlarm(a) => {
@@ -283,6 +357,7 @@ impl RuntimeWorlds {
                     to: n.recipients.iter().map(|r| recipient(r)).collect(),
                     subject: literal(&n.subject),
                     body: literal(&n.body),
+                    level: None,
                 },
             },
         })
@@ -291,6 +366,52 @@ impl RuntimeWorlds {
 
 #[async_trait]
 impl WorldPlugins for RuntimeWorlds {
+    async fn evaluate(
+        &self,
+        plugin: &str,
+        trigger: &RuleTrigger,
+    ) -> Result<Vec<PluginAction>, String> {
+        let rule = self
+            .0
+            .rule(plugin)
+            .ok_or_else(|| format!("plugin `{plugin}` is not a running rule plugin"))?;
+        let input = wit_trigger(trigger);
+        let rule_device = match trigger {
+            RuleTrigger::Message {
+                product_key,
+                device_name,
+                ..
+            }
+            | RuleTrigger::Status {
+                product_key,
+                device_name,
+                ..
+            } => Some((product_key.as_str(), device_name.as_str())),
+            RuleTrigger::Event(e) => e.device.as_ref().map(|(p, d)| (p.as_str(), d.as_str())),
+            RuleTrigger::Timer(_) => None,
+        };
+        let actions = tokio::task::spawn_blocking(move || rule.evaluate(&input))
+            .await
+            .map_err(|e| format!("rule plugin `{plugin}` panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(actions.len());
+        let mut refused = Vec::new();
+        for action in actions {
+            match self.action(plugin, action, Some(rule_device)) {
+                Ok(a) => out.push(a),
+                Err(e) => refused.push(e),
+            }
+        }
+        // Refused actions do not cancel the others; with nothing left, the rule reports why.
+        if out.is_empty() && !refused.is_empty() {
+            return Err(format!("every action was refused: {}", refused.join("; ")));
+        }
+        for e in refused {
+            tracing::warn!(plugin, error = %e, "rule plugin action refused");
+        }
+        Ok(out)
+    }
+
     fn listeners(&self, event: &PlatformEvent) -> Vec<Listener> {
         self.0
             .list()
@@ -331,7 +452,7 @@ impl WorldPlugins for RuntimeWorlds {
             .map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(actions.len());
         for action in actions {
-            match self.action(plugin, action) {
+            match self.action(plugin, action, None) {
                 Ok(a) => out.push(a),
                 Err(e) => {
                     // One refused action does not cancel the others the handler asked for.

@@ -149,6 +149,37 @@ fn local(ls: &[TcpListener]) -> Vec<String> {
         .collect()
 }
 
+/// The node's public URL (`[http] public_url`, else the first HTTP listener; an unspecified
+/// address becomes `localhost`) and the external identity provider of `[auth.oidc]`.
+fn oidc_settings(config: &Config, http: &[TcpListener]) -> lotus_api::oidc::OidcSettings {
+    let issuer = config.http.public_url.clone().unwrap_or_else(|| {
+        match http.first().and_then(|l| l.local_addr().ok()) {
+            Some(a) if a.ip().is_unspecified() => format!("http://localhost:{}", a.port()),
+            Some(a) => format!("http://{a}"),
+            None => "http://localhost".into(),
+        }
+    });
+    let login = config
+        .auth
+        .oidc
+        .as_ref()
+        .map(|o| lotus_api::oidc::login::ExternalProvider {
+            issuer: o.issuer.clone(),
+            client_id: o.client_id.clone(),
+            client_secret: lotus_storage::Secret::new(o.client_secret.clone()),
+            redirect_url: o.redirect_url.clone(),
+            username_claim: o.username_claim.clone(),
+            label: o.label.clone(),
+            // Without `openid` the provider would answer with plain OAuth and no ID token.
+            scopes: if o.scopes.split_whitespace().any(|s| s == "openid") {
+                o.scopes.clone()
+            } else {
+                format!("openid {}", o.scopes)
+            },
+        });
+    lotus_api::oidc::OidcSettings { issuer, login }
+}
+
 async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
     if store.user_count().await? > 0 {
         return Ok(());
@@ -410,7 +441,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_failures: config.auth.max_failed_logins.max(0),
         duration_ms: config.auth.lockout_secs.max(1).saturating_mul(1000),
     })
-    .with_portal(config.portal_dir.clone());
+    .with_app_signature_window(std::time::Duration::from_secs(
+        config.auth.app_signature_window_secs.max(1),
+    ))
+    .with_portal(config.portal_dir.clone())
+    .with_oidc(oidc_settings(&config, &http));
     if config.portal_dir.join("index.html").is_file() {
         tracing::info!(dir = %config.portal_dir.display(), "serving the portal at /");
     } else {

@@ -283,12 +283,22 @@ impl Executor {
                     .map_err(ActionFailure::transient)?;
                 Ok(json!({"app": plugin}))
             }
-            ActionSpec::Notify { channel, to, .. } => {
+            ActionSpec::Notify {
+                channel, to, level, ..
+            } => {
                 let subject = render("subject")?;
                 let body = render("body")?;
                 let recipients: Vec<Recipient> =
                     to.iter().filter_map(|r| Recipient::parse(r).ok()).collect();
-                self.notify(channel, &recipients, &subject, &body, rule_id, at)
+                // Without its own level, a notification is as severe as the alarm or event
+                // that triggered the rule.
+                let level = level.or_else(|| {
+                    context["event"]["severity"]
+                        .as_u64()
+                        .filter(|l| (1..=4).contains(l))
+                        .map(|l| l as u8)
+                });
+                self.notify(channel, &recipients, &subject, &body, rule_id, at, level)
                     .await
             }
         }
@@ -385,6 +395,7 @@ impl Executor {
         self.retry_base
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn notify(
         &self,
         channel: &str,
@@ -393,6 +404,7 @@ impl Executor {
         body: &str,
         reference: &str,
         at: i64,
+        level: Option<u8>,
     ) -> Result<Value, ActionFailure> {
         if channel == "inapp" {
             let n = inbox::deliver(&self.store, recipients, subject, body, None, None, at)
@@ -432,7 +444,7 @@ impl Executor {
                         .await
                         .map_err(ActionFailure::transient)?
                     {
-                        match self.address_of(&username, kind).await? {
+                        match self.address_of(&username, kind, level).await? {
                             Some(address) => addresses.push(address),
                             None => in_app.push(Recipient::User(username)),
                         }
@@ -466,12 +478,14 @@ impl Executor {
         Ok(json!({"deliveries": ids, "inAppInstead": kept_in_app}))
     }
 
-    /// Where `username` is reached on a channel of `kind` now: their e-mail address or phone
-    /// number, when they have one and their preferences (channels, quiet hours) allow it.
+    /// Where `username` is reached on a channel of `kind` now for a notification of `level`:
+    /// their e-mail address or phone number, when they have one and their preferences
+    /// (channels, minimum level, quiet hours) allow it.
     async fn address_of(
         &self,
         username: &str,
         kind: ChannelKind,
+        level: Option<u8>,
     ) -> Result<Option<String>, ActionFailure> {
         let transient = |e: lotus_storage::StorageError| ActionFailure::transient(e.to_string());
         let Some(user) = self.store.user_by_name(username).await.map_err(transient)? else {
@@ -483,7 +497,7 @@ impl Executor {
                 None => Preferences::default(),
             };
         if !preferences
-            .channels_at(None, std::time::SystemTime::now())
+            .channels_at(level, std::time::SystemTime::now())
             .contains(&kind)
         {
             return Ok(None);

@@ -6,15 +6,16 @@
 use std::sync::Arc;
 
 use lotus_storage::{
-    EVENT_CLOSED, EVENT_PROCESSING, EventRow, NewEvent, NewTask, StorageError, Store, TaskRow,
-    WORKFLOW_RUNNING,
+    EVENT_CLOSED, EVENT_PROCESSING, EventRow, EventWrites, MESSAGE_NOTIFICATION, NewMessage,
+    NewTask, StorageError, Store, TaskRow, UserRow, WORKFLOW_RUNNING,
 };
 use lotus_workflow::{
-    Action, Classification, Effect, EventDraft, EventFacts, EventType, GeoPoint, Instance, Level,
-    OpenEvent, ResolvedAssignee, WorkflowDefinition, classify,
+    Action, Effect, EventDraft, EventType, GeoPoint, Instance, Level, OpenEvent, ResolvedAssignee,
+    WorkflowDefinition,
 };
 use serde_json::{Value, json};
 
+use crate::center_writer::{Prepared, StartingWorkflow, Writer};
 use crate::inbox;
 use crate::platform::{Announcer, PlatformEvent};
 use crate::recipient::Recipient;
@@ -80,6 +81,8 @@ pub struct EventCenter {
     /// Where created and closed events are announced to plugins; none in a center that only
     /// records (tests, tools).
     platform: Option<Announcer>,
+    /// Creates submitted events, many per transaction.
+    writer: Arc<Writer>,
 }
 
 /// Events of a type that are older than this are never merge candidates, whatever the type says.
@@ -88,6 +91,7 @@ const MAX_MERGE_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 impl EventCenter {
     pub fn new(store: Store) -> Arc<EventCenter> {
         Arc::new(EventCenter {
+            writer: Arc::new(Writer::new(store.clone(), None)),
             store,
             platform: None,
         })
@@ -103,6 +107,7 @@ impl EventCenter {
     ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let center = Arc::new(EventCenter {
+            writer: Arc::new(Writer::new(store.clone(), Some(tx.clone()))),
             store,
             platform: Some(tx),
         });
@@ -119,27 +124,7 @@ impl EventCenter {
     }
 
     fn announce_event(&self, kind: &str, row: &EventRow, at: i64) {
-        if self.platform.is_none() {
-            return;
-        }
-        let device = &row.source["device"];
-        let device = match (device["productKey"].as_str(), device["deviceName"].as_str()) {
-            (Some(pk), Some(dn)) => Some((pk.to_string(), dn.to_string())),
-            _ => None,
-        };
-        self.announce(PlatformEvent {
-            id: row.number.clone(),
-            kind: kind.to_string(),
-            event_type: row.type_code.clone(),
-            severity: row.level.clamp(1, 4) as u8,
-            device,
-            fields: row.fields.clone(),
-            at_ms: at,
-            caused_by: PlatformEvent::cause_of(&row.source).or_else(|| {
-                // An event a plugin raised through its `event` host interface.
-                row.source["plugin"].as_str().map(|p| (p.to_string(), 1))
-            }),
-        });
+        announce_event(self.platform.as_ref(), kind, row, at);
     }
 
     pub fn store(&self) -> &Store {
@@ -159,7 +144,19 @@ impl EventCenter {
     }
 
     /// Classifies and records an event, and starts its workflow when it is dispatched.
+    ///
+    /// The event, its workflow, tasks, messages and timeline are written by the center's
+    /// writer together with other events submitted meanwhile, in one transaction: this returns
+    /// once that transaction has committed (or with the error that stopped it, for the caller
+    /// to retry — nothing of the event is then stored).
     pub async fn submit(&self, s: Submission) -> Result<Submitted, CenterError> {
+        let prepared = self.prepare(s).await?;
+        self.writer.submit(prepared).await
+    }
+
+    /// Checks a submission against its type and picks the workflow it would start: the reads
+    /// and checks that need no part of the writer's transaction.
+    pub(crate) async fn prepare(&self, s: Submission) -> Result<Prepared, CenterError> {
         let draft = &s.draft;
         draft
             .validate()
@@ -174,128 +171,43 @@ impl EventCenter {
             )));
         }
         let level = ty.level_of(draft);
-        let window = ty
+        let merge_window_ms = ty
             .merge
             .as_ref()
             .map(|m| (m.window_secs as i64).saturating_mul(1000))
             .unwrap_or(0)
             .min(MAX_MERGE_WINDOW_MS);
-        let open: Vec<OpenEvent> = if ty.merge.is_some() {
-            self.store
-                .open_events_of_type(&ty.code, draft.at_ms - window)
-                .await?
-                .iter()
-                .map(open_event)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let classification = classify(&ty, draft, &open);
-        let at = draft.at_ms;
-        if let Classification::Merge { into } = &classification {
-            let id: i64 = into.parse().unwrap_or_default();
-            let detail = json!({"title": draft.title, "fields": draft.fields, "source": s.actor});
-            let row = self.store.merge_into_event(id, at, &detail).await?;
-            return Ok(Submitted::Merged {
-                event: row.id,
-                number: row.number,
-            });
-        }
-        let (state, outcome) = match classification {
-            Classification::AutoClose => ("closed", Some(lotus_workflow::AUTO_CLOSED)),
-            Classification::Isolate => ("isolated", None),
-            _ => ("new", None),
-        };
-        let (lat, lon) = draft
-            .location
-            .map(|g| (Some(g.lat), Some(g.lon)))
-            .unwrap_or((None, None));
-        let row = self
-            .store
-            .create_event(&NewEvent {
-                type_code: &ty.code,
-                title: &draft.title,
-                level: level.number() as i64,
-                state,
-                outcome,
-                region: &draft.region,
-                org: &s.org,
-                lat,
-                lon,
-                fields: &Value::Object(draft.fields.clone()),
-                source: &draft.source,
-                rule_id: s.rule_id.as_deref(),
-                alarm_id: s.alarm_id,
-                at,
-            })
-            .await?;
-        self.announce_event("event.created", &row, at);
-        match state {
-            "closed" => Ok(Submitted::AutoClosed {
-                event: row.id,
-                number: row.number,
-            }),
-            "isolated" => Ok(Submitted::Isolated {
-                event: row.id,
-                number: row.number,
-            }),
-            _ => {
-                let workflow = self.start_workflow(&row, level, at).await?;
-                Ok(Submitted::Created {
-                    event: row.id,
-                    number: row.number,
-                    workflow,
-                })
-            }
-        }
+        let workflow = self.workflow_for(&ty.code, level).await?;
+        Ok(Prepared {
+            submission: s,
+            ty,
+            level,
+            merge_window_ms,
+            workflow,
+        })
     }
 
-    /// Starts the first enabled workflow that applies to the event's type and level.
-    async fn start_workflow(
+    /// The first enabled workflow that applies to events of the type at the level.
+    async fn workflow_for(
         &self,
-        event: &EventRow,
+        type_code: &str,
         level: Level,
-        at: i64,
-    ) -> Result<Option<String>, CenterError> {
-        let defs = self
-            .store
-            .workflow_definitions_for(&event.type_code)
-            .await?;
-        for row in defs {
-            let def: WorkflowDefinition = match serde_json::from_value(row.definition.clone()) {
+    ) -> Result<Option<StartingWorkflow>, CenterError> {
+        for row in self.store.workflow_definitions_for(type_code).await? {
+            let definition: WorkflowDefinition = match serde_json::from_value(row.definition) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(workflow = %row.id, error = %e, "stored workflow definition cannot be read");
                     continue;
                 }
             };
-            if !def.applies(&event.type_code, level) {
-                continue;
+            if definition.applies(type_code, level) {
+                return Ok(Some(StartingWorkflow {
+                    id: row.id,
+                    version: row.version,
+                    definition,
+                }));
             }
-            let facts = facts(event, level);
-            let (instance, effects) = Instance::start(&def, &facts, at)
-                .map_err(|e| CenterError::Invalid(e.to_string()))?;
-            let value = serde_json::to_value(&instance).unwrap_or(Value::Null);
-            self.store
-                .create_workflow_instance(
-                    event.id,
-                    &row.id,
-                    row.version,
-                    &value,
-                    instance.next_deadline(),
-                )
-                .await?;
-            self.store
-                .append_timeline(
-                    event.id,
-                    at,
-                    None,
-                    "workflow_started",
-                    &json!({"workflow": row.id, "version": row.version}),
-                )
-                .await?;
-            self.apply(event, &effects, None, at).await?;
-            return Ok(Some(row.id));
         }
         Ok(None)
     }
@@ -343,19 +255,17 @@ impl EventCenter {
             )));
         }
         let outcome = (state == EVENT_CLOSED && !note.is_empty()).then_some(note);
-        let row = self
-            .store
-            .set_event_state(event.id, state, outcome, at)
-            .await?;
-        self.store
-            .append_timeline(
-                event.id,
-                at,
-                Some(actor),
-                state,
-                &json!({"from": event.state, "note": note}),
-            )
-            .await?;
+        let mut w = self.store.begin_event_writes().await?;
+        let row = w.set_event_state(event.id, state, outcome, at).await?;
+        w.append_timeline(
+            event.id,
+            at,
+            Some(actor),
+            state,
+            &json!({"from": event.state, "note": note}),
+        )
+        .await?;
+        w.commit().await?;
         if state == EVENT_CLOSED {
             self.announce_event("event.closed", &row, at);
         }
@@ -396,14 +306,25 @@ impl EventCenter {
         let effects = instance
             .act(&def, task_id, actor, action, at)
             .map_err(|e| CenterError::Invalid(e.to_string()))?;
-        self.save(&row, &instance).await?;
-        self.apply(
+        // The instance, the tasks it closes and opens, their messages and the timeline change
+        // together: a reader never sees a decision half carried out.
+        let mut recipients = Recipients::new(&self.store);
+        recipients.load_for(&effects).await?;
+        let mut w = self.store.begin_event_writes().await?;
+        save(&mut w, &row, &instance).await?;
+        let closed = apply(
+            &mut w,
+            &mut recipients,
             &event,
             &effects,
             Some((task_id, actor, comment.as_deref())),
             at,
         )
         .await?;
+        w.commit().await?;
+        for row in closed {
+            self.announce_event("event.closed", &row, at);
+        }
         self.store
             .get_task(task_id)
             .await?
@@ -431,13 +352,20 @@ impl EventCenter {
             let effects = instance
                 .tick(&def, now)
                 .map_err(|e| CenterError::Invalid(e.to_string()))?;
-            match self.save(&row, &instance).await {
+            let mut recipients = Recipients::new(&self.store);
+            recipients.load_for(&effects).await?;
+            let mut w = self.store.begin_event_writes().await?;
+            match save(&mut w, &row, &instance).await {
                 Ok(()) => {}
                 // An approver acted meanwhile; the next tick sees the new state.
                 Err(CenterError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             }
-            self.apply(&event, &effects, None, now).await?;
+            let closed = apply(&mut w, &mut recipients, &event, &effects, None, now).await?;
+            w.commit().await?;
+            for row in closed {
+                self.announce_event("event.closed", &row, now);
+            }
             n += effects.len();
         }
         Ok(n)
@@ -455,181 +383,296 @@ impl EventCenter {
             CenterError::Invalid(format!("stored workflow `{id}` cannot be read: {e}"))
         })
     }
+}
 
-    async fn save(
-        &self,
-        row: &lotus_storage::WorkflowInstanceRow,
-        instance: &Instance,
-    ) -> Result<(), CenterError> {
-        let state = match instance.state() {
-            lotus_workflow::InstanceState::Running => "running",
-            _ => "completed",
-        };
-        let value = serde_json::to_value(instance).unwrap_or(Value::Null);
-        match self
-            .store
-            .update_workflow_instance(
-                row.event_id,
-                row.revision,
-                state,
-                &value,
-                instance.next_deadline(),
+/// Stores the instance's new state in `w` if no one changed it since it was read.
+async fn save(
+    w: &mut EventWrites,
+    row: &lotus_storage::WorkflowInstanceRow,
+    instance: &Instance,
+) -> Result<(), CenterError> {
+    let state = match instance.state() {
+        lotus_workflow::InstanceState::Running => "running",
+        _ => "completed",
+    };
+    let value = serde_json::to_value(instance).unwrap_or(Value::Null);
+    match w
+        .update_workflow_instance(
+            row.event_id,
+            row.revision,
+            state,
+            &value,
+            instance.next_deadline(),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(StorageError::Conflict(m)) => Err(CenterError::Conflict(format!(
+            "the task changed while you were acting on it ({m}); reload and try again"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The users in-app messages go to, with the user list read at most once per transaction
+/// (a batch of events assigned to the same role reads it once).
+pub(crate) struct Recipients<'s> {
+    store: &'s Store,
+    users: Option<Vec<UserRow>>,
+}
+
+impl<'s> Recipients<'s> {
+    pub(crate) fn new(store: &'s Store) -> Self {
+        Recipients { store, users: None }
+    }
+
+    /// Reads the users now, before a transaction begins: on a store whose reads share the one
+    /// writer connection (an in-memory SQLite database) a read inside the transaction would
+    /// wait for the transaction itself.
+    pub(crate) async fn load(&mut self) -> Result<(), CenterError> {
+        if self.users.is_none() {
+            self.users = Some(self.store.list_users().await?);
+        }
+        Ok(())
+    }
+
+    /// Loads the users when one of `effects` is for a role's holders.
+    async fn load_for(&mut self, effects: &[Effect]) -> Result<(), CenterError> {
+        let for_role = effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::CreateTask {
+                    assignee: ResolvedAssignee::Role { .. },
+                    ..
+                } | Effect::Notify {
+                    assignee: ResolvedAssignee::Role { .. },
+                    ..
+                }
             )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(StorageError::Conflict(m)) => Err(CenterError::Conflict(format!(
-                "the task changed while you were acting on it ({m}); reload and try again"
-            ))),
-            Err(e) => Err(e.into()),
+        });
+        if for_role { self.load().await } else { Ok(()) }
+    }
+
+    /// The usernames an assignee stands for (see [`inbox::resolve`]).
+    async fn usernames(&mut self, assignee: &ResolvedAssignee) -> Result<Vec<String>, CenterError> {
+        match Recipient::from(assignee) {
+            Recipient::User(u) => Ok(vec![u]),
+            Recipient::Address(_) => Ok(Vec::new()),
+            Recipient::Role { role, region } => {
+                self.load().await?;
+                let users = self.users.as_deref().unwrap_or_default();
+                Ok(inbox::role_holders(users, &role, &region))
+            }
         }
     }
 
-    /// Carries out a workflow's effects, each also written to the event's timeline. `acted` is
-    /// the task a person acted on, who, and their comment.
-    async fn apply(
-        &self,
+    /// Puts a notification about `event` in the message center of everyone `assignee` stands
+    /// for, with `w`.
+    async fn notify(
+        &mut self,
+        w: &mut EventWrites,
+        assignee: &ResolvedAssignee,
         event: &EventRow,
-        effects: &[Effect],
-        acted: Option<(&str, &str, Option<&str>)>,
+        (title, body): (&str, &str),
+        link: Option<&str>,
         at: i64,
     ) -> Result<(), CenterError> {
-        let actor = acted.map(|(_, who, _)| who);
-        for effect in effects {
-            let detail = serde_json::to_value(effect).unwrap_or(Value::Null);
-            match effect {
-                Effect::EventProcessing => {
-                    self.store
-                        .set_event_state(event.id, "processing", None, at)
-                        .await?;
-                }
-                Effect::CreateTask {
-                    task_id,
-                    step_id,
-                    step_name,
-                    assignee,
-                    due_ms,
-                } => {
-                    let (kind, role, org, region, user) = match assignee {
-                        ResolvedAssignee::Role { role, org, region } => (
-                            "role",
-                            Some(role.as_str()),
-                            org.as_deref(),
-                            Some(region.as_str()),
-                            None,
-                        ),
-                        ResolvedAssignee::User { username } => {
-                            ("user", None, None, None, Some(username.as_str()))
-                        }
-                    };
-                    let title = format!("{} — {} {}", step_name, event.number, event.title);
-                    self.store
-                        .create_task(&NewTask {
-                            id: task_id,
-                            event_id: event.id,
-                            kind: "disposal",
-                            step_id,
-                            step_name,
-                            title: &title,
-                            assignee_kind: kind,
-                            assignee_role: role,
-                            assignee_org: org,
-                            assignee_region: region,
-                            assignee_user: user,
-                            due_at: *due_ms,
-                            at,
-                        })
-                        .await?;
-                    let link = format!("task:{task_id}");
-                    inbox::deliver(
-                        &self.store,
-                        &[Recipient::from(assignee)],
-                        &format!("New task: {title}"),
-                        &format!(
-                            "Event {} ({}, level {}) in {} needs: {}.",
-                            event.number, event.type_code, event.level, event.region, step_name
-                        ),
-                        Some(event.level),
-                        Some(&link),
-                        at,
-                    )
-                    .await
-                    .map_err(CenterError::Invalid)?;
-                }
-                Effect::CloseTask { task_id, outcome } => {
-                    let state = serde_json::to_value(outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_else(|| "cancelled".into());
-                    let comment = acted
-                        .filter(|(acted_on, _, _)| acted_on == task_id)
-                        .and_then(|(_, _, c)| c);
-                    self.store
-                        .close_task(task_id, &state, actor, comment, at)
-                        .await?;
-                }
-                Effect::Notify {
-                    assignee,
-                    subject_key,
-                    task_id,
-                } => {
-                    let (title, body) = match subject_key.as_str() {
-                        lotus_workflow::SUBJECT_TASK_OVERDUE => (
-                            format!("Task overdue: event {}", event.number),
-                            format!(
-                                "A task of event {} ({}) is past its deadline.",
-                                event.number, event.title
-                            ),
-                        ),
-                        lotus_workflow::SUBJECT_TASK_ESCALATED => (
-                            format!("Escalated to you: event {}", event.number),
-                            format!(
-                                "An overdue task of event {} ({}) was escalated to you.",
-                                event.number, event.title
-                            ),
-                        ),
-                        other => (
-                            format!("{other}: event {}", event.number),
-                            event.title.clone(),
-                        ),
-                    };
-                    let link = task_id.as_ref().map(|t| format!("task:{t}"));
-                    inbox::deliver(
-                        &self.store,
-                        &[Recipient::from(assignee)],
-                        &title,
-                        &body,
-                        Some(event.level),
-                        link.as_deref(),
-                        at,
-                    )
-                    .await
-                    .map_err(CenterError::Invalid)?;
-                }
-                Effect::Escalated { task_id, .. } => {
-                    self.store.mark_task_overdue(task_id).await?;
-                }
-                Effect::EventClosed { outcome } => {
-                    let row = self
-                        .store
-                        .set_event_state(event.id, "closed", Some(outcome), at)
-                        .await?;
-                    self.announce_event("event.closed", &row, at);
-                }
-            }
-            let action = match effect {
-                Effect::EventProcessing => "processing",
-                Effect::CreateTask { .. } => "task_created",
-                Effect::CloseTask { .. } => "task_closed",
-                Effect::Notify { .. } => "notified",
-                Effect::Escalated { .. } => "escalated",
-                Effect::EventClosed { .. } => "closed",
-            };
-            self.store
-                .append_timeline(event.id, at, actor, action, &detail)
-                .await?;
+        for username in self.usernames(assignee).await? {
+            w.add_message(&NewMessage {
+                username: &username,
+                kind: MESSAGE_NOTIFICATION,
+                title,
+                body,
+                level: Some(event.level),
+                link,
+                sender: None,
+                at,
+            })?;
         }
         Ok(())
+    }
+}
+
+/// What an effect is called in the event's timeline.
+pub(crate) fn timeline_action(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::EventProcessing => "processing",
+        Effect::CreateTask { .. } => "task_created",
+        Effect::CloseTask { .. } => "task_closed",
+        Effect::Notify { .. } => "notified",
+        Effect::Escalated { .. } => "escalated",
+        Effect::EventClosed { .. } => "closed",
+    }
+}
+
+/// Carries out a workflow's effects on a stored event with `w`, each also written to the
+/// event's timeline. `acted` is the task a person acted on, who, and their comment. Returns the
+/// event as closed when an effect closed it, to announce once committed.
+async fn apply(
+    w: &mut EventWrites,
+    recipients: &mut Recipients<'_>,
+    event: &EventRow,
+    effects: &[Effect],
+    acted: Option<(&str, &str, Option<&str>)>,
+    at: i64,
+) -> Result<Vec<EventRow>, CenterError> {
+    let actor = acted.map(|(_, who, _)| who);
+    let mut closed = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::EventProcessing => {
+                w.set_event_state(event.id, EVENT_PROCESSING, None, at)
+                    .await?;
+            }
+            Effect::EventClosed { outcome } => {
+                closed.push(
+                    w.set_event_state(event.id, EVENT_CLOSED, Some(outcome), at)
+                        .await?,
+                );
+            }
+            _ => apply_to_others(w, recipients, event, effect, acted, at).await?,
+        }
+        let detail = serde_json::to_value(effect).unwrap_or(Value::Null);
+        w.append_timeline(event.id, at, actor, timeline_action(effect), &detail)
+            .await?;
+    }
+    Ok(closed)
+}
+
+/// Carries out what an effect does beyond the event's own row and timeline: the tasks it opens
+/// or closes and the messages it sends.
+pub(crate) async fn apply_to_others(
+    w: &mut EventWrites,
+    recipients: &mut Recipients<'_>,
+    event: &EventRow,
+    effect: &Effect,
+    acted: Option<(&str, &str, Option<&str>)>,
+    at: i64,
+) -> Result<(), CenterError> {
+    match effect {
+        Effect::EventProcessing | Effect::EventClosed { .. } => {}
+        Effect::CreateTask {
+            task_id,
+            step_id,
+            step_name,
+            assignee,
+            due_ms,
+        } => {
+            let (kind, role, org, region, user) = match assignee {
+                ResolvedAssignee::Role { role, org, region } => (
+                    "role",
+                    Some(role.as_str()),
+                    org.as_deref(),
+                    Some(region.as_str()),
+                    None,
+                ),
+                ResolvedAssignee::User { username } => {
+                    ("user", None, None, None, Some(username.as_str()))
+                }
+            };
+            let title = format!("{} — {} {}", step_name, event.number, event.title);
+            w.add_task(&NewTask {
+                id: task_id,
+                event_id: event.id,
+                kind: "disposal",
+                step_id,
+                step_name,
+                title: &title,
+                assignee_kind: kind,
+                assignee_role: role,
+                assignee_org: org,
+                assignee_region: region,
+                assignee_user: user,
+                due_at: *due_ms,
+                at,
+            })?;
+            let link = format!("task:{task_id}");
+            let body = format!(
+                "Event {} ({}, level {}) in {} needs: {}.",
+                event.number, event.type_code, event.level, event.region, step_name
+            );
+            recipients
+                .notify(
+                    w,
+                    assignee,
+                    event,
+                    (&format!("New task: {title}"), &body),
+                    Some(&link),
+                    at,
+                )
+                .await?;
+        }
+        Effect::CloseTask { task_id, outcome } => {
+            let state = serde_json::to_value(outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "cancelled".into());
+            let comment = acted
+                .filter(|(acted_on, _, _)| acted_on == task_id)
+                .and_then(|(_, _, c)| c);
+            let actor = acted.map(|(_, who, _)| who);
+            w.close_task(task_id, &state, actor, comment, at).await?;
+        }
+        Effect::Notify {
+            assignee,
+            subject_key,
+            task_id,
+        } => {
+            let (title, body) = match subject_key.as_str() {
+                lotus_workflow::SUBJECT_TASK_OVERDUE => (
+                    format!("Task overdue: event {}", event.number),
+                    format!(
+                        "A task of event {} ({}) is past its deadline.",
+                        event.number, event.title
+                    ),
+                ),
+                lotus_workflow::SUBJECT_TASK_ESCALATED => (
+                    format!("Escalated to you: event {}", event.number),
+                    format!(
+                        "An overdue task of event {} ({}) was escalated to you.",
+                        event.number, event.title
+                    ),
+                ),
+                other => (
+                    format!("{other}: event {}", event.number),
+                    event.title.clone(),
+                ),
+            };
+            let link = task_id.as_ref().map(|t| format!("task:{t}"));
+            recipients
+                .notify(w, assignee, event, (&title, &body), link.as_deref(), at)
+                .await?;
+        }
+        Effect::Escalated { task_id, .. } => w.mark_task_overdue(task_id).await?,
+    }
+    Ok(())
+}
+
+/// Tells the plugins about a created or closed event (nothing when no one listens).
+pub(crate) fn announce_event(platform: Option<&Announcer>, kind: &str, row: &EventRow, at: i64) {
+    let Some(platform) = platform else {
+        return;
+    };
+    let device = &row.source["device"];
+    let device = match (device["productKey"].as_str(), device["deviceName"].as_str()) {
+        (Some(pk), Some(dn)) => Some((pk.to_string(), dn.to_string())),
+        _ => None,
+    };
+    let event = PlatformEvent {
+        id: row.number.clone(),
+        kind: kind.to_string(),
+        event_type: row.type_code.clone(),
+        severity: row.level.clamp(1, 4) as u8,
+        device,
+        fields: row.fields.clone(),
+        at_ms: at,
+        caused_by: PlatformEvent::cause_of(&row.source).or_else(|| {
+            // An event a plugin raised through its `event` host interface.
+            row.source["plugin"].as_str().map(|p| (p.to_string(), 1))
+        }),
+    };
+    if platform.send(event).is_err() {
+        tracing::warn!("platform events are no longer dispatched to plugins");
     }
 }
 
@@ -640,7 +683,8 @@ fn action_comment(a: &Action) -> Option<String> {
     }
 }
 
-fn open_event(e: &EventRow) -> OpenEvent {
+/// An open event as classification sees it.
+pub(crate) fn open_event(e: &EventRow) -> OpenEvent {
     OpenEvent {
         id: e.id.to_string(),
         type_code: e.type_code.clone(),
@@ -651,15 +695,5 @@ fn open_event(e: &EventRow) -> OpenEvent {
         region: e.region.clone(),
         created_ms: e.created_at,
         last_ms: e.last_at,
-    }
-}
-
-fn facts(e: &EventRow, level: Level) -> EventFacts {
-    EventFacts {
-        id: e.number.clone(),
-        type_code: e.type_code.clone(),
-        level,
-        region: e.region.clone(),
-        fields: e.fields.as_object().cloned().unwrap_or_default(),
     }
 }

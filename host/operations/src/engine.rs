@@ -1,8 +1,10 @@
 //! The rule engine: the enabled rules in memory, evaluated against every device message on the
-//! bus; matches go to a bounded queue the action workers drain, so a slow webhook never slows
-//! evaluation. Counters are kept in memory and written to storage once a second.
+//! bus and every platform event; matches go to a bounded queue the action workers drain, so a
+//! slow webhook never slows evaluation. A rule decided by a `rule` plugin goes to the queue for
+//! each input it wants, and the worker calls the plugin. Counters are kept in memory and
+//! written to storage once a second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,8 +13,10 @@ use lotus_storage::{RuleStatsDelta, Store};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 
+use crate::action::Executor;
 use crate::message::RuleMessage;
-use crate::rule::{ActionSpec, CompiledRule, CompiledTrigger, compile};
+use crate::platform::{MAX_CHAIN, PlatformEvent, RuleTrigger};
+use crate::rule::{ActionSpec, CompiledRule, CompiledTrigger, compile, compile_action};
 
 /// A rule that fired, with what it matched.
 pub struct Firing {
@@ -20,7 +24,25 @@ pub struct Firing {
     pub context: Value,
     /// A scene episode ended: clear the alarms the rule raised instead of running the actions.
     pub left: bool,
+    /// For a rule a plugin decides: what to call the plugin with. Whether it matched is the
+    /// plugin's answer.
+    pub trigger: Option<RuleTrigger>,
 }
+
+impl Firing {
+    /// How many matches the firing counts as when queued: a plugin's input counts only when
+    /// the plugin answers with actions.
+    pub fn matched(&self) -> u64 {
+        u64::from(self.trigger.is_none())
+    }
+}
+
+/// How often the members of scoped scenes are re-read from storage, in engine ticks (seconds):
+/// devices move between regions and groups while a rule runs.
+pub const SCOPE_REFRESH_TICKS: u64 = 30;
+
+/// Devices read per query when refreshing a scoped scene's members.
+const SCOPE_PAGE: i64 = 1_000;
 
 #[derive(Default, Clone, Copy)]
 struct Counters {
@@ -111,7 +133,52 @@ impl RuleEngine {
         }
         let n = next.len();
         *self.rules.write() = Arc::new(next);
+        self.refresh_scopes(store).await?;
         Ok(n)
+    }
+
+    /// Re-reads which devices of their product the scoped scenes watch.
+    pub async fn refresh_scopes(&self, store: &Store) -> Result<(), lotus_storage::StorageError> {
+        let rules = self.rules.read().clone();
+        for rule in rules.iter() {
+            let CompiledTrigger::Scene {
+                product_key,
+                scope: Some(scoped),
+                ..
+            } = &rule.trigger
+            else {
+                continue;
+            };
+            let Some(product) = store.get_product(product_key).await? else {
+                scoped.set_members(HashSet::new());
+                continue;
+            };
+            let mut members = HashSet::new();
+            let filter = lotus_storage::DeviceFilter {
+                product_key: Some(product_key.clone()),
+                ..Default::default()
+            };
+            let mut offset = 0;
+            loop {
+                let page = lotus_storage::Page {
+                    offset,
+                    limit: SCOPE_PAGE,
+                };
+                let (rows, _) = store.list_devices(&filter, page).await?;
+                for d in &rows {
+                    let region = d.region.as_deref().unwrap_or(&product.scope.region);
+                    if scoped.scope.covers(region, &d.tags) {
+                        members.insert(d.device_name.clone());
+                    }
+                }
+                if (rows.len() as i64) < SCOPE_PAGE {
+                    break;
+                }
+                offset += SCOPE_PAGE;
+            }
+            scoped.set_members(members);
+        }
+        Ok(())
     }
 
     pub fn rules(&self) -> Arc<Vec<Arc<CompiledRule>>> {
@@ -153,14 +220,22 @@ impl RuleEngine {
                             ),
                             rule: rule.clone(),
                             left: false,
+                            trigger: None,
                         });
                     }
                 }
                 CompiledTrigger::Scene {
                     product_key,
+                    scope,
                     tracker,
                 } => {
                     if !property_post || *product_key != msg.product_key {
+                        continue;
+                    }
+                    if scope
+                        .as_ref()
+                        .is_some_and(|s| !s.contains(&msg.device_name))
+                    {
                         continue;
                     }
                     let transition =
@@ -192,9 +267,123 @@ impl RuleEngine {
                         out.push(scene_firing(rule, product_key, t, &msg.payload));
                     }
                 }
-                CompiledTrigger::Schedule(_) => {}
+                CompiledTrigger::Plugin { product_key, .. } => {
+                    if product_key
+                        .as_ref()
+                        .is_some_and(|pk| *pk != msg.product_key)
+                    {
+                        continue;
+                    }
+                    let Some(trigger) = plugin_input(msg) else {
+                        continue;
+                    };
+                    let mut ctx = context(
+                        rule,
+                        Some((&msg.product_key, &msg.device_name)),
+                        msg.payload["params"].clone(),
+                        msg.at,
+                    );
+                    ctx["topic"] = Value::String(msg.topic.clone());
+                    out.push(Firing {
+                        context: ctx,
+                        rule: rule.clone(),
+                        left: false,
+                        trigger: Some(trigger),
+                    });
+                }
+                CompiledTrigger::Schedule(_) | CompiledTrigger::Platform(_) => {}
             }
         }
+    }
+
+    /// Every rule that wants this platform event. What rules do because of a platform event
+    /// carries the cause (`rule:<id>` and the chain depth), so a rule is not triggered by what
+    /// it caused itself and a chain of rules and plugins answering each other stops at
+    /// [`MAX_CHAIN`].
+    pub fn evaluate_event(&self, event: &PlatformEvent, out: &mut Vec<Firing>) {
+        let depth = event.caused_by.as_ref().map_or(0, |(_, d)| *d);
+        let rules = self.rules.read().clone();
+        for rule in rules.iter() {
+            let (filter, plugin) = match &rule.trigger {
+                CompiledTrigger::Platform(filter) => (filter, false),
+                CompiledTrigger::Plugin {
+                    events: Some(filter),
+                    ..
+                } => (filter, true),
+                _ => continue,
+            };
+            if !filter.matches(event) {
+                continue;
+            }
+            let source = format!("rule:{}", rule.id);
+            if event.caused_by.as_ref().is_some_and(|(p, _)| *p == source) {
+                continue;
+            }
+            if depth >= MAX_CHAIN {
+                tracing::warn!(rule = %rule.id, kind = %event.kind, id = %event.id,
+                    "platform event not passed to the rule: actions already {depth} deep");
+                continue;
+            }
+            let device = event
+                .device
+                .as_ref()
+                .map(|(pk, dn)| (pk.as_str(), dn.as_str()));
+            let mut ctx = context(rule, device, event.fields.clone(), event.at_ms);
+            ctx["event"] = serde_json::to_value(event).unwrap_or(Value::Null);
+            ctx["cause"] = json!({"plugin": source, "depth": depth + 1});
+            out.push(Firing {
+                context: ctx,
+                rule: rule.clone(),
+                left: false,
+                trigger: plugin.then(|| RuleTrigger::Event(event.clone())),
+            });
+        }
+    }
+
+    /// Carries out a firing (not a scene's end): the rule's actions, or for a rule a plugin
+    /// decides, the plugin's call and then the actions it returned and the rule's own. Returns
+    /// (ok, failed, last error); a plugin's match is counted here.
+    pub async fn act(&self, exec: &Executor, f: &Firing) -> (u64, u64, Option<String>) {
+        let Some(trigger) = &f.trigger else {
+            return exec.fire(&f.rule.id, &f.rule.actions, &f.context).await;
+        };
+        let CompiledTrigger::Plugin { plugin, .. } = &f.rule.trigger else {
+            return (0, 0, None);
+        };
+        let answered = match exec.plugins.evaluate(plugin, trigger).await {
+            Ok(actions) => actions,
+            Err(e) => return (0, 1, Some(format!("plugin {plugin}: {e}"))),
+        };
+        if answered.is_empty() {
+            return (0, 0, None);
+        }
+        self.count(&f.rule.id, 1, 0, 0, None);
+        let (mut ok, mut failed, mut error) = (0, 0, None);
+        let source = format!("plugin:{plugin}");
+        for (i, action) in answered.into_iter().enumerate() {
+            let compiled = match compile_action(&source, i, action.spec) {
+                Ok(c) => c,
+                Err(e) => {
+                    failed += 1;
+                    error = Some(format!(
+                        "plugin {plugin} returned an action that cannot run: {e}"
+                    ));
+                    continue;
+                }
+            };
+            let mut ctx = f.context.clone();
+            if let Some((pk, dn)) = &action.device {
+                ctx["device"] = json!({"productKey": pk, "deviceName": dn});
+            }
+            let (o, x, e) = exec
+                .fire(&f.rule.id, std::slice::from_ref(&compiled), &ctx)
+                .await;
+            ok += o;
+            failed += x;
+            error = e.or(error);
+        }
+        let (o, x, e) = exec.fire(&f.rule.id, &f.rule.actions, &f.context).await;
+        (ok + o, failed + x, e.or(error))
     }
 
     /// Scene conditions that have now held long enough, and schedules that are due.
@@ -207,6 +396,7 @@ impl RuleEngine {
                 CompiledTrigger::Scene {
                     product_key,
                     tracker,
+                    ..
                 }
                 | CompiledTrigger::Offline {
                     product_key,
@@ -217,39 +407,31 @@ impl RuleEngine {
                     }
                 }
                 CompiledTrigger::Schedule(schedule) => {
-                    let key = (rule.id.clone(), rule.version);
-                    let next_after = |t: i64| {
-                        chrono::DateTime::from_timestamp_millis(t)
-                            .and_then(|d| schedule.next_after(d))
-                            .map(|d| d.timestamp_millis())
-                    };
-                    let due = match schedules.get(&key) {
-                        Some(due) => *due,
-                        None => match next_after(now) {
-                            Some(t) => {
-                                schedules.insert(key.clone(), t);
-                                t
-                            }
-                            None => continue,
-                        },
-                    };
-                    if now >= due {
+                    if let Some(due) = schedule_due(&mut schedules, rule, schedule, now) {
                         out.push(Firing {
                             context: context(rule, None, json!({"scheduledAt": due}), now),
                             rule: rule.clone(),
                             left: false,
+                            trigger: None,
                         });
-                        match next_after(now) {
-                            Some(t) => {
-                                schedules.insert(key, t);
-                            }
-                            None => {
-                                schedules.remove(&key);
-                            }
-                        }
                     }
                 }
-                CompiledTrigger::Sql(_) => {}
+                CompiledTrigger::Plugin {
+                    schedule: Some(schedule),
+                    ..
+                } => {
+                    if let Some(due) = schedule_due(&mut schedules, rule, schedule, now) {
+                        out.push(Firing {
+                            context: context(rule, None, json!({"scheduledAt": due}), now),
+                            rule: rule.clone(),
+                            left: false,
+                            trigger: Some(RuleTrigger::Timer(rule.id.clone())),
+                        });
+                    }
+                }
+                CompiledTrigger::Sql(_)
+                | CompiledTrigger::Platform(_)
+                | CompiledTrigger::Plugin { .. } => {}
             }
         }
     }
@@ -285,6 +467,75 @@ impl RuleEngine {
     }
 }
 
+/// When a schedule of `rule` is due at `now`, the time it was due (and the next one is noted).
+fn schedule_due(
+    schedules: &mut HashMap<(String, i64), i64>,
+    rule: &CompiledRule,
+    schedule: &lotus_rules::Schedule,
+    now: i64,
+) -> Option<i64> {
+    let key = (rule.id.clone(), rule.version);
+    let next_after = |t: i64| {
+        chrono::DateTime::from_timestamp_millis(t)
+            .and_then(|d| schedule.next_after(d))
+            .map(|d| d.timestamp_millis())
+    };
+    let due = match schedules.get(&key) {
+        Some(due) => *due,
+        None => {
+            let t = next_after(now)?;
+            schedules.insert(key.clone(), t);
+            t
+        }
+    };
+    if now < due {
+        return None;
+    }
+    match next_after(now) {
+        Some(t) => schedules.insert(key, t),
+        None => schedules.remove(&key),
+    };
+    Some(due)
+}
+
+/// What a `rule` plugin is called with for a device message: property and event posts and
+/// status changes (lifecycle messages are not in the WIT trigger).
+fn plugin_input(msg: &RuleMessage) -> Option<RuleTrigger> {
+    let (pk, dn) = (msg.product_key.clone(), msg.device_name.clone());
+    if msg.topic.starts_with("/as/mqtt/status/") {
+        let online = match msg.payload["status"].as_str()? {
+            "online" => true,
+            "offline" => false,
+            _ => return None,
+        };
+        return Some(RuleTrigger::Status {
+            product_key: pk,
+            device_name: dn,
+            online,
+            reason: msg.payload["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            at_ms: msg.at,
+        });
+    }
+    let method = if msg.topic.ends_with("/thing/event/property/post") {
+        "thing.event.property.post".to_string()
+    } else if msg.topic.ends_with("/post") && msg.topic.contains("/thing/event/") {
+        format!("thing.event.{}.post", msg.payload["identifier"].as_str()?)
+    } else {
+        return None;
+    };
+    Some(RuleTrigger::Message {
+        product_key: pk,
+        device_name: dn,
+        topic: msg.topic.clone(),
+        method,
+        params: msg.payload["params"].clone(),
+        at_ms: msg.at,
+    })
+}
+
 fn scene_firing(
     rule: &Arc<CompiledRule>,
     product_key: &str,
@@ -303,6 +554,7 @@ fn scene_firing(
                 ),
                 rule: rule.clone(),
                 left: false,
+                trigger: None,
             }
         }
         SceneTransition::Left { device, at_ms } => Firing {
@@ -314,6 +566,7 @@ fn scene_firing(
             ),
             rule: rule.clone(),
             left: true,
+            trigger: None,
         },
     }
 }
@@ -413,5 +666,222 @@ mod tests {
             .unwrap();
             assert_eq!(e.field, field, "{e}");
         }
+    }
+
+    fn engine_with(id: &str, definition: Value) -> RuleEngine {
+        let rule = compile(id, id, 1, "", "/", &definition).unwrap();
+        let engine = RuleEngine::default();
+        *engine.rules.write() = Arc::new(vec![Arc::new(rule)]);
+        engine
+    }
+
+    fn alarm_raised(pk: &str, alarm_type: &str, caused_by: Option<(&str, u8)>) -> PlatformEvent {
+        PlatformEvent {
+            id: "17".into(),
+            kind: "alarm.raised".into(),
+            event_type: alarm_type.into(),
+            severity: 2,
+            device: Some((pk.into(), "lamp-1".into())),
+            fields: json!({"message": "current 12.5 A"}),
+            at_ms: 5_000,
+            caused_by: caused_by.map(|(p, d)| (p.to_string(), d)),
+        }
+    }
+
+    #[test]
+    fn platform_events_fire_matching_rules_with_the_event_in_the_context() {
+        let engine = engine_with(
+            "escalate",
+            json!({"trigger": {"kind": "platform", "events": ["alarm.raised"], "productKey": "pk1", "eventType": "over-current"},
+                "actions": [{"kind": "notify", "channel": "inapp", "to": ["user:chen"],
+                    "subject": "{{ event.eventType }} on {{ device.deviceName }} (level {{ event.severity }})"}]}),
+        );
+        let mut out = Vec::new();
+        engine.evaluate_event(&alarm_raised("pk1", "over-current", None), &mut out);
+        assert_eq!(out.len(), 1);
+        let f = &out[0];
+        assert!(f.trigger.is_none() && !f.left);
+        assert_eq!(f.matched(), 1);
+        assert_eq!(
+            f.rule.actions[0].render("subject", &f.context).unwrap(),
+            "over-current on lamp-1 (level 2)"
+        );
+        assert_eq!(f.context["data"]["message"], "current 12.5 A");
+        assert_eq!(
+            f.context["cause"],
+            json!({"plugin": "rule:escalate", "depth": 1})
+        );
+        out.clear();
+        // Another product, another type, another kind: not this rule's.
+        engine.evaluate_event(&alarm_raised("pk2", "over-current", None), &mut out);
+        engine.evaluate_event(&alarm_raised("pk1", "offline", None), &mut out);
+        let mut cleared = alarm_raised("pk1", "over-current", None);
+        cleared.kind = "alarm.cleared".into();
+        engine.evaluate_event(&cleared, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn platform_rules_do_not_loop() {
+        let engine = engine_with(
+            "echo",
+            json!({"trigger": {"kind": "platform", "events": ["alarm.raised", "event.created"]},
+                "actions": [{"kind": "event", "eventType": "echo", "title": "echo"}]}),
+        );
+        let mut out = Vec::new();
+        // What the rule caused itself does not trigger it again.
+        engine.evaluate_event(&alarm_raised("pk1", "x", Some(("rule:echo", 1))), &mut out);
+        assert!(out.is_empty());
+        // Another rule's or plugin's consequence does, until the chain is MAX_CHAIN deep.
+        engine.evaluate_event(&alarm_raised("pk1", "x", Some(("rule:other", 2))), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].context["cause"]["depth"], 3);
+        out.clear();
+        engine.evaluate_event(
+            &alarm_raised("pk1", "x", Some(("plugin:relay", MAX_CHAIN))),
+            &mut out,
+        );
+        assert!(out.is_empty(), "the chain stops at MAX_CHAIN");
+        // And the cause travels on: an alarm raised by the firing names it.
+        engine.evaluate_event(&alarm_raised("pk1", "x", None), &mut out);
+        assert_eq!(
+            PlatformEvent::cause_of(&out[0].context),
+            Some(("rule:echo".to_string(), 1))
+        );
+    }
+
+    #[test]
+    fn platform_triggers_say_what_to_fix() {
+        for (trigger, field) in [
+            (json!({"kind": "platform", "events": []}), "trigger.events"),
+            (
+                json!({"kind": "platform", "events": ["alarm.exploded"]}),
+                "trigger.events",
+            ),
+            (
+                json!({"kind": "platform", "events": ["event.created"], "eventType": "a b"}),
+                "trigger.eventType",
+            ),
+            (
+                json!({"kind": "plugin", "plugin": "x", "events": ["nope"]}),
+                "trigger.events",
+            ),
+            (
+                json!({"kind": "plugin", "plugin": "x", "cron": "not cron"}),
+                "trigger.cron",
+            ),
+            (json!({"kind": "plugin", "plugin": ""}), "trigger.plugin"),
+        ] {
+            let e = compile(
+                "r",
+                "r",
+                1,
+                "",
+                "/",
+                &json!({"trigger": trigger, "actions": [{"kind": "clearAlarm", "alarmType": "x"}]}),
+            )
+            .err()
+            .unwrap();
+            assert_eq!(e.field, field, "{e}");
+        }
+        let e = compile(
+            "r",
+            "r",
+            1,
+            "",
+            "/",
+            &json!({"trigger": {"kind": "sql", "sql": "SELECT * FROM 'a'"},
+                "actions": [{"kind": "notify", "channel": "inapp", "to": ["user:a"], "subject": "s", "level": 5}]}),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "actions[0].level");
+    }
+
+    fn post(pk: &str, dn: &str, t: f64, at: i64) -> RuleMessage {
+        RuleMessage {
+            topic: format!("/sys/{pk}/{dn}/thing/event/property/post"),
+            product_key: pk.into(),
+            device_name: dn.into(),
+            payload: json!({"params": {"t": t}}),
+            at,
+        }
+    }
+
+    #[test]
+    fn a_plugin_rule_gets_the_messages_events_and_ticks_it_asks_for() {
+        let engine = engine_with(
+            "by-plugin",
+            json!({"trigger": {"kind": "plugin", "plugin": "acme-threshold", "productKey": "pk1",
+                "events": ["alarm.raised"], "cron": "* * * * * *"}}),
+        );
+        let mut out = Vec::new();
+        engine.evaluate(&post("pk1", "a", 31.0, 1_000), 1_000, &mut out);
+        engine.evaluate(&post("pk2", "b", 31.0, 1_000), 1_000, &mut out);
+        engine.evaluate(&status("pk1", "a", "offline", 2_000), 2_000, &mut out);
+        assert_eq!(out.len(), 2, "the product's post and status change");
+        assert_eq!(out[0].matched(), 0, "the plugin's answer decides a match");
+        match &out[0].trigger {
+            Some(RuleTrigger::Message { method, params, .. }) => {
+                assert_eq!(method, "thing.event.property.post");
+                assert_eq!(params["t"], 31.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            &out[1].trigger,
+            Some(RuleTrigger::Status { online: false, .. })
+        ));
+        out.clear();
+        engine.evaluate_event(&alarm_raised("pk1", "x", None), &mut out);
+        assert!(matches!(&out[0].trigger, Some(RuleTrigger::Event(e)) if e.id == "17"));
+        out.clear();
+        engine.tick(10_000, &mut out);
+        engine.tick(12_000, &mut out);
+        assert!(
+            matches!(&out[..], [f] if f.trigger == Some(RuleTrigger::Timer("by-plugin".into())))
+        );
+    }
+
+    #[test]
+    fn a_scoped_scene_watches_only_the_devices_in_its_scope() {
+        let engine = engine_with(
+            "xihu-hot",
+            json!({"trigger": {"kind": "scene", "productKey": "pk1", "scope": {"region": "/hz/xihu"},
+                "condition": {"property": "t", "op": ">", "threshold": 30, "holdForSecs": 0}},
+                "actions": [{"kind": "alarm", "alarmType": "hot"}]}),
+        );
+        let mut out = Vec::new();
+        engine.evaluate(&post("pk1", "in", 31.0, 1_000), 1_000, &mut out);
+        assert!(
+            out.is_empty(),
+            "no device is in scope before the members are read"
+        );
+        let rules = engine.rules();
+        let CompiledTrigger::Scene {
+            scope: Some(scoped),
+            ..
+        } = &rules[0].trigger
+        else {
+            panic!("a scoped scene");
+        };
+        scoped.set_members(["in".to_string()].into_iter().collect());
+        engine.evaluate(&post("pk1", "in", 31.0, 2_000), 2_000, &mut out);
+        engine.evaluate(&post("pk1", "out", 31.0, 2_000), 2_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].context["device"]["deviceName"], "in");
+        let bad = compile(
+            "r",
+            "r",
+            1,
+            "",
+            "/",
+            &json!({"trigger": {"kind": "scene", "productKey": "pk1", "scope": {"group": ""},
+                "condition": {"property": "t", "op": ">", "threshold": 30}},
+                "actions": [{"kind": "alarm", "alarmType": "hot"}]}),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(bad.field, "trigger.scope");
     }
 }

@@ -1,7 +1,7 @@
 //! In-app messages: the message center of each user a notification is for.
 
 use lotus_model::scope::region_covers;
-use lotus_storage::{NewMessage, Store};
+use lotus_storage::{NewMessage, Store, UserRow};
 
 use crate::recipient::Recipient;
 
@@ -14,15 +14,18 @@ pub async fn resolve(store: &Store, recipient: &Recipient) -> Result<Vec<String>
         Recipient::Address(_) => Ok(Vec::new()),
         Recipient::Role { role, region } => {
             let users = store.list_users().await.map_err(|e| e.to_string())?;
-            Ok(users
-                .into_iter()
-                .filter(|u| {
-                    u.roles.iter().any(|r| r == role) && region_covers(&u.scope.region, region)
-                })
-                .map(|u| u.username)
-                .collect())
+            Ok(role_holders(&users, role, region))
         }
     }
+}
+
+/// The users among `users` who hold `role` with a region that contains `region`.
+pub(crate) fn role_holders(users: &[UserRow], role: &str, region: &str) -> Vec<String> {
+    users
+        .iter()
+        .filter(|u| u.roles.iter().any(|r| r == role) && region_covers(&u.scope.region, region))
+        .map(|u| u.username.clone())
+        .collect()
 }
 
 /// Puts a message in each recipient's message center; returns how many were written.

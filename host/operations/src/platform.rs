@@ -1,7 +1,7 @@
-//! Platform events (alarm raised or cleared, event created or closed) and the plugins that react
-//! to them: `event-handler` plugins answer with actions, which run like a rule's (retried, then
-//! dead-lettered), and `app` plugins are told. Rules reach `app` plugins through their `app`
-//! action.
+//! Platform events (alarm raised or cleared, event created or closed) and what reacts to them:
+//! rules with a platform trigger (or a `rule` plugin asking for events) fire; `event-handler`
+//! plugins answer with actions, which run like a rule's (retried, then dead-lettered), and `app`
+//! plugins are told. Rules reach `app` plugins through their `app` action.
 
 use std::sync::Arc;
 
@@ -11,10 +11,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::action::Executor;
+use crate::engine::{Firing, RuleEngine};
 use crate::rule::{ActionSpec, compile_action};
 
-/// Plugin actions that raise platform events that reach plugins, which act again …: a chain
-/// stops at this depth, so two handlers answering each other cannot loop.
+/// Plugin or rule actions that raise platform events that reach plugins or rules, which act
+/// again …: a chain stops at this depth, so two handlers (or two platform rules) answering each
+/// other cannot loop.
 pub const MAX_CHAIN: u8 = 3;
 
 /// Something that happened on the platform.
@@ -70,9 +72,42 @@ pub struct PluginAction {
     pub device: Option<(String, String)>,
 }
 
+/// What a `rule` plugin is called with (the WIT `trigger`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleTrigger {
+    /// A property or event post: `method` is `thing.event.property.post` or
+    /// `thing.event.{identifier}.post`, `params` its Alink params.
+    Message {
+        product_key: String,
+        device_name: String,
+        topic: String,
+        method: String,
+        params: Value,
+        at_ms: i64,
+    },
+    Status {
+        product_key: String,
+        device_name: String,
+        online: bool,
+        reason: String,
+        at_ms: i64,
+    },
+    Event(PlatformEvent),
+    /// A schedule tick, named after the rule.
+    Timer(String),
+}
+
 /// What the node's plugin runtime offers the operations center.
 #[async_trait]
 pub trait WorldPlugins: Send + Sync + 'static {
+    /// Calls a `rule` plugin; its actions, each already checked against its grants.
+    async fn evaluate(
+        &self,
+        plugin: &str,
+        _trigger: &RuleTrigger,
+    ) -> Result<Vec<PluginAction>, String> {
+        Err(format!("plugin `{plugin}` is not a running rule plugin"))
+    }
     /// The running `event-handler` and `app` plugins that want `event`: those bound to the
     /// device's product, or to no product.
     fn listeners(&self, event: &PlatformEvent) -> Vec<Listener>;
@@ -113,13 +148,24 @@ impl WorldPlugins for NoPlugins {
 /// the rate events are created at bound it in practice.
 pub type Announcer = mpsc::UnboundedSender<PlatformEvent>;
 
-/// Sends every announced platform event to the plugins that want it, in order.
+/// Sends every announced platform event to the rules and then the plugins that want it, in
+/// order. Rules' firings go to the action workers' queue (`firings`).
 pub async fn dispatch(
     mut events: mpsc::UnboundedReceiver<PlatformEvent>,
     plugins: Arc<dyn WorldPlugins>,
     executor: Arc<Executor>,
+    engine: Arc<RuleEngine>,
+    firings: mpsc::Sender<Firing>,
 ) {
+    let mut fired = Vec::new();
     while let Some(event) = events.recv().await {
+        engine.evaluate_event(&event, &mut fired);
+        for f in fired.drain(..) {
+            engine.count(&f.rule.id, f.matched(), 0, 0, None);
+            if firings.send(f).await.is_err() {
+                return;
+            }
+        }
         let depth = event.caused_by.as_ref().map_or(0, |(_, d)| *d);
         for listener in plugins.listeners(&event) {
             // A plugin is not told about what it caused itself.

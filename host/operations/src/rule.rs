@@ -1,17 +1,21 @@
 //! Rule definitions as operators write them (JSON), and their compiled form.
 //!
 //! A rule is a trigger and a list of actions. The trigger is a SQL-like statement over device
-//! messages, a scene-linkage condition ("temperature > 30 for 60 s"), a device offline for longer
-//! than a time, or a cron schedule.
+//! messages, a scene-linkage condition ("temperature > 30 for 60 s" of a product's devices,
+//! optionally only those in a region or device group), a device offline for longer than a time,
+//! a cron schedule, a platform event (alarm raised or cleared, event created or closed), or a
+//! `rule` plugin that decides itself and answers with the actions to run.
 //! Every text an action sends (alarm message, event title, topic) is a template over the match:
 //! `{{ device.deviceName }}`, `{{ data.t }}`, `{{ rule.name }}`.
 
 use lotus_notify::MessageTemplate;
-use lotus_rules::{CompareOp, SceneCondition, SceneTracker, Schedule, Statement};
+use std::collections::HashSet;
+
+use lotus_rules::{CompareOp, SceneCondition, SceneScope, SceneTracker, Schedule, Statement};
 
 /// The reading an offline trigger's tracker follows: 1 while offline, 0 while online.
 pub const OFFLINE_READING: &str = "offline";
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -41,6 +45,9 @@ pub enum Trigger {
     /// device are cleared.
     Scene {
         product_key: String,
+        /// Only the product's devices in this region (or below it) or device group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<SceneScope>,
         condition: SceneCondition,
     },
     /// A device of the product offline for at least `offline_for_secs` (DMC-5's "offline longer
@@ -56,7 +63,41 @@ pub enum Trigger {
         #[serde(default = "default_time_zone")]
         time_zone: String,
     },
+    /// Platform events: `alarm.raised`, `alarm.cleared`, `event.created`, `event.closed`,
+    /// optionally only of one product's devices or of one alarm or event type. The event is in
+    /// the templates as `event` (`event.kind`, `event.eventType`, `event.severity`, `event.id`,
+    /// `event.fields`), its fields also as `data`.
+    Platform {
+        events: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        product_key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_type: Option<String>,
+    },
+    /// A `rule` plugin decides: it is called with the device messages and status changes of
+    /// `product_key` (every product's when absent), the platform events named in `events`, and a
+    /// timer tick (named after the rule) at the times of `cron`; the actions it returns run,
+    /// each checked against the plugin's grants, followed by the rule's own actions if any.
+    Plugin {
+        plugin: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        product_key: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cron: Option<String>,
+        #[serde(default = "default_time_zone")]
+        time_zone: String,
+    },
 }
+
+/// The platform events a rule can be triggered by.
+pub const PLATFORM_EVENT_KINDS: [&str; 4] = [
+    "alarm.raised",
+    "alarm.cleared",
+    "event.created",
+    "event.closed",
+];
 
 fn default_time_zone() -> String {
     "Asia/Shanghai".into()
@@ -125,6 +166,11 @@ pub enum ActionSpec {
         subject: String,
         #[serde(default)]
         body: String,
+        /// 1 (most severe) to 4, the scale of alarms and events; when absent, the level of the
+        /// alarm or event that triggered the rule, if any. People whose `minLevel` is less
+        /// severe get it only as an in-app message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<u8>,
     },
 }
 
@@ -183,6 +229,8 @@ pub enum CompiledTrigger {
     Sql(Statement),
     Scene {
         product_key: String,
+        /// The devices of the product the scene watches when it has a scope.
+        scope: Option<ScopedDevices>,
         tracker: Mutex<SceneTracker>,
     },
     /// An outage is a scene whose reading is 1 while the device is offline, held for the time.
@@ -191,6 +239,66 @@ pub enum CompiledTrigger {
         tracker: Mutex<SceneTracker>,
     },
     Schedule(Schedule),
+    Platform(PlatformFilter),
+    Plugin {
+        plugin: String,
+        product_key: Option<String>,
+        /// `None` when the plugin is not called for platform events.
+        events: Option<PlatformFilter>,
+        schedule: Option<Schedule>,
+    },
+}
+
+/// Which platform events a rule wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformFilter {
+    pub kinds: Vec<String>,
+    pub product_key: Option<String>,
+    pub event_type: Option<String>,
+}
+
+impl PlatformFilter {
+    pub fn matches(&self, event: &crate::platform::PlatformEvent) -> bool {
+        self.kinds.contains(&event.kind)
+            && self
+                .product_key
+                .as_ref()
+                .is_none_or(|pk| event.device.as_ref().is_some_and(|(p, _)| p == pk))
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|t| *t == event.event_type)
+    }
+}
+
+/// The devices a scoped scene watches: its scope, and the names of the product's devices in
+/// it, refreshed from storage by the engine (devices move between regions and groups while
+/// the rule runs). Until the first refresh no device is in scope.
+pub struct ScopedDevices {
+    pub scope: SceneScope,
+    members: RwLock<Option<HashSet<String>>>,
+}
+
+impl ScopedDevices {
+    pub fn new(scope: SceneScope) -> ScopedDevices {
+        ScopedDevices {
+            scope,
+            members: RwLock::new(None),
+        }
+    }
+
+    /// Whether the device (of the rule's product) is in scope.
+    pub fn contains(&self, device_name: &str) -> bool {
+        self.members
+            .read()
+            .as_ref()
+            .is_some_and(|m| m.contains(device_name))
+    }
+
+    /// Replaces the members with a fresh reading from storage.
+    pub fn set_members(&self, members: HashSet<String>) {
+        *self.members.write() = Some(members);
+    }
 }
 
 /// An action with its templates compiled.
@@ -232,6 +340,7 @@ pub fn compile(
         ),
         Trigger::Scene {
             product_key,
+            scope,
             condition,
         } => {
             condition
@@ -243,8 +352,12 @@ pub fn compile(
                     "name the product whose devices the condition watches",
                 ));
             }
+            if let Some(scope) = scope {
+                scope.validate().map_err(|m| err("trigger.scope", m))?;
+            }
             CompiledTrigger::Scene {
                 product_key: product_key.clone(),
+                scope: scope.clone().map(ScopedDevices::new),
                 tracker: Mutex::new(
                     SceneTracker::new(condition.clone())
                         .map_err(|e| err("trigger.condition", e.to_string()))?,
@@ -286,8 +399,57 @@ pub fn compile(
         Trigger::Schedule { cron, time_zone } => CompiledTrigger::Schedule(
             Schedule::parse(cron, time_zone).map_err(|e| err("trigger.cron", e.to_string()))?,
         ),
+        Trigger::Platform {
+            events,
+            product_key,
+            event_type,
+        } => {
+            if events.is_empty() {
+                return Err(err(
+                    "trigger.events",
+                    format!(
+                        "name the platform events that trigger the rule: {}",
+                        PLATFORM_EVENT_KINDS.join(", ")
+                    ),
+                ));
+            }
+            CompiledTrigger::Platform(platform_filter("trigger", events, product_key, event_type)?)
+        }
+        Trigger::Plugin {
+            plugin,
+            product_key,
+            events,
+            cron,
+            time_zone,
+        } => {
+            check_code(plugin).map_err(|m| err("trigger.plugin", m))?;
+            if let Some(pk) = product_key
+                && pk.trim().is_empty()
+            {
+                return Err(err(
+                    "trigger.productKey",
+                    "name a product, or leave productKey out for every product's devices",
+                ));
+            }
+            CompiledTrigger::Plugin {
+                plugin: plugin.clone(),
+                product_key: product_key.clone(),
+                events: if events.is_empty() {
+                    None
+                } else {
+                    Some(platform_filter("trigger", events, product_key, &None)?)
+                },
+                schedule: cron
+                    .as_ref()
+                    .map(|c| Schedule::parse(c, time_zone))
+                    .transpose()
+                    .map_err(|e| err("trigger.cron", e.to_string()))?,
+            }
+        }
     };
-    if def.actions.is_empty() {
+    // A plugin answers with the actions itself; the rule's own are optional then.
+    let plugin_decides = matches!(def.trigger, Trigger::Plugin { .. });
+    if def.actions.is_empty() && !plugin_decides {
         return Err(err(
             "actions",
             "a rule needs at least one action (alarm, clearAlarm, event, webhook, republish, setProperty, invokeService, notify, app)",
@@ -311,6 +473,39 @@ pub fn compile(
         region: region.to_string(),
         trigger,
         actions,
+    })
+}
+
+fn platform_filter(
+    at: &str,
+    events: &[String],
+    product_key: &Option<String>,
+    event_type: &Option<String>,
+) -> Result<PlatformFilter, RuleError> {
+    for e in events {
+        if !PLATFORM_EVENT_KINDS.contains(&e.as_str()) {
+            return Err(err(
+                format!("{at}.events"),
+                format!(
+                    "`{e}` is not a platform event; use {}",
+                    PLATFORM_EVENT_KINDS.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(t) = event_type {
+        check_code(t).map_err(|m| err(format!("{at}.eventType"), m))?;
+    }
+    if product_key.as_ref().is_some_and(|pk| pk.trim().is_empty()) {
+        return Err(err(
+            format!("{at}.productKey"),
+            "name a product, or leave productKey out for events of every product",
+        ));
+    }
+    Ok(PlatformFilter {
+        kinds: events.to_vec(),
+        product_key: product_key.clone(),
+        event_type: event_type.clone(),
     })
 }
 
@@ -406,8 +601,14 @@ pub fn compile_action(id: &str, i: usize, spec: ActionSpec) -> Result<CompiledAc
             to,
             subject,
             body,
+            level,
         } => {
             check_code(channel).map_err(|m| err(at("channel"), m))?;
+            if let Some(l) = level
+                && !(1..=4).contains(l)
+            {
+                return Err(err(at("level"), "level is 1 (most severe) to 4"));
+            }
             if to.is_empty() {
                 return Err(err(at("to"), "name at least one recipient"));
             }

@@ -10,6 +10,6 @@ pub mod scene;
 pub mod schedule;
 pub mod sql;
 
-pub use scene::{CompareOp, SceneCondition, SceneError, SceneTracker, SceneTransition};
+pub use scene::{CompareOp, SceneCondition, SceneError, SceneScope, SceneTracker, SceneTransition};
 pub use schedule::{Schedule, ScheduleError};
 pub use sql::{ParseError, RuleInput, Statement};

@@ -465,6 +465,46 @@ impl SceneTracker {
     }
 }
 
+/// Which devices of a product a scene watches, besides the product itself: those in an
+/// administrative region (the device's own region, or its product's) or below it, or those in a
+/// device group. Lotus has no separate group object: a device's group is its `group` tag
+/// (`{"group": "lakeside-lamps"}`), which devices and operators already set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum SceneScope {
+    /// `{"region": "/hz/xihu"}`: devices whose region is `/hz/xihu` or below it.
+    Region(String),
+    /// `{"group": "lakeside-lamps"}`: devices whose `group` tag is this name.
+    Group(String),
+}
+
+/// The device tag that names a device's group.
+pub const GROUP_TAG: &str = "group";
+
+impl SceneScope {
+    /// Checks the region path or group name; the text says what to write instead.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SceneScope::Region(region) => lotus_model::scope::parse_region(region)
+                .map(|_| ())
+                .map_err(|e| format!("region: {e}")),
+            SceneScope::Group(name) if name.trim().is_empty() => Err(
+                "group: name the device group (the devices' `group` tag), e.g. \"lakeside-lamps\""
+                    .to_string(),
+            ),
+            SceneScope::Group(_) => Ok(()),
+        }
+    }
+
+    /// Whether a device with this region (its own or its product's) and these tags is in scope.
+    pub fn covers(&self, region: &str, tags: &Value) -> bool {
+        match self {
+            SceneScope::Region(outer) => lotus_model::scope::region_covers(outer, region),
+            SceneScope::Group(name) => tags.get(GROUP_TAG).and_then(Value::as_str) == Some(name),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -776,5 +816,24 @@ mod tests {
             serde_json::to_value(left("d", 6).unwrap()).unwrap(),
             json!({"type": "left", "device": "d", "atMs": 6})
         );
+    }
+
+    #[test]
+    fn scopes_cover_regions_below_and_group_tags() {
+        let xihu = SceneScope::Region("/hz/xihu".into());
+        assert!(xihu.covers("/hz/xihu", &json!({})));
+        assert!(xihu.covers("/hz/xihu/lingyin", &json!({})));
+        assert!(!xihu.covers("/hz/xihuan", &json!({})));
+        assert!(!xihu.covers("/hz", &json!({})));
+        let group = SceneScope::Group("lakeside".into());
+        assert!(group.covers("/", &json!({"group": "lakeside"})));
+        assert!(!group.covers("/", &json!({"group": "harbour"})));
+        assert!(!group.covers("/", &json!({})));
+        let parsed: SceneScope = serde_json::from_value(json!({"region": "/hz/xihu"})).unwrap();
+        assert_eq!(parsed, xihu);
+        assert!(serde_json::from_value::<SceneScope>(json!({"tag": "x"})).is_err());
+        assert!(SceneScope::Region("hz/../x".into()).validate().is_err());
+        assert!(SceneScope::Group(" ".into()).validate().is_err());
+        assert!(group.validate().is_ok());
     }
 }

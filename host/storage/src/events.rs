@@ -1,15 +1,17 @@
 //! The event center: city events with their human-readable numbers, timelines, type
 //! definitions, search and statistics.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::error::{Result, StorageError};
 use crate::sql::{
-    Sql, contains_pattern, json, push_region_condition, push_scope_condition, to_json,
+    Sql, contains_pattern, insert_rows, json, push_region_condition, push_scope_condition, to_json,
 };
-use crate::{Scope, Store, now_ms};
+use crate::{Backend, Scope, Store, now_ms};
 
 /// Event states: reported, being disposed of, done, and set aside (a duplicate or a false
 /// report kept out of the statistics' open counts).
@@ -232,71 +234,24 @@ impl Store {
     /// Creates an event with the next number of its UTC day and a `created` timeline entry
     /// (whose detail is the event's source). A `closed` event gets `closed_at = at`.
     pub async fn create_event(&self, e: &NewEvent<'_>) -> Result<EventRow> {
-        check_event_state(e.state)?;
-        let day = day_key(e.at);
-        let closed_at = (e.state == EVENT_CLOSED).then_some(e.at);
-        let mut tx = self.write().begin().await?;
-        // The upsert locks the day's counter row until commit, so concurrent creations draw
-        // consecutive numbers; a rolled-back creation leaves no gap because its draw rolls
-        // back with it.
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO event_numbers (day, seq) VALUES ($1, 1) ON CONFLICT (day) \
-             DO UPDATE SET seq = event_numbers.seq + 1 RETURNING seq",
-        )
-        .bind(&day)
-        .fetch_one(&mut *tx)
-        .await?;
-        let number = format!("E{day}-{seq:06}");
-        // A missing location is written as a literal NULL, not bound: on PostgreSQL the Any
-        // driver prepares a statement whose first use bound a NULL float with a parameter type
-        // that a later real coordinate then does not match ("incorrect binary data format").
-        let location = match (e.lat, e.lon) {
-            (Some(lat), Some(lon)) => Some((lat, lon)),
-            _ => None,
-        };
-        let (geo, n) = match location {
-            Some(_) => ("$9, $10", 10),
-            None => ("NULL, NULL", 8),
-        };
-        let p = |i: usize| format!("${}", n + i);
-        let sql = format!(
-            "INSERT INTO events (number, type_code, title, level, state, outcome, region, org, \
-             lat, lon, fields, source, rule_id, alarm_id, merged_count, created_at, last_at, \
-             closed_at, timeline_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {geo}, {}, {}, \
-             {}, {}, 0, {}, {}, {}, 1) RETURNING {EVENT_COLUMNS}",
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5),
-            p(5),
-            p(6)
-        );
-        let mut insert = sqlx::query(&sql)
-            .bind(&number)
-            .bind(e.type_code)
-            .bind(e.title)
-            .bind(e.level)
-            .bind(e.state)
-            .bind(e.outcome)
-            .bind(e.region)
-            .bind(e.org);
-        if let Some((lat, lon)) = location {
-            insert = insert.bind(lat).bind(lon);
-        }
-        let row = insert
-            .bind(to_json(e.fields))
-            .bind(to_json(e.source))
-            .bind(e.rule_id)
-            .bind(e.alarm_id)
-            .bind(e.at)
-            .bind(closed_at)
-            .fetch_one(&mut *tx)
-            .await?;
-        let event = event_row(&row)?;
-        insert_timeline(&mut tx, event.id, 1, e.at, None, "created", e.source).await?;
-        tx.commit().await?;
+        let mut w = self.begin_event_writes().await?;
+        let event = w.create_event(e, &[]).await?;
+        w.commit().await?;
         Ok(event)
+    }
+
+    /// Starts a transaction for [`EventWrites`]: events, their timelines, workflows, tasks and
+    /// messages written together and committed at once.
+    pub async fn begin_event_writes(&self) -> Result<EventWrites> {
+        Ok(EventWrites {
+            tx: self.write().begin().await?,
+            backend: self.backend(),
+            numbers: HashMap::new(),
+            timeline: Vec::new(),
+            instances: Vec::new(),
+            tasks: Vec::new(),
+            messages: Vec::new(),
+        })
     }
 
     pub async fn get_event(&self, id: i64) -> Result<Option<EventRow>> {
@@ -341,39 +296,17 @@ impl Store {
         type_code: &str,
         since_ms: i64,
     ) -> Result<Vec<EventRow>> {
-        sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE type_code = $1 AND state IN ($2, $3) \
-             AND last_at >= $4 ORDER BY last_at DESC, id DESC"
-        ))
-        .bind(type_code)
-        .bind(EVENT_NEW)
-        .bind(EVENT_PROCESSING)
-        .bind(since_ms)
-        .fetch_all(self.read())
-        .await?
-        .iter()
-        .map(event_row)
-        .collect()
+        let mut conn = self.read().acquire().await?;
+        open_events_of_type(&mut conn, type_code, since_ms).await
     }
 
     /// Merges a new report into an event: one more merged report, `last_at` moved forward
     /// and a `merged` timeline entry with `detail`. `NotFound` for an unknown event.
     pub async fn merge_into_event(&self, id: i64, at: i64, detail: &Value) -> Result<EventRow> {
-        let mut tx = self.write().begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE events SET merged_count = merged_count + 1, \
-             last_at = CASE WHEN $1 > last_at THEN $1 ELSE last_at END, \
-             timeline_seq = timeline_seq + 1 WHERE id = $2 RETURNING {EVENT_COLUMNS}, timeline_seq"
-        ))
-        .bind(at)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| event_not_found(id))?;
-        let seq: i64 = row.try_get("timeline_seq")?;
-        insert_timeline(&mut tx, id, seq, at, None, "merged", detail).await?;
-        tx.commit().await?;
-        event_row(&row)
+        let mut w = self.begin_event_writes().await?;
+        let event = w.merge_into_event(id, at, detail).await?;
+        w.commit().await?;
+        Ok(event)
     }
 
     /// Moves an event to `state`. `outcome` replaces the stored outcome when `Some`. Closing
@@ -386,20 +319,8 @@ impl Store {
         outcome: Option<&str>,
         at: i64,
     ) -> Result<EventRow> {
-        check_event_state(state)?;
-        let closed_at = (state == EVENT_CLOSED).then_some(at);
-        sqlx::query(&format!(
-            "UPDATE events SET state = $1, outcome = COALESCE($2, outcome), closed_at = $3 \
-             WHERE id = $4 RETURNING {EVENT_COLUMNS}"
-        ))
-        .bind(state)
-        .bind(outcome)
-        .bind(closed_at)
-        .bind(id)
-        .fetch_optional(self.write())
-        .await?
-        .ok_or_else(|| event_not_found(id))
-        .and_then(|r| event_row(&r))
+        let mut conn = self.write().acquire().await?;
+        set_event_state(&mut conn, id, state, outcome, at).await
     }
 
     /// Appends an entry to an event's timeline. `NotFound` for an unknown event.
@@ -411,20 +332,10 @@ impl Store {
         action: &str,
         detail: &Value,
     ) -> Result<()> {
-        let mut tx = self.write().begin().await?;
-        // Bumping the counter locks the event's row: concurrent appends get consecutive
-        // sequence numbers instead of colliding on the same one.
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE events SET timeline_seq = timeline_seq + 1 WHERE id = $1 \
-             RETURNING timeline_seq",
-        )
-        .bind(event_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| event_not_found(event_id))?;
-        insert_timeline(&mut tx, event_id, seq, at, actor, action, detail).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut w = self.begin_event_writes().await?;
+        w.append_timeline(event_id, at, actor, action, detail)
+            .await?;
+        w.commit().await
     }
 
     /// An event's timeline, oldest first.
@@ -558,28 +469,351 @@ fn event_query<'q>(store: &Store, head: &str, f: &EventFilter<'_>) -> Result<Sql
     Ok(sql)
 }
 
-async fn insert_timeline(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// One more entry of a new event's timeline, written after its `created` entry.
+#[derive(Debug, Clone)]
+pub struct NewTimelineEntry<'a> {
+    pub at: i64,
+    /// The user who acted; `None` for the system.
+    pub actor: Option<&'a str>,
+    pub action: &'a str,
+    pub detail: &'a Value,
+}
+
+/// A timeline entry waiting for [`EventWrites::commit`].
+struct TimelineRecord {
     event_id: i64,
     seq: i64,
     at: i64,
-    actor: Option<&str>,
-    action: &str,
-    detail: &Value,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO event_timeline (event_id, seq, at, actor, action, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(event_id)
-    .bind(seq)
-    .bind(at)
-    .bind(actor)
-    .bind(action)
-    .bind(to_json(detail))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    actor: Option<String>,
+    action: String,
+    detail: String,
+}
+
+/// Writes to the event center's tables in one transaction: events (numbered, merged, moved
+/// between states), their timelines, workflow instances, tasks and message-center messages.
+/// Nothing is visible to readers before [`EventWrites::commit`], and all of it is then: an
+/// event appears with its workflow, tasks and messages or not at all. Dropping it without
+/// committing rolls everything back.
+///
+/// The event center's writer puts many events in one of these, so that a burst of events costs
+/// one commit (one sync of the SQLite log) instead of several per event. Rows nothing in the
+/// transaction reads back — timeline entries, workflow instances, tasks and messages — are kept
+/// in memory and inserted with multi-row statements at commit; their errors (a task id taken,
+/// say) surface there.
+///
+/// The day's event counter is locked at the first number drawn and written back once at
+/// commit, so concurrent transactions number consecutively, and a transaction that rolls back
+/// leaves no gap.
+pub struct EventWrites {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    pub(crate) backend: Backend,
+    /// Per UTC day: the counter as stored when this transaction locked it, and the last
+    /// number drawn since.
+    numbers: HashMap<String, (i64, i64)>,
+    timeline: Vec<TimelineRecord>,
+    pub(crate) instances: Vec<crate::workflows::InstanceRecord>,
+    pub(crate) tasks: Vec<crate::workflows::TaskRecord>,
+    pub(crate) messages: Vec<crate::messages::MessageRecord>,
+}
+
+impl EventWrites {
+    /// The transaction's connection.
+    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// The last number drawn today, locking the day's counter in this transaction first.
+    async fn counter(&mut self, day: &str) -> Result<&mut (i64, i64)> {
+        if !self.numbers.contains_key(day) {
+            // The no-op update takes the counter row's lock (on PostgreSQL) until commit, so a
+            // concurrent transaction waits for the number written back here instead of drawing
+            // the same one.
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO event_numbers (day, seq) VALUES ($1, 0) ON CONFLICT (day) \
+                 DO UPDATE SET seq = event_numbers.seq RETURNING seq",
+            )
+            .bind(day)
+            .fetch_one(&mut *self.tx)
+            .await?;
+            self.numbers.insert(day.to_string(), (seq, seq));
+        }
+        Ok(self
+            .numbers
+            .get_mut(day)
+            .expect("the day's counter was just loaded"))
+    }
+
+    /// The number the next event created at `at` gets (`E` + UTC day + `-` + sequence). It is
+    /// only taken by [`EventWrites::create_event`]: asking twice gives the same number.
+    pub async fn next_event_number(&mut self, at: i64) -> Result<String> {
+        let day = day_key(at);
+        let seq = self.counter(&day).await?.1 + 1;
+        Ok(format!("E{day}-{seq:06}"))
+    }
+
+    /// Creates an event with the next number of its UTC day, a `created` timeline entry (whose
+    /// detail is the event's source) and then the entries of `more`. A `closed` event gets
+    /// `closed_at = at`.
+    pub async fn create_event(
+        &mut self,
+        e: &NewEvent<'_>,
+        more: &[NewTimelineEntry<'_>],
+    ) -> Result<EventRow> {
+        check_event_state(e.state)?;
+        let number = self.next_event_number(e.at).await?;
+        let closed_at = (e.state == EVENT_CLOSED).then_some(e.at);
+        // A missing location is written as a literal NULL, not bound: on PostgreSQL the Any
+        // driver prepares a statement whose first use bound a NULL float with a parameter type
+        // that a later real coordinate then does not match ("incorrect binary data format").
+        let location = match (e.lat, e.lon) {
+            (Some(lat), Some(lon)) => Some((lat, lon)),
+            _ => None,
+        };
+        let (geo, n) = match location {
+            Some(_) => ("$9, $10", 10),
+            None => ("NULL, NULL", 8),
+        };
+        let p = |i: usize| format!("${}", n + i);
+        let sql = format!(
+            "INSERT INTO events (number, type_code, title, level, state, outcome, region, org, \
+             lat, lon, fields, source, rule_id, alarm_id, merged_count, created_at, last_at, \
+             closed_at, timeline_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {geo}, {}, {}, \
+             {}, {}, 0, {}, {}, {}, {}) RETURNING id",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(5),
+            p(6),
+            p(7)
+        );
+        let mut insert = sqlx::query(&sql)
+            .bind(number.as_str())
+            .bind(e.type_code)
+            .bind(e.title)
+            .bind(e.level)
+            .bind(e.state)
+            .bind(e.outcome)
+            .bind(e.region)
+            .bind(e.org);
+        if let Some((lat, lon)) = location {
+            insert = insert.bind(lat).bind(lon);
+        }
+        let source = to_json(e.source);
+        // Only the id comes back: the rest of the row is what was written, and decoding it
+        // would cost a good part of a batched event's time in the writer.
+        let id: i64 = insert
+            .bind(to_json(e.fields))
+            .bind(source.as_str())
+            .bind(e.rule_id)
+            .bind(e.alarm_id)
+            .bind(e.at)
+            .bind(closed_at)
+            .bind(1 + more.len() as i64)
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get("id")?;
+        let event = EventRow {
+            id,
+            number,
+            type_code: e.type_code.to_string(),
+            title: e.title.to_string(),
+            level: e.level,
+            state: e.state.to_string(),
+            outcome: e.outcome.map(str::to_string),
+            region: e.region.to_string(),
+            org: e.org.to_string(),
+            lat: location.map(|(lat, _)| lat),
+            lon: location.map(|(_, lon)| lon),
+            fields: e.fields.clone(),
+            source: e.source.clone(),
+            rule_id: e.rule_id.map(str::to_string),
+            alarm_id: e.alarm_id,
+            merged_count: 0,
+            created_at: e.at,
+            last_at: e.at,
+            closed_at,
+        };
+        self.counter(&day_key(e.at)).await?.1 += 1;
+        self.timeline.push(TimelineRecord {
+            event_id: event.id,
+            seq: 1,
+            at: e.at,
+            actor: None,
+            action: "created".into(),
+            detail: source,
+        });
+        for (i, entry) in more.iter().enumerate() {
+            self.timeline.push(TimelineRecord {
+                event_id: event.id,
+                seq: 2 + i as i64,
+                at: entry.at,
+                actor: entry.actor.map(str::to_string),
+                action: entry.action.to_string(),
+                detail: to_json(entry.detail),
+            });
+        }
+        Ok(event)
+    }
+
+    /// [`Store::open_events_of_type`], seeing what this transaction wrote.
+    pub async fn open_events_of_type(
+        &mut self,
+        type_code: &str,
+        since_ms: i64,
+    ) -> Result<Vec<EventRow>> {
+        open_events_of_type(&mut self.tx, type_code, since_ms).await
+    }
+
+    /// [`Store::merge_into_event`] in this transaction.
+    pub async fn merge_into_event(&mut self, id: i64, at: i64, detail: &Value) -> Result<EventRow> {
+        let row = sqlx::query(&format!(
+            "UPDATE events SET merged_count = merged_count + 1, \
+             last_at = CASE WHEN $1 > last_at THEN $1 ELSE last_at END, \
+             timeline_seq = timeline_seq + 1 WHERE id = $2 RETURNING {EVENT_COLUMNS}, timeline_seq"
+        ))
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .ok_or_else(|| event_not_found(id))?;
+        let seq: i64 = row.try_get("timeline_seq")?;
+        self.timeline.push(TimelineRecord {
+            event_id: id,
+            seq,
+            at,
+            actor: None,
+            action: "merged".into(),
+            detail: to_json(detail),
+        });
+        event_row(&row)
+    }
+
+    /// [`Store::set_event_state`] in this transaction.
+    pub async fn set_event_state(
+        &mut self,
+        id: i64,
+        state: &str,
+        outcome: Option<&str>,
+        at: i64,
+    ) -> Result<EventRow> {
+        set_event_state(&mut self.tx, id, state, outcome, at).await
+    }
+
+    /// [`Store::append_timeline`] in this transaction.
+    pub async fn append_timeline(
+        &mut self,
+        event_id: i64,
+        at: i64,
+        actor: Option<&str>,
+        action: &str,
+        detail: &Value,
+    ) -> Result<()> {
+        // Bumping the counter locks the event's row: concurrent appends get consecutive
+        // sequence numbers instead of colliding on the same one.
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE events SET timeline_seq = timeline_seq + 1 WHERE id = $1 \
+             RETURNING timeline_seq",
+        )
+        .bind(event_id)
+        .fetch_optional(&mut *self.tx)
+        .await?
+        .ok_or_else(|| event_not_found(event_id))?;
+        self.timeline.push(TimelineRecord {
+            event_id,
+            seq,
+            at,
+            actor: actor.map(str::to_string),
+            action: action.to_string(),
+            detail: to_json(detail),
+        });
+        Ok(())
+    }
+
+    /// Writes what is kept in memory and commits. On an error nothing is written.
+    pub async fn commit(mut self) -> Result<()> {
+        self.flush().await?;
+        for (day, (stored, drawn)) in std::mem::take(&mut self.numbers) {
+            if drawn != stored {
+                sqlx::query("UPDATE event_numbers SET seq = $1 WHERE day = $2")
+                    .bind(drawn)
+                    .bind(day)
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts the rows kept in memory, parents first.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        let timeline = std::mem::take(&mut self.timeline);
+        insert_rows(
+            &mut self.tx,
+            self.backend,
+            "INSERT INTO event_timeline (event_id, seq, at, actor, action, detail) VALUES",
+            6,
+            "",
+            &timeline,
+            |b, t| {
+                b.bind(t.event_id)
+                    .bind(t.seq)
+                    .bind(t.at)
+                    .bind(t.actor.as_deref())
+                    .bind(t.action.as_str())
+                    .bind(t.detail.as_str());
+            },
+        )
+        .await?;
+        self.flush_instances().await?;
+        self.flush_tasks().await?;
+        self.flush_messages().await
+    }
+}
+
+async fn open_events_of_type(
+    conn: &mut AnyConnection,
+    type_code: &str,
+    since_ms: i64,
+) -> Result<Vec<EventRow>> {
+    sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE type_code = $1 AND state IN ($2, $3) \
+         AND last_at >= $4 ORDER BY last_at DESC, id DESC"
+    ))
+    .bind(type_code)
+    .bind(EVENT_NEW)
+    .bind(EVENT_PROCESSING)
+    .bind(since_ms)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(event_row)
+    .collect()
+}
+
+async fn set_event_state(
+    conn: &mut AnyConnection,
+    id: i64,
+    state: &str,
+    outcome: Option<&str>,
+    at: i64,
+) -> Result<EventRow> {
+    check_event_state(state)?;
+    let closed_at = (state == EVENT_CLOSED).then_some(at);
+    sqlx::query(&format!(
+        "UPDATE events SET state = $1, outcome = COALESCE($2, outcome), closed_at = $3 \
+         WHERE id = $4 RETURNING {EVENT_COLUMNS}"
+    ))
+    .bind(state)
+    .bind(outcome)
+    .bind(closed_at)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| event_not_found(id))
+    .and_then(|r| event_row(&r))
 }
 
 #[cfg(test)]

@@ -23,13 +23,16 @@
 
 mod alarms;
 mod applications;
+mod apps;
 mod audit;
 mod devices;
 mod downlink;
 mod error;
 mod events;
+mod identity;
 mod messages;
 mod notifications;
+mod oidc;
 mod plugins;
 mod products;
 mod rules;
@@ -59,17 +62,20 @@ pub use alarms::{
     ALARM_LEVEL_MOST_SEVERE, AlarmFilter, AlarmRow, NewAlarm, plugin_suspended_alarm_type,
 };
 pub use applications::{AppCredentialRow, AppCredentialUpdate};
+pub use apps::{APP_OFFLINE, APP_ONLINE, AppFilter, AppResources, AppRow, AppUpdate, NewApp};
 pub use audit::{AuditRow, AuditVerification, NewAudit};
 pub use error::{Result, StorageError};
 pub use events::{
     EVENT_CLOSED, EVENT_ISOLATED, EVENT_NEW, EVENT_PROCESSING, EventFilter, EventGroup, EventRow,
-    NewEvent, TimelineRow,
+    EventWrites, NewEvent, NewTimelineEntry, TimelineRow,
 };
+pub use identity::{Occupancy, OrgRow, RegionRow, RoleRow, region_is_child};
 pub use messages::{MESSAGE_MESSAGE, MESSAGE_NOTIFICATION, MessageRow, NewMessage};
 pub use notifications::{
     ChannelRow, DELIVERY_DEAD, DELIVERY_FAILED, DELIVERY_PENDING, DELIVERY_SENT, DeliveryFilter,
     DeliveryRow, NewChannel, NewDelivery, TemplateRow,
 };
+pub use oidc::{OidcAccessToken, OidcCode, OidcLoginState, OidcSigningKeyRow};
 pub use plugins::{
     DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE,
     PLUGIN_PENDING_APPROVAL, PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginSecretRow,

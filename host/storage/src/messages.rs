@@ -6,7 +6,8 @@ use sqlx::any::AnyRow;
 
 use crate::Store;
 use crate::error::{Result, StorageError};
-use crate::sql::Sql;
+use crate::events::EventWrites;
+use crate::sql::{Sql, insert_rows};
 
 /// Message kinds: sent by the system, or by another user.
 pub const MESSAGE_NOTIFICATION: &str = "notification";
@@ -63,15 +64,77 @@ fn message_row(r: &AnyRow) -> Result<MessageRow> {
     })
 }
 
+fn check_message_kind(kind: &str) -> Result<()> {
+    if kind != MESSAGE_NOTIFICATION && kind != MESSAGE_MESSAGE {
+        return Err(StorageError::Invalid(format!(
+            "unknown message kind '{kind}': use notification or message"
+        )));
+    }
+    Ok(())
+}
+
+/// A message to insert with others at commit.
+pub(crate) struct MessageRecord {
+    username: String,
+    kind: String,
+    title: String,
+    body: String,
+    level: Option<i64>,
+    link: Option<String>,
+    sender: Option<String>,
+    at: i64,
+}
+
+impl EventWrites {
+    /// Delivers a message to a user's message center with the transaction (`Invalid` at once
+    /// for an unknown kind). Its id is not returned: it is only given at commit.
+    pub fn add_message(&mut self, m: &NewMessage<'_>) -> Result<()> {
+        check_message_kind(m.kind)?;
+        self.messages.push(MessageRecord {
+            username: m.username.to_string(),
+            kind: m.kind.to_string(),
+            title: m.title.to_string(),
+            body: m.body.to_string(),
+            level: m.level,
+            link: m.link.map(str::to_string),
+            sender: m.sender.map(str::to_string),
+            at: m.at,
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn flush_messages(&mut self) -> Result<()> {
+        let rows = std::mem::take(&mut self.messages);
+        let backend = self.backend;
+        insert_rows(
+            self.conn(),
+            backend,
+            // Unread: `read_at` is left to its NULL default.
+            "INSERT INTO messages (username, kind, title, body, level, link, sender, \
+             created_at) VALUES",
+            8,
+            "",
+            &rows,
+            |b, m| {
+                b.bind(m.username.as_str())
+                    .bind(m.kind.as_str())
+                    .bind(m.title.as_str())
+                    .bind(m.body.as_str())
+                    .bind(m.level)
+                    .bind(m.link.as_deref())
+                    .bind(m.sender.as_deref())
+                    .bind(m.at);
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Delivers a message to a user's message center; its id.
     pub async fn insert_message(&self, m: &NewMessage<'_>) -> Result<i64> {
-        if m.kind != MESSAGE_NOTIFICATION && m.kind != MESSAGE_MESSAGE {
-            return Err(StorageError::Invalid(format!(
-                "unknown message kind '{}': use notification or message",
-                m.kind
-            )));
-        }
+        check_message_kind(m.kind)?;
         Ok(sqlx::query_scalar(
             "INSERT INTO messages (username, kind, title, body, level, link, sender, read_at, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8) RETURNING id",

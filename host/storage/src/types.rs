@@ -38,6 +38,9 @@ pub struct UserRow {
     pub scope: Scope,
     /// What the user says about themselves (the personal center).
     pub profile: UserProfile,
+    /// The `<kind>.<verb>` actions the custom roles among `roles` permit; filled in where the
+    /// user acts (`session_user`, `user_by_name`), empty in lists.
+    pub permissions: Vec<String>,
 }
 
 /// A user's name and contact details as they gave them; `None` where they gave nothing.

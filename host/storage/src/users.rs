@@ -8,10 +8,10 @@ use crate::error::{Result, StorageError};
 use crate::sql::{json, to_json};
 use crate::{Scope, Store, UserProfile, UserRow, now_ms};
 
-const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.roles, u.created_at, u.org, \
+pub(crate) const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.roles, u.created_at, u.org, \
      u.region, u.display_name, u.email, u.phone";
 
-fn user_row(row: &AnyRow) -> Result<UserRow> {
+pub(crate) fn user_row(row: &AnyRow) -> Result<UserRow> {
     Ok(UserRow {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
@@ -27,6 +27,7 @@ fn user_row(row: &AnyRow) -> Result<UserRow> {
             email: row.try_get("email")?,
             phone: row.try_get("phone")?,
         },
+        permissions: Vec::new(),
     })
 }
 
@@ -98,6 +99,7 @@ impl Store {
             created_at,
             scope: scope.clone(),
             profile: profile.clone(),
+            permissions: Vec::new(),
         })
     }
 
@@ -199,8 +201,9 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// A user with the permissions of the custom roles they hold.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
-        sqlx::query(&format!(
+        let user = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1"
         ))
         .bind(username)
@@ -208,7 +211,17 @@ impl Store {
         .await?
         .as_ref()
         .map(user_row)
-        .transpose()
+        .transpose()?;
+        self.with_role_permissions(user).await
+    }
+
+    /// Fills in what the custom roles among a user's roles permit.
+    async fn with_role_permissions(&self, user: Option<UserRow>) -> Result<Option<UserRow>> {
+        let Some(mut user) = user else {
+            return Ok(None);
+        };
+        user.permissions = self.role_permissions(&user.roles).await?;
+        Ok(Some(user))
     }
 
     /// Every user, by name (a city has hundreds of operators, not millions).
@@ -259,9 +272,10 @@ impl Store {
         Ok(())
     }
 
-    /// The user of a session that has not expired at `now`.
+    /// The user of a session that has not expired at `now`, with the permissions of the
+    /// custom roles they hold (read again on every request, so a changed role applies at once).
     pub async fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<UserRow>> {
-        sqlx::query(&format!(
+        let user = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2"
         ))
@@ -271,7 +285,8 @@ impl Store {
         .await?
         .as_ref()
         .map(user_row)
-        .transpose()
+        .transpose()?;
+        self.with_role_permissions(user).await
     }
 
     /// Ends a session; ending an unknown one is not an error (log-out is idempotent).

@@ -5,9 +5,12 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use sqlx::AnyConnection;
+
 use crate::error::{Result, StorageError};
-use crate::sql::{Sql, below_region_pattern, flag, json, to_json};
-use crate::{Store, now_ms};
+use crate::events::EventWrites;
+use crate::sql::{Sql, below_region_pattern, flag, insert_rows, json, to_json};
+use crate::{Backend, Store, now_ms};
 
 /// Workflow instance states.
 pub const WORKFLOW_RUNNING: &str = "running";
@@ -363,30 +366,9 @@ impl Store {
         instance: &Value,
         next_deadline: Option<i64>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO workflow_instances (event_id, definition_id, definition_version, state, \
-             instance, next_deadline, revision, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
-        )
-        .bind(event_id)
-        .bind(definition_id)
-        .bind(version)
-        .bind(WORKFLOW_RUNNING)
-        .bind(to_json(instance))
-        .bind(next_deadline)
-        .bind(now_ms())
-        .execute(self.write())
-        .await
-        .map_err(|e| {
-            if StorageError::is_unique_violation(&e) {
-                StorageError::Conflict(format!("event {event_id} already has a workflow"))
-            } else if StorageError::is_foreign_key_violation(&e) {
-                StorageError::NotFound(format!("event {event_id} not found"))
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(())
+        let record = InstanceRecord::new(event_id, definition_id, version, instance, next_deadline);
+        let mut conn = self.write().acquire().await?;
+        insert_instances(&mut conn, self.backend(), &[record]).await
     }
 
     pub async fn workflow_instance(&self, event_id: i64) -> Result<Option<WorkflowInstanceRow>> {
@@ -412,34 +394,16 @@ impl Store {
         instance: &Value,
         next_deadline: Option<i64>,
     ) -> Result<()> {
-        check_workflow_state(state)?;
-        let done = sqlx::query(
-            "UPDATE workflow_instances SET state = $1, instance = $2, next_deadline = $3, \
-             revision = revision + 1, updated_at = $4 WHERE event_id = $5 AND revision = $6",
+        let mut conn = self.write().acquire().await?;
+        update_workflow_instance(
+            &mut conn,
+            event_id,
+            expected_revision,
+            state,
+            instance,
+            next_deadline,
         )
-        .bind(state)
-        .bind(to_json(instance))
-        .bind(next_deadline)
-        .bind(now_ms())
-        .bind(event_id)
-        .bind(expected_revision)
-        .execute(self.write())
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT revision FROM workflow_instances WHERE event_id = $1")
-                .bind(event_id)
-                .fetch_optional(self.write())
-                .await?;
-        Err(match current {
-            Some(current) => StorageError::Conflict(format!(
-                "the workflow of event {event_id} was changed by someone else (revision \
-                 {current}, expected {expected_revision}): reload it and try again"
-            )),
-            None => StorageError::NotFound(format!("event {event_id} has no workflow")),
-        })
+        .await
     }
 
     /// Running instances whose next deadline has passed at `now`, the most overdue first.
@@ -466,39 +430,9 @@ impl Store {
     /// Creates an open task. `Conflict` when the id is taken, `NotFound` when the event does
     /// not exist, `Invalid` for an unknown kind or an assignee that names nobody.
     pub async fn create_task(&self, t: &NewTask<'_>) -> Result<()> {
-        check_new_task(t)?;
-        sqlx::query(
-            "INSERT INTO tasks (id, event_id, kind, step_id, step_name, title, assignee_kind, \
-             assignee_role, assignee_org, assignee_region, assignee_user, state, overdue, \
-             due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, \
-             $13, $14)",
-        )
-        .bind(t.id)
-        .bind(t.event_id)
-        .bind(t.kind)
-        .bind(t.step_id)
-        .bind(t.step_name)
-        .bind(t.title)
-        .bind(t.assignee_kind)
-        .bind(t.assignee_role)
-        .bind(t.assignee_org)
-        .bind(t.assignee_region)
-        .bind(t.assignee_user)
-        .bind(TASK_OPEN)
-        .bind(t.due_at)
-        .bind(t.at)
-        .execute(self.write())
-        .await
-        .map_err(|e| {
-            if StorageError::is_unique_violation(&e) {
-                StorageError::Conflict(format!("a task with id '{}' already exists", t.id))
-            } else if StorageError::is_foreign_key_violation(&e) {
-                StorageError::NotFound(format!("event {} not found", t.event_id))
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(())
+        let record = TaskRecord::new(t)?;
+        let mut conn = self.write().acquire().await?;
+        insert_tasks(&mut conn, self.backend(), &[record]).await
     }
 
     /// Closes an open task as approved, rejected, transferred or cancelled. `NotFound` for an
@@ -511,50 +445,14 @@ impl Store {
         comment: Option<&str>,
         at: i64,
     ) -> Result<TaskRow> {
-        check_task_state(state)?;
-        if state == TASK_OPEN {
-            return Err(StorageError::Invalid(format!(
-                "a task is closed as approved, rejected, transferred or cancelled, not as \
-                 '{state}'"
-            )));
-        }
-        let row = sqlx::query(&format!(
-            "UPDATE tasks SET state = $1, closed_by = $2, comment = $3, closed_at = $4 \
-             WHERE id = $5 AND state = $6 RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(state)
-        .bind(by)
-        .bind(comment)
-        .bind(at)
-        .bind(id)
-        .bind(TASK_OPEN)
-        .fetch_optional(self.write())
-        .await?;
-        if let Some(r) = row {
-            return task_row(&r);
-        }
-        let current: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.write())
-            .await?;
-        Err(match current {
-            Some(current) => StorageError::Conflict(format!(
-                "task '{id}' is already {current}; only an open task can be closed"
-            )),
-            None => task_not_found(id),
-        })
+        let mut conn = self.write().acquire().await?;
+        close_task(&mut conn, id, state, by, comment, at).await
     }
 
     /// Flags a task as past its due time. `NotFound` for an unknown task.
     pub async fn mark_task_overdue(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE tasks SET overdue = 1 WHERE id = $1")
-            .bind(id)
-            .execute(self.write())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(task_not_found(id));
-        }
-        Ok(())
+        let mut conn = self.write().acquire().await?;
+        mark_task_overdue(&mut conn, id).await
     }
 
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRow>> {
@@ -628,5 +526,342 @@ impl Store {
             task_row,
         )
         .await
+    }
+}
+
+/// A workflow instance to insert, running, at revision 1.
+pub(crate) struct InstanceRecord {
+    event_id: i64,
+    definition_id: String,
+    version: i64,
+    instance: String,
+    next_deadline: Option<i64>,
+    at: i64,
+}
+
+impl InstanceRecord {
+    fn new(
+        event_id: i64,
+        definition_id: &str,
+        version: i64,
+        instance: &Value,
+        next_deadline: Option<i64>,
+    ) -> Self {
+        InstanceRecord {
+            event_id,
+            definition_id: definition_id.to_string(),
+            version,
+            instance: to_json(instance),
+            next_deadline,
+            at: now_ms(),
+        }
+    }
+}
+
+/// An open task to insert, checked.
+pub(crate) struct TaskRecord {
+    id: String,
+    event_id: i64,
+    kind: String,
+    step_id: String,
+    step_name: String,
+    title: String,
+    assignee_kind: String,
+    assignee_role: Option<String>,
+    assignee_org: Option<String>,
+    assignee_region: Option<String>,
+    assignee_user: Option<String>,
+    due_at: Option<i64>,
+    at: i64,
+}
+
+impl TaskRecord {
+    fn new(t: &NewTask<'_>) -> Result<Self> {
+        check_new_task(t)?;
+        Ok(TaskRecord {
+            id: t.id.to_string(),
+            event_id: t.event_id,
+            kind: t.kind.to_string(),
+            step_id: t.step_id.to_string(),
+            step_name: t.step_name.to_string(),
+            title: t.title.to_string(),
+            assignee_kind: t.assignee_kind.to_string(),
+            assignee_role: t.assignee_role.map(str::to_string),
+            assignee_org: t.assignee_org.map(str::to_string),
+            assignee_region: t.assignee_region.map(str::to_string),
+            assignee_user: t.assignee_user.map(str::to_string),
+            due_at: t.due_at,
+            at: t.at,
+        })
+    }
+}
+
+/// Inserts instances; `Conflict` when an event has one already, `NotFound` when an event does
+/// not exist (named when there is one row, as a single creation has).
+async fn insert_instances(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    rows: &[InstanceRecord],
+) -> Result<()> {
+    insert_rows(
+        conn,
+        backend,
+        "INSERT INTO workflow_instances (event_id, definition_id, definition_version, state, \
+         instance, next_deadline, revision, updated_at) VALUES",
+        8,
+        "",
+        rows,
+        |b, r| {
+            b.bind(r.event_id)
+                .bind(r.definition_id.as_str())
+                .bind(r.version)
+                .bind(WORKFLOW_RUNNING)
+                .bind(r.instance.as_str())
+                .bind(r.next_deadline)
+                .bind(1i64)
+                .bind(r.at);
+        },
+    )
+    .await
+    .map_err(|e| {
+        let event = match rows {
+            [one] => format!("event {}", one.event_id),
+            _ => "an event of the batch".to_string(),
+        };
+        match e {
+            StorageError::Database(e) if StorageError::is_unique_violation(&e) => {
+                StorageError::Conflict(format!("{event} already has a workflow"))
+            }
+            StorageError::Database(e) if StorageError::is_foreign_key_violation(&e) => {
+                StorageError::NotFound(format!("{event} not found"))
+            }
+            e => e,
+        }
+    })?;
+    Ok(())
+}
+
+/// Inserts open tasks; `Conflict` when an id is taken, `NotFound` when an event does not exist
+/// (both named when there is one row, as a single creation has).
+async fn insert_tasks(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    rows: &[TaskRecord],
+) -> Result<()> {
+    insert_rows(
+        conn,
+        backend,
+        "INSERT INTO tasks (id, event_id, kind, step_id, step_name, title, assignee_kind, \
+         assignee_role, assignee_org, assignee_region, assignee_user, state, overdue, due_at, \
+         created_at) VALUES",
+        15,
+        "",
+        rows,
+        |b, t| {
+            b.bind(t.id.as_str())
+                .bind(t.event_id)
+                .bind(t.kind.as_str())
+                .bind(t.step_id.as_str())
+                .bind(t.step_name.as_str())
+                .bind(t.title.as_str())
+                .bind(t.assignee_kind.as_str())
+                .bind(t.assignee_role.as_deref())
+                .bind(t.assignee_org.as_deref())
+                .bind(t.assignee_region.as_deref())
+                .bind(t.assignee_user.as_deref())
+                .bind(TASK_OPEN)
+                .bind(0i64)
+                .bind(t.due_at)
+                .bind(t.at);
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        StorageError::Database(e) if StorageError::is_unique_violation(&e) => {
+            StorageError::Conflict(match rows {
+                [one] => format!("a task with id '{}' already exists", one.id),
+                _ => "a task id of the batch already exists".to_string(),
+            })
+        }
+        StorageError::Database(e) if StorageError::is_foreign_key_violation(&e) => {
+            StorageError::NotFound(match rows {
+                [one] => format!("event {} not found", one.event_id),
+                _ => "an event of the batch's tasks was not found".to_string(),
+            })
+        }
+        e => e,
+    })?;
+    Ok(())
+}
+
+async fn update_workflow_instance(
+    conn: &mut AnyConnection,
+    event_id: i64,
+    expected_revision: i64,
+    state: &str,
+    instance: &Value,
+    next_deadline: Option<i64>,
+) -> Result<()> {
+    check_workflow_state(state)?;
+    let done = sqlx::query(
+        "UPDATE workflow_instances SET state = $1, instance = $2, next_deadline = $3, \
+         revision = revision + 1, updated_at = $4 WHERE event_id = $5 AND revision = $6",
+    )
+    .bind(state)
+    .bind(to_json(instance))
+    .bind(next_deadline)
+    .bind(now_ms())
+    .bind(event_id)
+    .bind(expected_revision)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() > 0 {
+        return Ok(());
+    }
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT revision FROM workflow_instances WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Err(match current {
+        Some(current) => StorageError::Conflict(format!(
+            "the workflow of event {event_id} was changed by someone else (revision \
+             {current}, expected {expected_revision}): reload it and try again"
+        )),
+        None => StorageError::NotFound(format!("event {event_id} has no workflow")),
+    })
+}
+
+async fn close_task(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    by: Option<&str>,
+    comment: Option<&str>,
+    at: i64,
+) -> Result<TaskRow> {
+    check_task_state(state)?;
+    if state == TASK_OPEN {
+        return Err(StorageError::Invalid(format!(
+            "a task is closed as approved, rejected, transferred or cancelled, not as \
+             '{state}'"
+        )));
+    }
+    let row = sqlx::query(&format!(
+        "UPDATE tasks SET state = $1, closed_by = $2, comment = $3, closed_at = $4 \
+         WHERE id = $5 AND state = $6 RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(state)
+    .bind(by)
+    .bind(comment)
+    .bind(at)
+    .bind(id)
+    .bind(TASK_OPEN)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(r) = row {
+        return task_row(&r);
+    }
+    let current: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Err(match current {
+        Some(current) => StorageError::Conflict(format!(
+            "task '{id}' is already {current}; only an open task can be closed"
+        )),
+        None => task_not_found(id),
+    })
+}
+
+async fn mark_task_overdue(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    let done = sqlx::query("UPDATE tasks SET overdue = 1 WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(task_not_found(id));
+    }
+    Ok(())
+}
+
+impl EventWrites {
+    /// Starts the workflow instance of an event written in this transaction (or before),
+    /// running, at revision 1; inserted at commit, where `Conflict` and `NotFound` are as for
+    /// [`Store::create_workflow_instance`].
+    pub fn add_workflow_instance(
+        &mut self,
+        event_id: i64,
+        definition_id: &str,
+        version: i64,
+        instance: &Value,
+        next_deadline: Option<i64>,
+    ) {
+        self.instances.push(InstanceRecord::new(
+            event_id,
+            definition_id,
+            version,
+            instance,
+            next_deadline,
+        ));
+    }
+
+    /// Creates an open task, inserted at commit (`Invalid` at once for an unknown kind or an
+    /// assignee that names nobody; `Conflict` and `NotFound` at commit).
+    pub fn add_task(&mut self, t: &NewTask<'_>) -> Result<()> {
+        self.tasks.push(TaskRecord::new(t)?);
+        Ok(())
+    }
+
+    /// [`Store::update_workflow_instance`] in this transaction.
+    pub async fn update_workflow_instance(
+        &mut self,
+        event_id: i64,
+        expected_revision: i64,
+        state: &str,
+        instance: &Value,
+        next_deadline: Option<i64>,
+    ) -> Result<()> {
+        self.flush_instances().await?;
+        update_workflow_instance(
+            self.conn(),
+            event_id,
+            expected_revision,
+            state,
+            instance,
+            next_deadline,
+        )
+        .await
+    }
+
+    /// [`Store::close_task`] in this transaction (tasks added before included).
+    pub async fn close_task(
+        &mut self,
+        id: &str,
+        state: &str,
+        by: Option<&str>,
+        comment: Option<&str>,
+        at: i64,
+    ) -> Result<TaskRow> {
+        self.flush_tasks().await?;
+        close_task(self.conn(), id, state, by, comment, at).await
+    }
+
+    /// [`Store::mark_task_overdue`] in this transaction (tasks added before included).
+    pub async fn mark_task_overdue(&mut self, id: &str) -> Result<()> {
+        self.flush_tasks().await?;
+        mark_task_overdue(self.conn(), id).await
+    }
+
+    pub(crate) async fn flush_instances(&mut self) -> Result<()> {
+        let rows = std::mem::take(&mut self.instances);
+        let backend = self.backend;
+        insert_instances(self.conn(), backend, &rows).await
+    }
+
+    pub(crate) async fn flush_tasks(&mut self) -> Result<()> {
+        let rows = std::mem::take(&mut self.tasks);
+        let backend = self.backend;
+        insert_tasks(self.conn(), backend, &rows).await
     }
 }

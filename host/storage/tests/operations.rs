@@ -9,8 +9,9 @@ use lotus_storage::{
     AlarmFilter, DELIVERY_DEAD, DELIVERY_FAILED, DELIVERY_PENDING, DELIVERY_SENT, DeliveryFilter,
     EVENT_CLOSED, EVENT_NEW, EVENT_PROCESSING, EventFilter, EventGroup, EventRow, MESSAGE_MESSAGE,
     MESSAGE_NOTIFICATION, NewAlarm, NewChannel, NewDelivery, NewEvent, NewMessage, NewRule,
-    NewTask, RuleStatsDelta, RuleUpdate, Scope, StorageError, Store, TASK_APPROVED, TASK_OPEN,
-    TASK_REJECTED, TaskAssigneeFilter, WORKFLOW_COMPLETED, WORKFLOW_RUNNING,
+    NewTask, NewTimelineEntry, RuleStatsDelta, RuleUpdate, Scope, StorageError, Store,
+    TASK_APPROVED, TASK_OPEN, TASK_REJECTED, TaskAssigneeFilter, WORKFLOW_COMPLETED,
+    WORKFLOW_RUNNING,
 };
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -28,6 +29,7 @@ on_both_backends!(
     event_types_crud,
     events_numbers_timeline_and_merge,
     concurrent_events_get_unique_numbers,
+    event_writes_commit_together,
     event_search_and_statistics,
     workflow_definitions_versions,
     workflow_instances_optimistic_concurrency,
@@ -795,6 +797,108 @@ async fn concurrent_events_get_unique_numbers(s: &Store, _url: &str) {
     numbers.sort();
     let expected: Vec<String> = (1..=30).map(|i| format!("E20261126-{i:06}")).collect();
     assert_eq!(numbers, expected, "unique and without gaps");
+}
+
+/// Many events with their timelines, workflows, tasks and messages in one transaction: none
+/// visible before commit, all after; numbers consecutive across transactions, with no gap
+/// left by one rolled back or failed.
+async fn event_writes_commit_together(s: &Store, _url: &str) {
+    let empty = json!({});
+    let detail = json!({"workflow": "dispatch"});
+    let instance = json!({"step": "dispatch"});
+    let mut w = s.begin_event_writes().await.unwrap();
+    assert_eq!(w.next_event_number(T0).await.unwrap(), "E20261126-000001");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let e = w
+            .create_event(
+                &NewEvent {
+                    state: EVENT_PROCESSING,
+                    ..event("flood", "Batched", T0 + i, &empty)
+                },
+                &[NewTimelineEntry {
+                    at: T0 + i,
+                    actor: None,
+                    action: "workflow_started",
+                    detail: &detail,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.number, format!("E20261126-{:06}", i + 1));
+        assert_eq!(e.state, EVENT_PROCESSING);
+        w.add_workflow_instance(e.id, "dispatch", 1, &instance, Some(T0 + 3_600_000));
+        let task_id = format!("{}-t1", e.number);
+        w.add_task(&task(&task_id, e.id, T0 + i)).unwrap();
+        w.add_message(&message("dana", &format!("New task {task_id}"), T0 + i))
+            .unwrap();
+        ids.push(e.id);
+    }
+    // Seen by this transaction (a later report merges into its own new event) …
+    let open = w.open_events_of_type("flood", T0).await.unwrap();
+    assert_eq!(open.len(), 3);
+    let merged = w
+        .merge_into_event(ids[0], T0 + 10, &json!({"title": "again"}))
+        .await
+        .unwrap();
+    assert_eq!(merged.merged_count, 1);
+    // … and by no one else before commit.
+    let (_, visible) = s.list_events(&EventFilter::default()).await.unwrap();
+    assert_eq!(visible, 0);
+    assert!(s.get_task("E20261126-000001-t1").await.unwrap().is_none());
+    w.commit().await.unwrap();
+
+    let (_, visible) = s.list_events(&EventFilter::default()).await.unwrap();
+    assert_eq!(visible, 3);
+    for id in &ids {
+        assert_eq!(s.tasks_of_event(*id).await.unwrap().len(), 1);
+        let wf = s.workflow_instance(*id).await.unwrap().unwrap();
+        assert_eq!(wf.state, WORKFLOW_RUNNING);
+        assert_eq!(wf.revision, 1);
+    }
+    let timeline = s.event_timeline(ids[0]).await.unwrap();
+    let actions: Vec<(i64, &str)> = timeline
+        .iter()
+        .map(|t| (t.seq, t.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [(1, "created"), (2, "workflow_started"), (3, "merged")]
+    );
+    s.append_timeline(ids[0], T0 + 20, Some("op"), "note", &empty)
+        .await
+        .unwrap();
+    assert_eq!(s.event_timeline(ids[0]).await.unwrap()[3].seq, 4);
+    let (_, messages, _) = s.list_messages("dana", false, 10, 0).await.unwrap();
+    assert_eq!(messages, 3);
+
+    // Rolled back: its number is drawn again.
+    let mut w = s.begin_event_writes().await.unwrap();
+    let e = w
+        .create_event(&event("flood", "Dropped", T0, &empty), &[])
+        .await
+        .unwrap();
+    assert_eq!(e.number, "E20261126-000004");
+    drop(w);
+    // Failed at commit (a task id taken): nothing of it stays, its number neither.
+    let mut w = s.begin_event_writes().await.unwrap();
+    let e = w
+        .create_event(&event("flood", "Refused", T0, &empty), &[])
+        .await
+        .unwrap();
+    assert_eq!(e.number, "E20261126-000004");
+    w.add_task(&task("E20261126-000001-t1", e.id, T0)).unwrap();
+    w.add_message(&message("dana", "Refused", T0)).unwrap();
+    expect_conflict(w.commit().await, "E20261126-000001-t1");
+    let (_, visible) = s.list_events(&EventFilter::default()).await.unwrap();
+    assert_eq!(visible, 3);
+    let (_, messages, _) = s.list_messages("dana", false, 10, 0).await.unwrap();
+    assert_eq!(messages, 3);
+    let next = s
+        .create_event(&event("flood", "Next", T0, &empty))
+        .await
+        .unwrap();
+    assert_eq!(next.number, "E20261126-000004", "no gap");
 }
 
 async fn event_search_and_statistics(s: &Store, _url: &str) {

@@ -258,3 +258,104 @@ export interface AppCredential {
   createdAt: number
   updatedAt: number
 }
+
+/** An app the user may open from the app center (`GET /api/v1/me/apps`). */
+export interface AppEntry {
+  clientId: string
+  name: string
+  appType: string
+  icon: string | null
+  url: string | null
+  vendor: string | null
+  description: string | null
+}
+
+/** Whether the log-in page offers the city's identity provider (`GET /api/v1/auth/oidc`). */
+export interface OidcLoginStatus {
+  enabled: boolean
+  label: string
+  startUrl: string
+}
+
+/** Where the browser goes after `POST /api/v1/oauth2/authorize`. */
+export interface AuthorizeRedirect {
+  redirect: string
+}
+
+/** An administrative region; `parent` is implied by the path (`/` at the top). */
+export interface Region {
+  path: string
+  name: string
+  code: string | null
+  parent: string
+  createdAt: number
+  updatedAt: number
+}
+
+/** An organisation; `parent` links it into the tree. */
+export interface Org {
+  id: string
+  parent: string | null
+  name: string
+  region: string | null
+  contact: string | null
+  createdAt: number
+  updatedAt: number
+}
+
+/** A built-in or custom role. */
+export interface Role {
+  name: string
+  description: string
+  builtIn: boolean
+  permissions: string[]
+  createdAt: number | null
+  updatedAt: number | null
+}
+
+export interface RoleList {
+  items: Role[]
+  /** Every action a custom role may be granted. */
+  grantable: string[]
+}
+
+export type AppType = 'web' | 'dashboard' | 'mobile' | 'service'
+export type AppStatus = 'online' | 'offline'
+
+/** What a registered app is granted besides its API actions (`resources` of an app). */
+export interface AppGrants {
+  /** Product keys: each product and all its devices. */
+  products: string[]
+  /** Single devices as `productKey/deviceName`. */
+  devices: string[]
+  /** Region paths: everything in the region or below it. */
+  regions: string[]
+  /** Product keys whose readings and thing model the app reads. */
+  dataModels: string[]
+  eventTypes: string[]
+  /** MQTT topic filters for the app's subscriptions. */
+  topics: string[]
+}
+
+/** An app of the registry (`/api/v1/apps`); `secret` only in the answers to creation and rotation. */
+export interface RegisteredApp {
+  id: number
+  clientId: string
+  secret?: string
+  name: string
+  type: AppType
+  icon: string | null
+  url: string | null
+  vendor: string | null
+  description: string | null
+  status: AppStatus
+  org: string
+  region: string
+  /** API actions, `<kind>.<verb>`. */
+  scopes: string[]
+  resources: AppGrants
+  redirectUris: string[]
+  openRoles: string[]
+  createdAt: number
+  updatedAt: number
+}

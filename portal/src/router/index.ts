@@ -15,6 +15,8 @@ export const router = createRouter({
   history: createWebHistory(),
   routes: [
     { path: '/login', name: 'login', component: () => import('@/views/LoginView.vue'), meta: { public: true, title: 'login.title' } },
+    // An app's OpenID Connect sign-in request, sent here by GET /oauth2/authorize.
+    { path: '/authorize', name: 'authorize', component: () => import('@/views/AuthorizeView.vue'), meta: { title: 'authorize.title' } },
     {
       path: '/',
       component: () => import('@/layouts/ShellLayout.vue'),

@@ -346,6 +346,54 @@ async fn security_actions_are_in_a_hash_chained_audit_log_the_auditor_verifies()
         .await?;
     assert_eq!(resp.status().as_u16(), 401);
 
+    // Credentials handed out to devices and applications, and taken back.
+    let p = node
+        .expect(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({"name": "Hydrant", "nodeType": "direct", "dataFormat": "alink"})),
+            201,
+        )
+        .await?;
+    let pk = p["productKey"].as_str().unwrap();
+    node.expect(
+        Method::POST,
+        &format!("/api/v1/products/{pk}/devices"),
+        Some(json!({"deviceName": "hydrant-1"})),
+        201,
+    )
+    .await?;
+    node.expect(
+        Method::POST,
+        &format!("/api/v1/products/{pk}/devices/hydrant-1/disable"),
+        None,
+        200,
+    )
+    .await?;
+    node.expect(
+        Method::DELETE,
+        &format!("/api/v1/products/{pk}/devices/hydrant-1"),
+        None,
+        204,
+    )
+    .await?;
+    let credential = node
+        .expect(
+            Method::POST,
+            "/api/v1/app-credentials",
+            Some(json!({"name": "dashboard", "grants": [{"filter": format!("/{pk}/+/user/update")}]})),
+            201,
+        )
+        .await?;
+    let credential = credential["id"].as_i64().unwrap();
+    node.expect(
+        Method::DELETE,
+        &format!("/api/v1/app-credentials/{credential}"),
+        None,
+        204,
+    )
+    .await?;
+
     let auditor = lotus_e2e::Session::login(&node, "the-auditor").await?;
     let log = auditor
         .expect(Method::GET, "/api/v1/audit?limit=1000", None, 200)
@@ -359,6 +407,17 @@ async fn security_actions_are_in_a_hash_chained_audit_log_the_auditor_verifies()
     assert!(has("auth.login", "user:admin", "ok"), "{log}");
     assert!(has("user.create", "user:the-auditor", "ok"), "{log}");
     assert!(has("auth.login", "user:night-ops", "failed"), "{log}");
+    let device = format!("device:{pk}/hydrant-1");
+    assert!(
+        has("device.credentials.issue", &format!("product:{pk}"), "ok"),
+        "{log}"
+    );
+    assert!(has("device.disable", &device, "ok"), "{log}");
+    assert!(has("device.credentials.revoke", &device, "ok"), "{log}");
+    let app = format!("app-credential:{credential}");
+    assert!(has("application.credentials.issue", &app, "ok"), "{log}");
+    assert!(has("application.credentials.revoke", &app, "ok"), "{log}");
+    assert!(!log.to_string().contains("deviceSecret"), "{log}");
     for pair in items.windows(2) {
         assert_eq!(pair[1]["prevHash"], pair[0]["hash"], "{log}");
         assert_eq!(pair[1]["seq"], pair[0]["seq"].as_i64().unwrap() + 1);

@@ -691,6 +691,16 @@ async fn a_step_past_its_deadline_is_escalated_and_the_escalation_can_close_it()
     assert_eq!(status, 201, "{wf}");
     user(&node, "disp-xihu", &["dispatcher"], "/hz/xihu").await?;
     // Not a dispatcher: the step's role task is not theirs until it is escalated to them.
+    node.expect(
+        Method::POST,
+        "/api/v1/roles",
+        Some(
+            json!({"name": "chief", "description": "District chief: decides escalated events",
+                    "permissions": ["event.read", "event.write"]}),
+        ),
+        201,
+    )
+    .await?;
     user(&node, "chief-hz", &["chief"], "/hz").await?;
     let xihu = Session::login(&node, "disp-xihu").await?;
     let chief = Session::login(&node, "chief-hz").await?;

@@ -453,6 +453,14 @@ async fn policy_changes_are_gated_by_their_tests_versioned_and_hot_reloaded() ->
     node.login().await?;
     let pk = product(&node, "Lights", "/hz/xihu").await?;
     device(&node, &pk, "lamp-1", None).await?;
+    // The role is registered so it can be assigned; what it may do is the policy's to say.
+    node.expect(
+        Method::POST,
+        "/api/v1/roles",
+        Some(json!({"name": "night_shift", "description": "Rights given by lotus.api", "permissions": []})),
+        201,
+    )
+    .await?;
     user(&node, "night", &["night_shift"], "/").await?;
     let night = Session::login(&node, "night").await?;
     let lamp = format!("/api/v1/products/{pk}/devices/lamp-1");
