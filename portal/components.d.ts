@@ -64,6 +64,7 @@ declare module 'vue' {
     ElTree: typeof import('element-plus/es')['ElTree']
     LocaleSwitch: typeof import('./src/components/LocaleSwitch.vue')['default']
     PropertyChart: typeof import('./src/components/PropertyChart.vue')['default']
+    RegionInput: typeof import('./src/components/RegionInput.vue')['default']
     RouterLink: typeof import('vue-router')['RouterLink']
     RouterView: typeof import('vue-router')['RouterView']
     SecretOnceDialog: typeof import('./src/components/SecretOnceDialog.vue')['default']

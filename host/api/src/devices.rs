@@ -242,8 +242,22 @@ pub struct DeviceQuery {
     pub name: Option<String>,
     /// inactive, online, offline or disabled.
     pub status: Option<String>,
+    /// Devices in this region or below it (their own region, else their product's).
+    #[param(example = "/hz/xihu")]
+    pub region: Option<String>,
+    /// `key:value`: devices whose tag `key` has this value.
+    #[param(example = "group:north")]
+    pub tag: Option<String>,
     pub page: Option<i64>,
     pub page_size: Option<i64>,
+}
+
+/// Tag keys a search may name: what operators use as keys, nothing that needs quoting.
+fn valid_tag_key(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 async fn list_filtered(
@@ -264,11 +278,31 @@ async fn list_filtered(
         page_size: q.page_size,
     }
     .page()?;
+    let region = q
+        .region
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| {
+            lotus_model::scope::parse_region(r.trim())
+                .map_err(|e| ApiError::bad_request(format!("region: {e}")))
+        })
+        .transpose()?;
+    let tag = q
+        .tag
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| match t.split_once(':') {
+            Some((k, v)) if valid_tag_key(k.trim()) => Ok((k.trim().to_string(), v.to_string())),
+            _ => Err(ApiError::bad_request(format!(
+                "tag '{t}': use key:value, the key 1 to 64 letters, digits, '_', '-' or '.'"
+            ))),
+        })
+        .transpose()?;
     let filter = DeviceFilter {
         product_key: pk,
         name_like: q.name,
         status: q.status,
         within: crate::authz::list_scope(state, user, "device")?,
+        region,
+        tag,
     };
     let (rows, total) = state.store.list_devices(&filter, page).await?;
     // The filter narrows the query; each row is still the policy's to show.
@@ -317,6 +351,8 @@ pub struct AllDevicesQuery {
     pub product_key: Option<String>,
     pub name: Option<String>,
     pub status: Option<String>,
+    pub region: Option<String>,
+    pub tag: Option<String>,
     pub page: Option<i64>,
     pub page_size: Option<i64>,
 }
@@ -332,6 +368,8 @@ pub async fn list_all(
     let rest = DeviceQuery {
         name: q.name,
         status: q.status,
+        region: q.region,
+        tag: q.tag,
         page: q.page,
         page_size: q.page_size,
     };
@@ -1079,4 +1117,19 @@ pub async fn status_log(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_tag_key;
+
+    #[test]
+    fn tag_keys_are_plain_names() {
+        for ok in ["group", "floor-2", "site.zone", "a_b", &"k".repeat(64)] {
+            assert!(valid_tag_key(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a\"b", "a:b", "键", &"k".repeat(65)] {
+            assert!(!valid_tag_key(bad), "{bad}");
+        }
+    }
 }

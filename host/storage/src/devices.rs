@@ -8,9 +8,12 @@ use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
 use crate::sql::{
-    Sql, contains_pattern, flag, insert_rows, json, page_bounds, push_scope_condition, to_json,
+    Sql, contains_pattern, flag, insert_rows, json, page_bounds, push_region_condition,
+    push_scope_condition, to_json,
 };
-use crate::{DeviceFilter, DeviceRow, DeviceStatus, Page, Scope, Secret, StatusRow, Store, now_ms};
+use crate::{
+    Backend, DeviceFilter, DeviceRow, DeviceStatus, Page, Scope, Secret, StatusRow, Store, now_ms,
+};
 
 const DEVICE_COLUMNS: &str = "product_key, device_name, nickname, enabled, online, \
      first_online_at, last_online_at, last_offline_at, last_offline_reason, tags, created_at, \
@@ -301,6 +304,26 @@ impl Store {
             }
             if let Some(status) = status {
                 sql.push(" AND ").push(status_condition(status));
+            }
+            if let Some(region) = &filter.region {
+                sql.push(" AND EXISTS (SELECT 1 FROM products p WHERE p.product_key = devices.product_key");
+                push_region_condition(&mut sql, "COALESCE(devices.region, p.region)", region);
+                sql.push(")");
+            }
+            if let Some((key, value)) = &filter.tag {
+                // Tags are a JSON object in a text column; each database reads one member its
+                // own way. The key is bound as an argument (SQLite: inside a quoted JSON path).
+                match self.backend() {
+                    Backend::Sqlite => sql
+                        .push(" AND CAST(json_extract(devices.tags, ")
+                        .push_arg(format!("$.\"{}\"", key.replace('"', "")))
+                        .push(") AS TEXT) = "),
+                    Backend::Postgres => sql
+                        .push(" AND (CAST(devices.tags AS jsonb) ->> ")
+                        .push_arg(key.clone())
+                        .push(") = "),
+                };
+                sql.push_arg(value.clone());
             }
             if let Some(scope) = &filter.within {
                 // A device's region is its own or its product's; the organisation its product's.

@@ -219,6 +219,10 @@ pub struct DeviceFilter {
     pub status: Option<String>,
     /// Only devices of this organisation (or of none) in this region or below it.
     pub within: Option<Scope>,
+    /// Devices in this region or below it (the device's own region, else its product's).
+    pub region: Option<String>,
+    /// Devices whose tag `.0` has the value `.1` (compared as text).
+    pub tag: Option<(String, String)>,
 }
 
 /// One connect or disconnect.

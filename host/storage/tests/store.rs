@@ -563,6 +563,66 @@ async fn devices_filters_and_paging(s: &Store, _url: &str) {
         s.list_devices(&status("sleeping"), Page::default()).await,
         Err(StorageError::Invalid(_))
     ));
+
+    // By region (the device's own, else its product's) and by tag.
+    s.set_device_region("pk", "d006", Some("/hz/xihu/lingyin"))
+        .await
+        .unwrap();
+    s.set_device_region("pk", "d007", Some("/hz/xihuan"))
+        .await
+        .unwrap();
+    let in_region = |r: &str| DeviceFilter {
+        region: Some(r.into()),
+        ..Default::default()
+    };
+    let (rows, _) = s
+        .list_devices(&in_region("/hz/xihu"), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(names_with(rows), ["d006"], "a subtree, not a prefix");
+    let (_, total) = s
+        .list_devices(&in_region("/"), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 27, "the whole city");
+    s.update_device(
+        "pk",
+        "d008",
+        None,
+        Some(&serde_json::json!({"group": "north", "floor": 3})),
+    )
+    .await
+    .unwrap();
+    s.update_device(
+        "pk",
+        "d009",
+        None,
+        Some(&serde_json::json!({"group": "south"})),
+    )
+    .await
+    .unwrap();
+    let tagged = |k: &str, v: &str| DeviceFilter {
+        tag: Some((k.into(), v.into())),
+        ..Default::default()
+    };
+    let (rows, _) = s
+        .list_devices(&tagged("group", "north"), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(names_with(rows), ["d008"]);
+    let (rows, _) = s
+        .list_devices(&tagged("floor", "3"), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(names_with(rows), ["d008"], "numbers compare as text");
+    let (_, total) = s
+        .list_devices(
+            &tagged("group\"; DROP TABLE devices; --", "x"),
+            Page::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(total, 0);
 }
 
 async fn device_enable_status_and_tags(s: &Store, _url: &str) {

@@ -372,6 +372,8 @@ const en: Messages = {
     product: 'Product',
     name: 'Device name',
     nameHint: 'Name contains…',
+    tag: 'Tag',
+    tagHint: 'key:value, e.g. group:north',
     status: 'Status',
     statuses: { online: 'Online', offline: 'Offline', inactive: 'Inactive', disabled: 'Disabled' },
     empty: 'No devices match',

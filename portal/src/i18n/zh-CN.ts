@@ -371,6 +371,8 @@ const zhCN = {
     product: '所属产品',
     name: '设备名称',
     nameHint: '名称包含…',
+    tag: '标签',
+    tagHint: '键:值，如 group:north',
     status: '状态',
     statuses: { online: '在线', offline: '离线', inactive: '未激活', disabled: '已禁用' },
     empty: '没有符合条件的设备',
