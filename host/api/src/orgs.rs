@@ -138,6 +138,28 @@ fn contact(value: Option<String>) -> ApiResult<Option<String>> {
     Ok(Some(v))
 }
 
+/// Refuses a scope in an organisation the tree does not have, once the tree has any
+/// organisation (before, any id is accepted, as deployments without a tree expect): a 422 that
+/// says how to fix it. No organisation (`""`) is always allowed.
+pub async fn require_known(state: &ApiState, org: &str) -> ApiResult<()> {
+    if org.is_empty() || state.store.org(org).await?.is_some() {
+        return Ok(());
+    }
+    let orgs = state.store.orgs().await?;
+    if orgs.is_empty() {
+        return Ok(());
+    }
+    let mut known: Vec<&str> = orgs.iter().map(|o| o.id.as_str()).take(5).collect();
+    if orgs.len() > known.len() {
+        known.push("…");
+    }
+    Err(ApiError::unprocessable(format!(
+        "org: '{org}' is not in the organisation tree (it has {}); pick one of them, or create \
+         '{org}' first (POST /api/v1/orgs)",
+        known.join(", ")
+    )))
+}
+
 async fn org_or_404(state: &ApiState, id: &str) -> ApiResult<OrgRow> {
     state
         .store

@@ -199,6 +199,7 @@ pub async fn create(
         crate::authz::resource("product", "", Some(&scope)),
     )?;
     crate::regions::require_known(&state, &scope.region).await?;
+    crate::orgs::require_known(&state, &scope.org).await?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(ApiError::unprocessable("name must be 1 to 64 characters"));
@@ -322,6 +323,9 @@ pub async fn update(
         )?;
         if req.region.is_some() {
             crate::regions::require_known(&state, &target.region).await?;
+        }
+        if req.org.is_some() {
+            crate::orgs::require_known(&state, &target.org).await?;
         }
     }
     if let Some(name) = &req.name

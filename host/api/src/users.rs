@@ -255,6 +255,7 @@ pub async fn create(
     check_role_names(&req.roles)?;
     crate::roles::require_known(&state, &req.roles).await?;
     crate::regions::require_known(&state, &scope.region).await?;
+    crate::orgs::require_known(&state, &scope.org).await?;
     let profile = UserProfile {
         display_name: display_name(req.display_name)?,
         email: email(req.email)?,

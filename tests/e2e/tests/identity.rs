@@ -279,6 +279,31 @@ async fn org_tree_with_delete_refusals() -> anyhow::Result<()> {
         201,
     )
     .await?;
+    // Once the tree exists, accounts and products belong to organisations in it.
+    let (status, v) = node
+        .api(
+            Method::POST,
+            "/api/v1/users",
+            Some(
+                json!({"username": "fitter", "password": PASSWORD, "roles": ["viewer"],
+                "org": "gas", "region": "/"}),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        detail(&v).contains("'gas' is not in the organisation tree"),
+        "{v}"
+    );
+    let (status, v) = node
+        .api(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({"name": "Gas meter", "nodeType": "direct", "dataFormat": "alink", "org": "gas"})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{v}");
+    assert!(detail(&v).contains("POST /api/v1/orgs"), "{v}");
     let (status, v) = node.api(Method::DELETE, "/api/v1/orgs/city", None).await?;
     assert_eq!(status, 409);
     assert!(detail(&v).contains("1 sub-organisation(s)"), "{v}");
