@@ -1,5 +1,7 @@
 //! Fixtures shared by the end-to-end tests.
 
+pub mod receiver;
+
 use lotus_test_harness::device::DeviceCredentials;
 use lotus_test_harness::node::{LotusNode, NodeOptions};
 use reqwest::Method;

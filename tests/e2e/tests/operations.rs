@@ -4,13 +4,12 @@
 //! into the open event; a webhook that fails is retried until it succeeds, one that keeps
 //! failing is dead-lettered; an e-mail reaches a real local SMTP server; a cron rule fires.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use lotus_e2e::receiver::Receiver;
 use lotus_e2e::{Session, create_user, sys};
 use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
 use lotus_test_harness::mqtt::Client;
@@ -19,71 +18,8 @@ use reqwest::Method;
 use rumqttc::QoS;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Each request a receiver got: its lower-cased head and its body.
-type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// A webhook receiver answering each request with the next scripted status (the last one
-/// repeats), recording what it got.
-struct Receiver {
-    addr: SocketAddr,
-    requests: Requests,
-}
-
-impl Receiver {
-    async fn start(statuses: Vec<u16>) -> anyhow::Result<Receiver> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let requests: Requests = Arc::default();
-        let seen = requests.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head, body) = loop {
-                    let Ok(n) = conn.read(&mut chunk).await else {
-                        break (String::new(), Vec::new());
-                    };
-                    if n == 0 {
-                        break (String::new(), Vec::new());
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break (head, buf[end + 4..end + 4 + len].to_vec());
-                    }
-                };
-                let status = {
-                    let mut seen = seen.lock().unwrap();
-                    seen.push((head, body));
-                    statuses[(seen.len() - 1).min(statuses.len() - 1)]
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            }
-        });
-        Ok(Receiver { addr, requests })
-    }
-
-    fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-}
-
 /// Debian's aiosmtpd on a free loopback port, writing each message it accepts to a file.
 struct SmtpServer {
     child: Child,

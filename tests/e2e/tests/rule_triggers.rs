@@ -3,10 +3,9 @@
 //! events does not loop); a `rule` plugin decides which posts raise an alarm, and a rule whose
 //! plugin stops running reports it; a scene scoped to a region watches only the devices there.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lotus_e2e::receiver::Receiver;
 use lotus_e2e::{sys, upload_plugin};
 use lotus_plugin_artifacts as artifacts;
 use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
@@ -15,52 +14,6 @@ use lotus_test_harness::node::{LotusNode, NodeOptions};
 use reqwest::Method;
 use rumqttc::QoS;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Each request a receiver got: its lower-cased head and its body.
-type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// An HTTP receiver on loopback answering 200, recording each request.
-async fn receiver() -> anyhow::Result<(SocketAddr, Requests)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let requests: Requests = Arc::default();
-    let seen = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let request = loop {
-                let Ok(n) = conn.read(&mut chunk).await else {
-                    break None;
-                };
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break Some((head, buf[end + 4..end + 4 + len].to_vec()));
-                }
-            };
-            if let Some(r) = request {
-                seen.lock().unwrap().push(r);
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
-        }
-    });
-    Ok((addr, requests))
-}
 
 /// Polls `path` until `found` picks something from its answer (15 s).
 async fn wait_for(
@@ -170,7 +123,8 @@ fn active_alarm(list: &Value, device: &str, alarm_type: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_triggers_a_platform_rule_that_posts_to_a_local_receiver() -> anyhow::Result<()> {
-    let (addr, requests) = receiver().await?;
+    let receiver = Receiver::start(vec![200]).await?;
+    let addr = receiver.addr;
     let (node, pk) = node_with_product().await?;
     let lamp = device(&node, &pk, "lamp-1", None).await?;
     let (status, created) = node
@@ -243,7 +197,7 @@ async fn an_alarm_triggers_a_platform_rule_that_posts_to_a_local_receiver() -> a
 
     post(&node, &lamp, json!({"Current": 12.5})).await?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while requests.lock().unwrap().is_empty() {
+    while receiver.count() == 0 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the receiver got nothing\n{}",
@@ -251,7 +205,7 @@ async fn an_alarm_triggers_a_platform_rule_that_posts_to_a_local_receiver() -> a
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (head, body) = requests.lock().unwrap()[0].clone();
+    let (head, body) = receiver.requests.lock().unwrap()[0].clone();
     assert!(head.starts_with("post /hook"), "{head}");
     assert!(head.contains("x-lotus-rule: escalate"), "{head}");
     let body: Value = serde_json::from_slice(&body)?;
@@ -279,7 +233,7 @@ async fn an_alarm_triggers_a_platform_rule_that_posts_to_a_local_receiver() -> a
         events["total"], 1,
         "the rule's own event does not trigger it: {events}"
     );
-    assert_eq!(requests.lock().unwrap().len(), 1, "only `escalate` posts");
+    assert_eq!(receiver.count(), 1, "only `escalate` posts");
     let stats = node
         .expect(Method::GET, "/api/v1/rules/escalate/stats", None, 200)
         .await?;

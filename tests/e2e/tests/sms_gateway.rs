@@ -6,9 +6,9 @@
 //! sent.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lotus_e2e::receiver::Receiver;
 use lotus_e2e::{Session, approve_plugin, sys, upload_plugin};
 use lotus_plugin_artifacts as artifacts;
 use lotus_test_harness::device::{DeviceCredentials, mqtt_options};
@@ -17,70 +17,25 @@ use lotus_test_harness::node::{LotusNode, NodeOptions};
 use reqwest::Method;
 use rumqttc::QoS;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PLUGIN: &str = "lotus-sms-gateway";
 const TOKEN: &str = "tok-sms-7f3e";
 
 /// What the gateway got: the request line and headers (lower-cased) and the JSON body.
-type Requests = Arc<Mutex<Vec<(String, Value)>>>;
-
 /// An SMS gateway on loopback: answers the n-th request with the n-th status of `statuses` (the
 /// last repeats), `{"id": "gw-n", "status": "queued"}` on success and
 /// `{"error": {"code": "unavailable", "message": "carrier link down"}}` otherwise.
-async fn gateway(statuses: Vec<u16>) -> anyhow::Result<(SocketAddr, Requests)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let requests: Requests = Arc::default();
-    let seen = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let request = loop {
-                let Ok(n) = conn.read(&mut chunk).await else {
-                    break None;
-                };
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    let body =
-                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or(Value::Null);
-                    break Some((head, body));
-                }
-            };
-            let Some(request) = request else { continue };
-            let n = {
-                let mut seen = seen.lock().unwrap();
-                seen.push(request);
-                seen.len()
-            };
-            let status = statuses[(n - 1).min(statuses.len() - 1)];
-            let body = if status < 300 {
-                json!({"id": format!("gw-{n}"), "status": "queued"})
-            } else {
-                json!({"error": {"code": "unavailable", "message": "carrier link down"}})
-            }
-            .to_string();
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(reply.as_bytes()).await;
-        }
-    });
-    Ok((addr, requests))
+async fn gateway(statuses: Vec<u16>) -> anyhow::Result<Receiver> {
+    Receiver::answering(move |n| {
+        let status = statuses[(n - 1).min(statuses.len() - 1)];
+        let body = if status < 300 {
+            json!({"id": format!("gw-{n}"), "status": "queued"})
+        } else {
+            json!({"error": {"code": "unavailable", "message": "carrier link down"}})
+        };
+        (status, body.to_string())
+    })
+    .await
 }
 
 async fn eventually<T>(
@@ -225,7 +180,8 @@ async fn post_pressure(node: &LotusNode, d: &DeviceCredentials, p: f64) -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_notifies_by_sms_at_its_level_and_minor_news_stays_in_the_app()
 -> anyhow::Result<()> {
-    let (addr, requests) = gateway(vec![202]).await?;
+    let gateway = gateway(vec![202]).await?;
+    let addr = gateway.addr;
     let node = node_with_sms(addr, 100).await?;
     let pump = pump(&node).await?;
     node.expect(
@@ -280,10 +236,10 @@ async fn an_alarm_notifies_by_sms_at_its_level_and_minor_news_stays_in_the_app()
 
     post_pressure(&node, &pump, 0.1).await?;
     eventually("the gateway's request", &node, || {
-        (!requests.lock().unwrap().is_empty()).then_some(())
+        (gateway.count() > 0).then_some(())
     })
     .await?;
-    let (head, body) = requests.lock().unwrap()[0].clone();
+    let (head, body) = gateway.json_requests()[0].clone();
     assert!(head.starts_with("post /v1/messages "), "{head}");
     assert!(
         head.contains(&format!("authorization: bearer {}", TOKEN.to_lowercase())),
@@ -329,7 +285,7 @@ async fn an_alarm_notifies_by_sms_at_its_level_and_minor_news_stays_in_the_app()
     };
     assert!(inbox.to_string().contains("FYI pump-1"), "{inbox}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let texts = requests.lock().unwrap().clone();
+    let texts = gateway.json_requests();
     assert_eq!(
         texts.len(),
         1,
@@ -347,7 +303,8 @@ async fn an_alarm_notifies_by_sms_at_its_level_and_minor_news_stays_in_the_app()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_error_is_a_failed_delivery_that_is_retried_until_sent() -> anyhow::Result<()> {
-    let (addr, requests) = gateway(vec![500, 500, 202]).await?;
+    let gateway = gateway(vec![500, 500, 202]).await?;
+    let addr = gateway.addr;
     // Retries 1 s, then 2 s apart: long enough to see the failed state between them.
     let node = node_with_sms(addr, 1000).await?;
     let pump = pump(&node).await?;
@@ -401,7 +358,7 @@ async fn a_gateway_error_is_a_failed_delivery_that_is_retried_until_sent() -> an
     };
     assert_eq!(sent["attempts"], 3, "{sent}");
     assert_eq!(sent["messageId"], "gw-3", "{sent}");
-    let seen = requests.lock().unwrap().clone();
+    let seen = gateway.json_requests();
     let of_this: Vec<&Value> = seen
         .iter()
         .map(|(_, b)| b)
