@@ -2,10 +2,11 @@
 # Asked by the REST API for every operation.
 #
 # The host passes:
-#   principal  {"kind": "user", "id", "username", "org", "region", "roles": [...]}
-#              | {"kind": "app", "id", "org", "region", "apis": ["device.read", ...],
+#   principal  {"kind": "user", "id", "username", "org", "orgs", "region", "roles": [...]}
+#              | {"kind": "app", "id", "org", "orgs", "region", "apis": ["device.read", ...],
 #                 "resources": {"products", "devices", "regions", "dataModels", "eventTypes",
 #                 "topics"}} (a registered app calling with a signed request)
+#              "orgs" is "org" and every organisation below it in the organisation tree
 #   action     "<kind>.<verb>", verb one of read, write, delete, invoke (service call, property
 #              set), admin; e.g. "device.read", "policy.write", "decision.read"
 #   resource   {"kind", "id", "org", "region"}; org / region absent for collections (lists);
@@ -23,8 +24,9 @@
 # Any user reads and changes their own profile (profile.read / profile.write, resource id = their
 # username: name, contact details, password). The platform style (style.write: title, logo,
 # theme colour) is the administrators' alone; anyone may read it without logging in.
-# Scope: same org (or a resource without org) and the resource's region at or below the
-# principal's region ("/" covers all; a resource without region is in scope).
+# Scope: the resource's org is the principal's or one below it in the organisation tree (or the
+# resource has no org), and the resource's region at or below the principal's region ("/" covers
+# all; a resource without region is in scope).
 #
 # To change who may do what, edit this file and api_test.rego, run `lotus policy test policies/`,
 # then save (hot reload) or PUT /api/v1/policies/lotus.api. Failing tests refuse the change.
@@ -339,6 +341,12 @@ org_in_scope if {
 	resource_org == input.principal.org
 }
 
+# A department sees what its sub-units own ("orgs" holds the principal's subtree).
+org_in_scope if {
+	resource_org != null
+	resource_org in object.get(input, ["principal", "orgs"], [])
+}
+
 region_in_scope if resource_region == null
 
 region_in_scope if principal_region == "/"
@@ -361,8 +369,8 @@ in_scope if {
 
 # --- lists ------------------------------------------------------------------------------------
 
-# A list is confined to the principal's organisation and region unless its roles reach
-# everywhere for that kind.
+# A list is confined to the principal's organisation (with the organisations below it) and
+# region unless its roles reach everywhere for that kind.
 list_unscoped if has_role("admin")
 
 list_unscoped if {

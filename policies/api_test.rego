@@ -46,6 +46,29 @@ test_org_mismatch_denied if {
 	reason == "device pk/dn belongs to organisation other, not yours (city)" with input as inp
 }
 
+# "city" has the sub-organisation "city.water"; "city.water" has none.
+dept_user(org, orgs) := {"kind": "user", "id": "7", "username": "ops", "org": org, "orgs": orgs, "region": "/", "roles": ["operator"]}
+
+test_parent_org_sees_its_sub_organisations if {
+	allow with input as {"principal": dept_user("city", ["city", "city.water"]), "action": "device.write", "resource": {"kind": "device", "id": "pk/dn", "org": "city.water", "region": "/hz"}}
+	allow with input as {"principal": dept_user("city", ["city", "city.water"]), "action": "product.read", "resource": {"kind": "product", "id": "pk", "org": "city", "region": "/hz"}}
+}
+
+test_sub_organisation_does_not_see_its_parent if {
+	inp := {"principal": dept_user("city.water", ["city.water"]), "action": "device.read", "resource": {"kind": "device", "id": "pk/dn", "org": "city", "region": "/hz"}}
+	not allow with input as inp
+	reason == "device pk/dn belongs to organisation city, not yours (city.water)" with input as inp
+}
+
+test_sibling_organisations_do_not_see_each_other if {
+	not allow with input as {"principal": dept_user("city.water", ["city.water"]), "action": "device.read", "resource": {"kind": "device", "id": "pk/dn", "org": "city.power", "region": "/hz"}}
+}
+
+test_app_of_a_parent_org_reaches_sub_organisations if {
+	principal := object.union(app(["device.read"], "/"), {"orgs": ["city", "city.water"]})
+	allow with input as {"principal": principal, "action": "device.read", "resource": {"kind": "device", "id": "pk/lamp-9", "org": "city.water", "region": "/hz/xihu"}}
+}
+
 test_collection_is_in_scope if {
 	allow with input as req(["viewer"], "device.read", {"kind": "device"})
 	allow with input as req(["operator"], "product.read", {})

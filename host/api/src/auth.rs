@@ -254,6 +254,8 @@ impl Authenticated {
             },
             // An app's API actions are its own grants, passed to the policy as `apis`.
             permissions: Vec::new(),
+            // Filled in by the extractor, which can ask the store.
+            org_subtree: Vec::new(),
         };
         Authenticated {
             user,
@@ -300,7 +302,9 @@ impl FromRequestParts<ApiState> for Authenticated {
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         if let Some(VerifiedApp(app)) = parts.extensions.remove::<VerifiedApp>() {
-            return Ok(Authenticated::from_app(app));
+            let mut caller = Authenticated::from_app(app);
+            caller.user.org_subtree = state.store.org_subtree(&caller.user.scope.org).await?;
+            return Ok(caller);
         }
         if parts.headers.contains_key(crate::signature::APP_HEADER) {
             // The signature middleware does not run on this route (it would have left the app).

@@ -50,6 +50,8 @@ pub fn user_principal(user: &UserRow) -> Value {
         // What the custom roles among them permit (`<kind>.<verb>`), checked by the policy
         // within the user's scope.
         "permissions": user.permissions,
+        // Their organisation and every one below it: a city department sees its sub-units'.
+        "orgs": user.org_subtree,
     })
 }
 
@@ -69,7 +71,11 @@ pub fn app_principal(app: &AppRow) -> Value {
 /// What the policy sees of the caller, user or app.
 pub fn principal(caller: &Authenticated) -> Value {
     match caller.app() {
-        Some(app) => app_principal(app),
+        Some(app) => {
+            let mut principal = app_principal(app);
+            principal["orgs"] = json!(caller.user.org_subtree);
+            principal
+        }
         None => user_principal(&caller.user),
     }
 }

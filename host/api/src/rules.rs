@@ -479,6 +479,10 @@ pub async fn list(
     )?;
     let (page, number, size) = q.page()?;
     let within = crate::authz::list_scope(&state, &user, "rule")?;
+    let orgs = match &within {
+        Some(s) => state.store.org_subtree(&s.org).await?,
+        None => Vec::new(),
+    };
     // Rules are few (hundreds at most), so scope and page are applied here rather than in SQL.
     let visible: Vec<RuleRow> = state
         .store
@@ -487,7 +491,7 @@ pub async fn list(
         .into_iter()
         .filter(|r| {
             within.as_ref().is_none_or(|s| {
-                (r.org.is_empty() || r.org == s.org)
+                (r.org.is_empty() || orgs.contains(&r.org))
                     && lotus_model::scope::region_covers(&s.region, &r.region)
             })
         })

@@ -8,7 +8,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
-use crate::sql::{Sql, contains_pattern, json, page_bounds, push_scope_condition, to_json};
+use crate::sql::{
+    Sql, contains_pattern, json, page_bounds, push_org_subtree, push_scope_condition, to_json,
+};
 use crate::{Page, Scope, Store, UserRow, now_ms};
 
 /// An administrative region; its parent is its path without the last segment.
@@ -265,6 +267,22 @@ impl Store {
         .as_ref()
         .map(org_row)
         .transpose()
+    }
+
+    /// An organisation's id and the ids of every organisation below it in the tree: what a
+    /// member of `org` has in scope. An organisation not (or not yet) in the tree is its own
+    /// subtree; no organisation (`""`) has none.
+    pub async fn org_subtree(&self, org: &str) -> Result<Vec<String>> {
+        if org.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(self.backend(), "");
+        push_org_subtree(&mut sql, org);
+        sql.push(" ORDER BY id");
+        let (text, args) = sql.finish()?;
+        Ok(sqlx::query_scalar_with(&text, args)
+            .fetch_all(self.read())
+            .await?)
     }
 
     /// Adds an organisation; `Conflict` when the id exists, `NotFound` when the parent does

@@ -224,19 +224,31 @@ pub(crate) fn page_bounds(page: crate::Page) -> (i64, i64) {
     (page.offset.max(0), page.limit.max(0))
 }
 
-/// Appends ` AND …` confining rows to a scope: the organisation column equal to the scope's or
-/// empty (a resource of no organisation), and the region expression equal to the scope's
-/// region or below it. The whole city (`/`) adds no region condition.
+/// Appends ` AND …` confining rows to a scope: the organisation column empty (a resource of no
+/// organisation) or the scope's organisation or one below it in the tree, and the region
+/// expression equal to the scope's region or below it. The whole city (`/`) adds no region
+/// condition.
 pub(crate) fn push_scope_condition(
     sql: &mut Sql,
     org_column: &str,
     region_expr: &str,
     scope: &crate::Scope,
 ) {
-    sql.push(&format!(" AND ({org_column} = '' OR {org_column} = "))
-        .push_arg(scope.org.clone())
-        .push(")");
+    sql.push(&format!(" AND ({org_column} = '' OR {org_column} IN ("));
+    push_org_subtree(sql, &scope.org);
+    sql.push("))");
     push_region_condition(sql, region_expr, &scope.region);
+}
+
+/// Appends a query of the id `org` and the ids of every organisation below it. The tree has no
+/// cycles (a parent is fixed when an organisation is created), so the recursion ends.
+pub(crate) fn push_org_subtree(sql: &mut Sql, org: &str) {
+    sql.push("WITH RECURSIVE org_subtree(id) AS (SELECT ")
+        .push_arg(org.to_string())
+        .push(
+            " UNION SELECT o.id FROM orgs o JOIN org_subtree t ON o.parent = t.id) \
+             SELECT id FROM org_subtree",
+        );
 }
 
 /// Appends ` AND …` confining the region expression to `region` or below it (`/hz` takes in

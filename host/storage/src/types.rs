@@ -41,6 +41,9 @@ pub struct UserRow {
     /// The `<kind>.<verb>` actions the custom roles among `roles` permit; filled in where the
     /// user acts (`session_user`, `user_by_name`), empty in lists.
     pub permissions: Vec<String>,
+    /// The user's organisation and every organisation below it (what they have in scope);
+    /// filled in with `permissions`, empty in lists.
+    pub org_subtree: Vec<String>,
 }
 
 /// A user's name and contact details as they gave them; `None` where they gave nothing.

@@ -28,6 +28,7 @@ pub(crate) fn user_row(row: &AnyRow) -> Result<UserRow> {
             phone: row.try_get("phone")?,
         },
         permissions: Vec::new(),
+        org_subtree: Vec::new(),
     })
 }
 
@@ -100,6 +101,7 @@ impl Store {
             scope: scope.clone(),
             profile: profile.clone(),
             permissions: Vec::new(),
+            org_subtree: Vec::new(),
         })
     }
 
@@ -215,12 +217,14 @@ impl Store {
         self.with_role_permissions(user).await
     }
 
-    /// Fills in what the custom roles among a user's roles permit.
+    /// Fills in what the custom roles among a user's roles permit, and the organisations below
+    /// theirs, both read again on every request so that a changed role or tree applies at once.
     async fn with_role_permissions(&self, user: Option<UserRow>) -> Result<Option<UserRow>> {
         let Some(mut user) = user else {
             return Ok(None);
         };
         user.permissions = self.role_permissions(&user.roles).await?;
+        user.org_subtree = self.org_subtree(&user.scope.org).await?;
         Ok(Some(user))
     }
 

@@ -673,3 +673,158 @@ async fn cli_manages_regions_orgs_and_roles() -> anyhow::Result<()> {
     assert!(ok, "{err}");
     Ok(())
 }
+
+/// A department sees what its sub-units own, a sub-unit not its parent's nor its siblings',
+/// in lists and one by one; a new sub-unit counts at once, without logging in again.
+async fn organisation_scope_covers_the_subtree(options: NodeOptions) -> anyhow::Result<()> {
+    let mut node = LotusNode::start(options).await?;
+    node.login().await?;
+    for (id, parent) in [("city", None), ("water", Some("city")), ("power", Some("city"))] {
+        node.expect(
+            Method::POST,
+            "/api/v1/orgs",
+            Some(json!({"id": id, "name": id, "parent": parent})),
+            201,
+        )
+        .await?;
+    }
+    let mut products = std::collections::HashMap::new();
+    for org in ["city", "water", "power"] {
+        let p = node
+            .expect(
+                Method::POST,
+                "/api/v1/products",
+                Some(json!({"name": format!("{org} meter"), "nodeType": "direct",
+                    "dataFormat": "alink", "org": org})),
+                201,
+            )
+            .await?;
+        products.insert(org, p["productKey"].as_str().unwrap().to_string());
+    }
+    node.expect(
+        Method::POST,
+        &format!("/api/v1/products/{}/devices", products["water"]),
+        Some(json!({"deviceName": "meter-1"})),
+        201,
+    )
+    .await?;
+    for (name, org) in [("mayor", "city"), ("plumber", "water")] {
+        node.expect(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": name, "password": PASSWORD, "roles": ["operator"],
+                "org": org, "region": "/"})),
+            201,
+        )
+        .await?;
+    }
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["productKey"].as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    let mut all: Vec<String> = products.values().cloned().collect();
+    all.sort();
+
+    let mayor = Session::login(&node, "mayor").await?;
+    let seen = mayor
+        .expect(Method::GET, "/api/v1/products?pageSize=100", None, 200)
+        .await?;
+    assert_eq!(keys(&seen), all, "{seen}");
+    mayor
+        .expect(
+            Method::GET,
+            &format!("/api/v1/products/{}", products["water"]),
+            None,
+            200,
+        )
+        .await?;
+    let devices = mayor
+        .expect(Method::GET, "/api/v1/devices?pageSize=100", None, 200)
+        .await?;
+    assert_eq!(devices["total"], 1, "{devices}");
+    mayor
+        .expect(
+            Method::GET,
+            &format!("/api/v1/products/{}/devices/meter-1", products["water"]),
+            None,
+            200,
+        )
+        .await?;
+    let orgs = mayor.expect(Method::GET, "/api/v1/orgs", None, 200).await?;
+    assert_eq!(orgs["items"].as_array().unwrap().len(), 3, "{orgs}");
+
+    let plumber = Session::login(&node, "plumber").await?;
+    let seen = plumber
+        .expect(Method::GET, "/api/v1/products?pageSize=100", None, 200)
+        .await?;
+    assert_eq!(keys(&seen), vec![products["water"].clone()], "{seen}");
+    for org in ["city", "power"] {
+        let (status, v) = plumber
+            .call(
+                Method::GET,
+                &format!("/api/v1/products/{}", products[org]),
+                None,
+            )
+            .await?;
+        assert_eq!(status, 403, "{v}");
+        assert!(
+            detail(&v).contains(&format!("belongs to organisation {org}, not yours (water)")),
+            "{v}"
+        );
+    }
+
+    // A sub-unit created now is in the plumber's scope on their next request.
+    node.expect(
+        Method::POST,
+        "/api/v1/orgs",
+        Some(json!({"id": "water-north", "name": "north works", "parent": "water"})),
+        201,
+    )
+    .await?;
+    let north = node
+        .expect(
+            Method::POST,
+            "/api/v1/products",
+            Some(json!({"name": "north meter", "nodeType": "direct", "dataFormat": "alink",
+                "org": "water-north"})),
+            201,
+        )
+        .await?;
+    let north = north["productKey"].as_str().unwrap().to_string();
+    let seen = plumber
+        .expect(Method::GET, "/api/v1/products?pageSize=100", None, 200)
+        .await?;
+    let mut expected = vec![products["water"].clone(), north.clone()];
+    expected.sort();
+    assert_eq!(keys(&seen), expected, "{seen}");
+    plumber
+        .expect(
+            Method::PATCH,
+            &format!("/api/v1/products/{north}"),
+            Some(json!({"description": "maintained by the water group"})),
+            200,
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisation_scope_covers_the_subtree_on_sqlite() -> anyhow::Result<()> {
+    organisation_scope_covers_the_subtree(NodeOptions::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisation_scope_covers_the_subtree_on_postgres() -> anyhow::Result<()> {
+    let pg = lotus_test_harness::postgres::TestPostgres::start()?;
+    organisation_scope_covers_the_subtree(NodeOptions {
+        database_url: Some(pg.url.clone()),
+        ..Default::default()
+    })
+    .await
+}
