@@ -2,7 +2,10 @@
 # (deliver) this topic? Asked by the broker on every PUBLISH, SUBSCRIBE and delivery.
 #
 # The host classifies, this policy decides. The host passes (see docs/policies.md):
-#   principal  {"kind": "device", "product_key"} | {"kind": "application", "id"}
+#   principal  {"kind": "device", "product_key"}
+#              | {"kind": "application", "id", "registered_app"} (registered_app: true for an
+#                app of the app registry, id = its client id; false for an application
+#                credential, id = its number)
 #              | {"kind": "anonymous"}
 #   action     "publish" | "subscribe" | "deliver"
 #   devices:   relation ("self" | "sub_device" | "other": whose topic it is, relative to the
@@ -114,24 +117,48 @@ allow if {
 	input.facts.downlink_class == true
 }
 
-application_reason := "no subscribe grant of the application credential covers this filter" if {
+# Why an application is refused, as a code; the words depend on who it is (below).
+application_denial := "subscribe" if {
 	input.action == "subscribe"
 	not input.facts.grant == true
-} else := "the application may no longer receive this topic" if {
+} else := "deliver" if {
 	input.action == "deliver"
 	not input.facts.grant == true
-} else := "topics starting with '$' are reserved for the broker" if {
+} else := "dollar" if {
 	input.action == "publish"
 	input.facts.dollar == true
-} else := "applications do not publish into device namespaces: use the API" if {
+} else := "device_namespace" if {
 	input.action == "publish"
 	input.facts.device_namespace == true
-} else := "no publish grant of the application credential matches this topic" if {
+} else := "publish" if {
 	input.action == "publish"
 	not input.facts.grant == true
-} else := "applications publish only to topics the product's devices receive (a sub or all topic class), never as a device" if {
+} else := "downlink_class" if {
 	input.action == "publish"
 	not input.facts.downlink_class == true
+}
+
+application_reason := application_reasons[application_denial]
+
+# A registered app (logged in with its client id) is named, so that its operator finds it in the
+# app registry; an application credential's grants are those of the credential.
+application_reasons := {
+	"subscribe": sprintf("no subscribe grant of %s covers this filter (its resources.topics)", [app]),
+	"deliver": sprintf("%s may no longer receive this topic", [app]),
+	"dollar": "topics starting with '$' are reserved for the broker",
+	"device_namespace": sprintf("%s may not publish into device namespaces: use the API", [app]),
+	"publish": sprintf("no publish grant of %s matches this topic (its resources.topics)", [app]),
+	"downlink_class": sprintf("%s publishes only to topics the product's devices receive (a sub or all topic class), never as a device", [app]),
+} if {
+	input.principal.registered_app == true
+	app := sprintf("app %v", [input.principal.id])
+} else := {
+	"subscribe": "no subscribe grant of the application credential covers this filter",
+	"deliver": "the application may no longer receive this topic",
+	"dollar": "topics starting with '$' are reserved for the broker",
+	"device_namespace": "applications do not publish into device namespaces: use the API",
+	"publish": "no publish grant of the application credential matches this topic",
+	"downlink_class": "applications publish only to topics the product's devices receive (a sub or all topic class), never as a device",
 }
 
 # --- anonymous clients -----------------------------------------------------------------------

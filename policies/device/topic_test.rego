@@ -145,6 +145,31 @@ test_application_publish_denials if {
 	not allow with input as app("publish", {"grant": true, "downlink_class": true, "device_namespace": true})
 }
 
+# A registered app logs in with its client id: the same rules, refusals that name it.
+reg_app(action, facts) := {"principal": {"kind": "application", "id": "app_j5kx2qmzrtw7vhbn3dpa", "registered_app": true}, "action": action, "topic": "/a1/d1/user/get", "facts": facts}
+
+test_registered_app_follows_the_application_rules if {
+	allow with input as reg_app("subscribe", {"grant": true})
+	allow with input as reg_app("deliver", {"grant": true})
+	allow with input as reg_app("publish", {"grant": true, "downlink_class": true, "dollar": false, "device_namespace": false})
+	not allow with input as reg_app("subscribe", {"grant": false})
+	not allow with input as reg_app("publish", {"grant": true, "downlink_class": false})
+}
+
+test_registered_app_refusals_name_the_app if {
+	reason == "no subscribe grant of app app_j5kx2qmzrtw7vhbn3dpa covers this filter (its resources.topics)" with input as reg_app("subscribe", {"grant": false})
+	reason == "app app_j5kx2qmzrtw7vhbn3dpa may no longer receive this topic" with input as reg_app("deliver", {})
+	reason == "topics starting with '$' are reserved for the broker" with input as reg_app("publish", {"grant": true, "downlink_class": true, "dollar": true})
+	reason == "app app_j5kx2qmzrtw7vhbn3dpa may not publish into device namespaces: use the API" with input as reg_app("publish", {"grant": true, "downlink_class": true, "device_namespace": true})
+	reason == "no publish grant of app app_j5kx2qmzrtw7vhbn3dpa matches this topic (its resources.topics)" with input as reg_app("publish", {"grant": false, "downlink_class": true})
+	reason == "app app_j5kx2qmzrtw7vhbn3dpa publishes only to topics the product's devices receive (a sub or all topic class), never as a device" with input as reg_app("publish", {"grant": true, "downlink_class": false})
+}
+
+test_application_credential_refusals_do_not_say_app if {
+	inp := object.union(app("subscribe", {"grant": false}), {"principal": {"kind": "application", "id": "7", "registered_app": false}})
+	reason == "no subscribe grant of the application credential covers this filter" with input as inp
+}
+
 anon(action, facts) := {"principal": {"kind": "anonymous", "client_id": "c"}, "action": action, "topic": "t", "facts": facts}
 
 test_anonymous_open_topics if {

@@ -1,6 +1,8 @@
 // The config center's app registry in a real browser against the real `lotus` binary: an
 // administrator registers an ISV app with a product grant and an API action, is shown its secret
 // once, finds it in the list and takes it offline with the keyboard; the API confirms each step.
+// An app's MQTT topic grants are rows of a filter and subscribe/publish check boxes: a publish
+// grant given with the keyboard is saved in the object form and shown again when reopened.
 // The portal speaks Chinese by default, so the labels looked for are the Chinese ones.
 //
 //   npm test        # with the other browser tests
@@ -174,5 +176,65 @@ describe('config center: app registry', () => {
     await toast('success', '已删除')
     await page.locator('[data-test=app-table] .el-table__empty-text').waitFor()
     await api.expect('GET', `/api/v1/apps/${shown.clientId}`, undefined, 404)
+  })
+
+  test('grant an MQTT topic to publish with the keyboard; saved as an object and shown again', async () => {
+    const pk = product.productKey
+    const update = `/${pk}/+/user/update`
+    const all = `/${pk}/+/user/all/#`
+    const get = `/${pk}/+/user/get`
+    const NAME = 'Lighting control'
+    // Grants of both forms made through the API.
+    const app = await api.expect(
+      'POST',
+      '/api/v1/apps',
+      { name: NAME, type: 'service', resources: { topics: [update, { filter: all, actions: ['publish', 'subscribe'] }] } },
+      201,
+    )
+    await page.goto(`${node.url}/config?tab=registry`)
+    await page.locator(`[data-test="app-edit-${NAME}"]`).click()
+    await page.locator('[data-test=app-topic-row-1]').waitFor()
+    const box = (action, i) => page.locator(`[data-test="app-topic-${action}-${i}"] input[type=checkbox]`)
+    const state = async (i) => [await field(`app-topic-${i}`).inputValue(), await box('subscribe', i).isChecked(), await box('publish', i).isChecked()]
+    assert.deepEqual(await state(0), [update, true, false])
+    assert.deepEqual(await state(1), [all, true, true])
+
+    // Add a row with the keyboard: the new filter field takes the focus; subscribe is ticked.
+    await page.locator('[data-test=app-topic-add]').focus()
+    await page.keyboard.press('Enter')
+    await page.waitForFunction(() => document.activeElement?.id === 'app-topic-2')
+    assert.deepEqual(await state(2), ['', true, false])
+    await page.keyboard.type(get)
+    await page.keyboard.press('Tab')
+    assert.equal(await box('subscribe', 2).evaluate((e) => e === document.activeElement), true)
+    await page.keyboard.press('Space')
+    await page.keyboard.press('Tab')
+    assert.equal(await box('publish', 2).evaluate((e) => e === document.activeElement), true)
+    await page.keyboard.press('Space')
+    assert.deepEqual(await state(2), [get, false, true])
+    await shot('topics')
+    await page.locator('[data-test=app-submit]').click()
+    await toast('success', NAME)
+    await page.locator('[data-test=app-dialog]').waitFor({ state: 'hidden' })
+
+    // The server holds the subscribe-only grant as its bare filter, the others as objects.
+    const saved = await api.expect('GET', `/api/v1/apps/${app.clientId}`, undefined, 200)
+    assert.deepEqual(saved.resources.topics, [update, { filter: all, actions: ['subscribe', 'publish'] }, { filter: get, actions: ['publish'] }])
+
+    // Reopened, each row shows what it grants.
+    await page.locator(`[data-test="app-edit-${NAME}"]`).click()
+    await page.locator('[data-test=app-topic-row-2]').waitFor()
+    assert.deepEqual(await state(0), [update, true, false])
+    assert.deepEqual(await state(1), [all, true, true])
+    assert.deepEqual(await state(2), [get, false, true])
+
+    // A filter granting nothing is pointed at, not saved.
+    await box('publish', 2).focus()
+    await page.keyboard.press('Space')
+    await page.locator('[data-test=app-submit]').click()
+    assert.match(await toast('error', '主题授权 3'), /订阅、发布/)
+    assert.deepEqual((await api.expect('GET', `/api/v1/apps/${app.clientId}`, undefined, 200)).resources.topics, saved.resources.topics)
+    await page.locator('[data-test=app-dialog] .el-dialog__footer .el-button').first().click()
+    await page.locator('[data-test=app-dialog]').waitFor({ state: 'hidden' })
   })
 })

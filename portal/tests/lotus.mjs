@@ -81,8 +81,9 @@ async function waitFor(what, ms, f) {
 /**
  * A running node. `url` is where the browser goes: the node itself, or — for a binary that
  * cannot serve the portal yet — `vite preview` in front of it (reported as `mode: 'preview'`).
+ * `env` adds configuration as `LOTUS_*` environment variables (e.g. `LOTUS_AUTH__OIDC__ISSUER`).
  */
-export async function startLotus() {
+export async function startLotus({ env: config = {} } = {}) {
   const bin = lotusBinary()
   const dataDir = mkdtempSync(join(tmpdir(), 'lotus-portal-'))
   const ready = join(dataDir, 'ready.json')
@@ -102,7 +103,7 @@ export async function startLotus() {
     '--ready-file', ready,
     ...(portal ? ['--portal-dir', DIST] : []),
   ]
-  const env = { ...process.env, LOTUS_ADMIN_PASSWORD: ADMIN_PASSWORD }
+  const env = { ...process.env, ...config, LOTUS_ADMIN_PASSWORD: ADMIN_PASSWORD }
   delete env.LOTUS_CONFIG
   delete env.LOTUS_BIN
   const child = spawn(bin, args, { env, stdio: ['ignore', log, log] })

@@ -2,16 +2,21 @@
 //! dashboards, take them online or offline, and grant each the API actions it may call and the
 //! resources it may call them on. An app calls the API with requests signed by its secret
 //! (`crate::signature`, `docs/app-api.md`); the secret is shown once, at creation and at each
-//! rotation. Registrations, grant and status changes, rotations and deletions are audited.
+//! rotation. With the same client id and secret it logs in to the MQTT broker, confined to its
+//! topic grants (`lotus_device::application`). Registrations, grant and status changes,
+//! rotations and deletions are audited.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use lotus_device::application::AppTopicGrantError;
+use lotus_model::authz::{Grant, GrantAction};
 use lotus_model::scope::{Scope, parse_org, parse_region};
+use lotus_mqtt::DisconnectReason;
 use lotus_storage::{
     APP_OFFLINE, APP_ONLINE, AppFilter, AppResources, AppRow, AppUpdate, NewApp, Secret,
-    StorageError,
+    StorageError, TopicGrant,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -54,6 +59,11 @@ const MAX_URL: usize = 2048;
 const MAX_ICON: usize = 256 * 1024;
 /// Most entries in any one list of grants.
 const MAX_LIST: usize = 1000;
+/// Most MQTT topic grants of one app, as for an application credential: every SUBSCRIBE and
+/// every delivery to the app is matched against them.
+const MAX_TOPIC_GRANTS: usize = 64;
+/// Longest topic filter granted.
+const MAX_TOPIC_FILTER: usize = 256;
 
 /// What an app is granted besides its API actions: each list names things of one kind.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Default)]
@@ -72,8 +82,13 @@ pub struct AppGrants {
     pub data_models: Vec<String>,
     /// Event type codes: those types and their events.
     pub event_types: Vec<String>,
-    /// MQTT topic filters for the app's message subscriptions.
-    pub topics: Vec<String>,
+    /// MQTT topic grants (see `docs/app-api.md`, "Messages over MQTT"): a filter
+    /// `/{productKey}/…` or `/sys/{productKey}/…` grants subscribing;
+    /// `{"filter": …, "actions": ["subscribe", "publish"]}` names the actions. Products must be
+    /// in the app's organisation and region.
+    #[schema(value_type = Vec<Object>, example = json!(["/a1B2c3D4e5F/+/user/update",
+        {"filter": "/a1B2c3D4e5F/+/user/get", "actions": ["publish"]}]))]
+    pub topics: Vec<serde_json::Value>,
 }
 
 impl From<AppResources> for AppGrants {
@@ -84,7 +99,7 @@ impl From<AppResources> for AppGrants {
             regions: r.regions,
             data_models: r.data_models,
             event_types: r.event_types,
-            topics: r.topics,
+            topics: r.topics.iter().map(|t| json!(t)).collect(),
         }
     }
 }
@@ -121,6 +136,9 @@ pub struct CreateApp {
     /// Roles whose users may open it from the app center.
     #[serde(default)]
     pub open_roles: Vec<String>,
+    /// Where OpenID Connect may send users after logging out, exactly.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -144,6 +162,7 @@ pub struct UpdateApp {
     pub resources: Option<AppGrants>,
     pub redirect_uris: Option<Vec<String>>,
     pub open_roles: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -169,6 +188,7 @@ pub struct App {
     pub resources: AppGrants,
     pub redirect_uris: Vec<String>,
     pub open_roles: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -192,6 +212,7 @@ impl From<AppRow> for App {
             resources: r.resources.into(),
             redirect_uris: r.redirect_uris,
             open_roles: r.open_roles,
+            post_logout_redirect_uris: r.post_logout_redirect_uris,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -379,15 +400,119 @@ fn check_names(field: &str, names: Vec<String>) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-/// Resource grants: products and devices must exist, regions must be region paths.
-async fn check_grants(state: &ApiState, g: AppGrants) -> ApiResult<AppResources> {
+/// One MQTT topic grant as given: a filter string (subscribe) or `{filter, actions}`.
+fn parse_topic_grant(field: &str, v: serde_json::Value) -> ApiResult<Grant> {
+    use serde_json::Value;
+    const FORMS: &str = r#"give a topic filter ("/{productKey}/+/user/update" grants subscribe) or {"filter": "/{productKey}/…", "actions": ["subscribe", "publish"]}"#;
+    let (filter, actions) = match v {
+        Value::String(filter) => (filter, None),
+        Value::Object(mut o) => {
+            let filter = match o.remove("filter") {
+                Some(Value::String(f)) => f,
+                _ => {
+                    return Err(ApiError::unprocessable(format!(
+                        "{field}.filter: a topic filter is required ({FORMS})"
+                    )));
+                }
+            };
+            let actions = match o.remove("actions") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(a)) => Some(a),
+                Some(_) => {
+                    return Err(ApiError::unprocessable(format!(
+                        "{field}.actions: give a list of subscribe and/or publish"
+                    )));
+                }
+            };
+            if let Some(k) = o.keys().next() {
+                return Err(ApiError::unprocessable(format!(
+                    "{field}: unknown field '{k}' ({FORMS})"
+                )));
+            }
+            (filter, actions)
+        }
+        _ => return Err(ApiError::unprocessable(format!("{field}: {FORMS}"))),
+    };
+    if filter.is_empty() || filter.len() > MAX_TOPIC_FILTER {
+        return Err(ApiError::unprocessable(format!(
+            "{field}: a topic filter is 1 to {MAX_TOPIC_FILTER} characters"
+        )));
+    }
+    let mut granted = Vec::new();
+    for (j, a) in actions
+        .unwrap_or_else(|| vec![json!("subscribe")])
+        .iter()
+        .enumerate()
+    {
+        let action = a.as_str().and_then(GrantAction::parse).ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "{field}.actions[{j}]: unknown action {a} (use subscribe or publish)"
+            ))
+        })?;
+        if !granted.contains(&action) {
+            granted.push(action);
+        }
+    }
+    if granted.is_empty() {
+        return Err(ApiError::unprocessable(format!(
+            "{field}.actions: give subscribe and/or publish"
+        )));
+    }
+    // One spelling per meaning, so that comparing grants (to disconnect on a change) and the
+    // stored form do not depend on the order given.
+    granted.sort_by_key(|a| a.as_str());
+    granted.reverse();
+    Ok(Grant {
+        filter,
+        actions: granted,
+    })
+}
+
+/// MQTT topic grants: each checked as an application credential's grant is, of an existing
+/// product in the app's organisation and region; duplicates dropped.
+async fn check_topics(
+    state: &ApiState,
+    scope: &Scope,
+    topics: Vec<serde_json::Value>,
+) -> ApiResult<Vec<TopicGrant>> {
+    if topics.len() > MAX_TOPIC_GRANTS {
+        return Err(ApiError::unprocessable(format!(
+            "resources.topics: at most {MAX_TOPIC_GRANTS} topic grants (use + and # below the product key to cover more topics)"
+        )));
+    }
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let orgs = state.store.org_subtree(&scope.org).await?;
+    let mut out: Vec<TopicGrant> = Vec::with_capacity(topics.len());
+    for (i, t) in topics.into_iter().enumerate() {
+        let field = format!("resources.topics[{i}]");
+        let grant = parse_topic_grant(&field, t)?;
+        state
+            .plane
+            .check_app_topic_grant(scope, &orgs, &grant)
+            .await
+            .map_err(|e| match e {
+                AppTopicGrantError::Storage(e) => ApiError::from(e),
+                other => ApiError::unprocessable(format!("{field}: {other}")),
+            })?;
+        let grant = TopicGrant::from_grant(grant);
+        if !out.contains(&grant) {
+            out.push(grant);
+        }
+    }
+    Ok(out)
+}
+
+/// Resource grants: products and devices must exist, regions must be region paths, topic
+/// grants must be valid grant filters of products in the app's `scope`.
+async fn check_grants(state: &ApiState, g: AppGrants, scope: &Scope) -> ApiResult<AppResources> {
     for (field, list) in [
         ("products", &g.products),
         ("devices", &g.devices),
         ("regions", &g.regions),
         ("dataModels", &g.data_models),
         ("eventTypes", &g.event_types),
-        ("topics", &g.topics),
     ] {
         too_many(&format!("resources.{field}"), list.len())?;
     }
@@ -420,30 +545,28 @@ async fn check_grants(state: &ApiState, g: AppGrants) -> ApiResult<AppResources>
         );
     }
     let event_types = check_names("resources.eventTypes", g.event_types)?;
-    for (i, t) in g.topics.iter().enumerate() {
-        if t.is_empty() || t.len() > 256 || t.chars().any(char::is_whitespace) {
-            return Err(ApiError::unprocessable(format!(
-                "resources.topics[{i}]: a topic filter is 1 to 256 characters without spaces"
-            )));
-        }
-    }
+    let topics = check_topics(state, scope, g.topics).await?;
     Ok(AppResources {
         products: g.products,
         devices: g.devices,
         regions,
         data_models: g.data_models,
         event_types,
-        topics: g.topics,
+        topics,
     })
 }
 
 fn check_redirect_uris(uris: Vec<String>) -> ApiResult<Vec<String>> {
-    too_many("redirectUris", uris.len())?;
+    check_uris("redirectUris", uris)
+}
+
+fn check_uris(field: &str, uris: Vec<String>) -> ApiResult<Vec<String>> {
+    too_many(field, uris.len())?;
     for (i, u) in uris.iter().enumerate() {
         // OpenID Connect compares redirect URIs exactly and forbids fragments.
         if !is_web_url(u) || u.contains('#') || u.len() > MAX_URL {
             return Err(ApiError::unprocessable(format!(
-                "redirectUris[{i}]: '{u}' must be an absolute http:// or https:// URL without a #fragment"
+                "{field}[{i}]: '{u}' must be an absolute http:// or https:// URL without a #fragment"
             )));
         }
     }
@@ -508,6 +631,7 @@ pub async fn create(
         "app.write",
         crate::authz::resource("app", "", Some(&scope)),
     )?;
+    let resources = check_grants(&state, req.resources, &scope).await?;
     let secret = new_secret();
     let mut new = NewApp {
         client_id: new_client_id(),
@@ -521,9 +645,13 @@ pub async fn create(
         status: check_status(req.status.as_deref().unwrap_or(APP_ONLINE))?,
         scope,
         scopes: check_scopes(req.scopes)?,
-        resources: check_grants(&state, req.resources).await?,
+        resources,
         redirect_uris: check_redirect_uris(req.redirect_uris)?,
         open_roles: check_names("openRoles", req.open_roles)?,
+        post_logout_redirect_uris: check_uris(
+            "postLogoutRedirectUris",
+            req.post_logout_redirect_uris,
+        )?,
     };
     // 100 random bits make a clash next to impossible; retry once anyway.
     let row = match state.store.create_app(&new).await {
@@ -611,7 +739,8 @@ pub async fn get(
 }
 
 /// Change an app: its description, status (online/offline) and grants (`scopes`, `resources`).
-/// Grants are replaced, not merged; an app taken offline is refused from its next call.
+/// Grants are replaced, not merged; an app taken offline is refused from its next call. Taking
+/// it offline or changing its topic grants, organisation or region closes its MQTT connections.
 #[utoipa::path(patch, path = "/api/v1/apps/{id}", tag = "apps", security(("bearer" = [])),
     params(("id" = String, Path, description = "The app's number or client id")),
     request_body = UpdateApp,
@@ -651,7 +780,7 @@ pub async fn update(
         None
     };
     let resources = match req.resources {
-        Some(g) => Some(check_grants(&state, g).await?),
+        Some(g) => Some(check_grants(&state, g, scope.as_ref().unwrap_or(&before.scope)).await?),
         None => None,
     };
     let update = AppUpdate {
@@ -675,6 +804,10 @@ pub async fn update(
         open_roles: req
             .open_roles
             .map(|r| check_names("openRoles", r))
+            .transpose()?,
+        post_logout_redirect_uris: req
+            .post_logout_redirect_uris
+            .map(|u| check_uris("postLogoutRedirectUris", u))
             .transpose()?,
     };
     let row = state.store.update_app(before.id, &update).await?;
@@ -710,11 +843,36 @@ pub async fn update(
         )
         .await;
     }
+    // MQTT connections keep the grants they were admitted with: a change that can narrow them,
+    // or taking the app offline, ends them, and the app reconnects under the new rules.
+    if (before.is_online() && !row.is_online())
+        || row.resources.topics != before.resources.topics
+        || row.scope != before.scope
+    {
+        disconnect_mqtt(
+            &state,
+            &row.client_id,
+            "status, topic grants or scope changed",
+        );
+    }
     Ok(Json(row.into()))
 }
 
-/// Rotate an app's secret: the old one stops working at once; the new one is shown only in
-/// this answer.
+/// Closes an app's MQTT connections, so that nothing keeps a right it no longer has.
+fn disconnect_mqtt(state: &ApiState, client_id: &str, why: &str) {
+    let closed = state
+        .plane
+        .kick_app(client_id, DisconnectReason::CredentialRevoked);
+    tracing::info!(
+        app = client_id,
+        connections = closed,
+        why,
+        "app's MQTT connections closed"
+    );
+}
+
+/// Rotate an app's secret: the old one stops working at once (its MQTT connections are
+/// closed); the new one is shown only in this answer.
 #[utoipa::path(post, path = "/api/v1/apps/{id}/secret", tag = "apps", security(("bearer" = [])),
     params(("id" = String, Path, description = "The app's number or client id")),
     responses((status = 200, body = App), (status = 404, body = crate::problem::Problem)))]
@@ -731,6 +889,7 @@ pub async fn rotate_secret(
         .rotate_app_secret(app.id, &Secret::new(secret.clone()))
         .await?;
     tracing::info!(app = %row.client_id, by = %user.user.username, "app secret rotated");
+    disconnect_mqtt(&state, &row.client_id, "secret rotated");
     crate::audit::record(
         &state,
         &user.user.username,
@@ -745,7 +904,8 @@ pub async fn rotate_secret(
     Ok(Json(out))
 }
 
-/// Delete an app: its signed calls and sign-ins are refused from now on.
+/// Delete an app: its signed calls, sign-ins and MQTT logins are refused from now on, and its
+/// MQTT connections are closed.
 #[utoipa::path(delete, path = "/api/v1/apps/{id}", tag = "apps", security(("bearer" = [])),
     params(("id" = String, Path, description = "The app's number or client id")),
     responses((status = 204), (status = 404, body = crate::problem::Problem)))]
@@ -758,6 +918,7 @@ pub async fn delete(
     crate::authz::check(&state, &user, "app.delete", resource(&app))?;
     state.store.delete_app(app.id).await?;
     tracing::info!(app = %app.client_id, by = %user.user.username, "app deleted");
+    disconnect_mqtt(&state, &app.client_id, "deleted");
     crate::audit::record(
         &state,
         &user.user.username,

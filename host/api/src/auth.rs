@@ -55,6 +55,8 @@ pub struct LoginResponse {
     pub expires_at: i64,
     pub username: String,
     pub roles: Vec<String>,
+    /// An administrator set this password: choose your own now (`POST /api/v1/me/password`).
+    pub must_change_password: bool,
 }
 
 /// Log in with a username and password.
@@ -130,6 +132,20 @@ pub async fn login(
         }
         return Err(ApiError::unauthorized("wrong username or password"));
     };
+    // Only now, with the right password: said earlier, it would tell anyone which names exist.
+    if !user.is_active() {
+        tracing::warn!(username = %user.username, "log-in to a disabled account refused");
+        crate::audit::record(
+            &state,
+            &user.username,
+            "auth.login",
+            &format!("user:{}", user.username),
+            "denied",
+            serde_json::json!({"reason": "disabled"}),
+        )
+        .await;
+        return Err(disabled());
+    }
     state.store.clear_failed_logins(&user.username).await?;
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
@@ -154,7 +170,15 @@ pub async fn login(
         expires_at,
         username: user.username,
         roles: user.roles,
+        must_change_password: user.password_reset_at.is_some(),
     }))
+}
+
+/// 403 for a log-in to a disabled account (given only once the password checked out).
+pub(crate) fn disabled() -> ApiError {
+    ApiError::forbidden(
+        "this account is disabled: ask an administrator to enable it if you still need it",
+    )
 }
 
 /// When repeated failed log-ins lock an account (MLPS level 3 asks for it).
@@ -228,10 +252,21 @@ impl Authenticated {
         let user = state
             .store
             .session_user(&token_hash, lotus_device::now_ms())
-            .await?
-            .ok_or_else(|| {
-                ApiError::unauthorized("the token is unknown or expired: log in again")
-            })?;
+            .await?;
+        let Some(user) = user else {
+            if state
+                .store
+                .session_of_disabled_user(&token_hash, lotus_device::now_ms())
+                .await?
+            {
+                return Err(ApiError::unauthorized(
+                    "this account is disabled: its sessions have ended; ask an administrator",
+                ));
+            }
+            return Err(ApiError::unauthorized(
+                "the token is unknown or expired: log in again",
+            ));
+        };
         Ok(Authenticated {
             user,
             caller: Caller::User { token_hash },
@@ -256,6 +291,9 @@ impl Authenticated {
             permissions: Vec::new(),
             // Filled in by the extractor, which can ask the store.
             org_subtree: Vec::new(),
+            disabled_at: None,
+            locked_until: None,
+            password_reset_at: None,
         };
         Authenticated {
             user,

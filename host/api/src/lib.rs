@@ -177,7 +177,7 @@ impl ApiState {
         plugins::dead_letters, plugins::get_codec, plugins::put_codec, plugins::delete_codec,
         plugins::list_secrets, plugins::put_secret, plugins::delete_secret, plugins::deliver,
         policies::list, policies::get, policies::put, policies::put_tests, policies::rollback,
-        policies::decisions, users::create, users::list, users::unlock, users::set_roles, audit::list, audit::verify,
+        policies::decisions, users::create, users::list, users::get, users::update, users::reset_password, users::unlock, users::set_roles, audit::list, audit::verify,
         data_grants::put, data_grants::list, data_grants::delete,
         ops::healthz, ops::readyz, ops::metrics,
     ),
@@ -308,6 +308,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{username}",
+            get(users::get).patch(users::update),
+        )
+        .route(
+            "/api/v1/users/{username}/password",
+            post(users::reset_password),
+        )
         .route("/api/v1/users/{username}/unlock", post(users::unlock))
         .route("/api/v1/users/{username}/roles", put(users::set_roles))
         .route(
@@ -382,7 +390,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(orgs::routes())
         .merge(roles::routes())
         .merge(apps::routes())
-        .merge(oidc::routes())
+        .merge(oidc::routes(state.clone()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

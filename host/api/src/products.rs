@@ -290,7 +290,9 @@ pub async fn get(
     ))
 }
 
-/// Update a product's settings (fields left out are unchanged).
+/// Update a product's settings (fields left out are unchanged). Moving it to another
+/// organisation or region closes the MQTT sessions of registered apps whose topic grants on it
+/// the move takes away (or gives back); they reconnect under the new scope.
 #[utoipa::path(patch, path = "/api/v1/products/{productKey}", tag = "products", security(("bearer" = [])),
     params(("productKey" = String, Path)), request_body = UpdateProduct,
     responses((status = 200, body = Product), (status = 404, body = crate::problem::Problem)))]
@@ -347,6 +349,18 @@ pub async fn update(
     };
     let row = state.store.update_product(&pk, &update).await?;
     state.plane.registry.refresh(&state.store, &pk).await?;
+    if row.scope != current.scope {
+        // Registered apps' MQTT sessions keep the topic grants they were admitted with; those
+        // whose grant on this product the move takes away (or gives back) are closed, so that
+        // they reconnect under the product's new scope. The move itself is done either way.
+        if let Err(e) = state
+            .plane
+            .kick_apps_on_product_move(&pk, &current.scope, &row.scope)
+            .await
+        {
+            tracing::error!(product = %pk, error = %e, "closing the MQTT sessions of apps after a product move failed");
+        }
+    }
     Ok(Json(row.into()))
 }
 

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use lotus_model::scope::{Scope, parse_org, parse_region};
-use lotus_storage::{UserProfile, UserRow};
+use lotus_storage::{Disabling, UserFilter, UserProfile, UserRow};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -63,10 +63,19 @@ pub struct User {
     pub email: Option<String>,
     pub phone: Option<String>,
     pub created_at: i64,
+    /// Disabled by an administrator: the account cannot log in and has no session.
+    pub disabled: bool,
+    /// When it was disabled; absent while it is active.
+    pub disabled_at: Option<i64>,
+    /// Until when failed log-ins lock it; absent when it is not locked now.
+    pub locked_until: Option<i64>,
+    /// An administrator set the password; the user is asked to choose their own at log-in.
+    pub must_change_password: bool,
 }
 
 impl From<UserRow> for User {
     fn from(u: UserRow) -> Self {
+        let now = lotus_device::now_ms();
         User {
             id: u.id,
             username: u.username,
@@ -77,6 +86,10 @@ impl From<UserRow> for User {
             email: u.profile.email,
             phone: u.profile.phone,
             created_at: u.created_at,
+            disabled: u.disabled_at.is_some(),
+            disabled_at: u.disabled_at,
+            locked_until: u.locked_until.filter(|t| *t > now),
+            must_change_password: u.password_reset_at.is_some(),
         }
     }
 }
@@ -197,6 +210,8 @@ pub struct UserQuery {
     pub page_size: Option<i64>,
     /// Users whose name, display name, organisation, region or roles contain this.
     pub q: Option<String>,
+    /// Only disabled (`true`) or only active (`false`) accounts.
+    pub disabled: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -308,13 +323,16 @@ pub async fn list(
     let within = crate::authz::list_scope(&state, &user, "user")?;
     let (rows, total) = state
         .store
-        .list_users_page(
+        .list_users_matching(
             lotus_storage::Page {
                 offset: (number - 1) * size,
                 limit: size,
             },
-            within.as_ref(),
-            q.q.as_deref(),
+            &UserFilter {
+                within: within.as_ref(),
+                search: q.q.as_deref(),
+                disabled: q.disabled,
+            },
         )
         .await?;
     Ok(Json(UserList {
@@ -409,6 +427,288 @@ pub async fn unlock(
         &format!("user:{username}"),
         "ok",
         serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The user `username`, or 404.
+async fn user_or_404(state: &ApiState, username: &str) -> ApiResult<UserRow> {
+    state
+        .store
+        .user_by_name(username)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user '{username}' not found")))
+}
+
+/// One operator account (never its password).
+#[utoipa::path(get, path = "/api/v1/users/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 200, body = User), (status = 403, body = crate::problem::Problem),
+        (status = 404, body = crate::problem::Problem)))]
+pub async fn get(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    axum::extract::Path(username): axum::extract::Path<String>,
+) -> ApiResult<Json<User>> {
+    // Asked as for the list first, so that who may not read users at all does not learn which
+    // names exist from 404s.
+    crate::authz::global(&state, &user, "user", "read", "*")?;
+    let target = user_or_404(&state, &username).await?;
+    crate::authz::check(
+        &state,
+        &user,
+        "user.read",
+        crate::authz::resource("user", &username, Some(&target.scope)),
+    )?;
+    Ok(Json(target.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUser {
+    /// Move the user to this organisation; `""` for none.
+    pub org: Option<String>,
+    /// Move the user to this region; `/` is the whole city.
+    #[schema(example = "/hz/binjiang")]
+    pub region: Option<String>,
+    /// `""` removes it.
+    pub display_name: Option<String>,
+    /// `""` removes it.
+    #[schema(example = "ops@example.org")]
+    pub email: Option<String>,
+    /// `+` and 6 to 20 digits; `""` removes it.
+    #[schema(example = "+8613812345678")]
+    pub phone: Option<String>,
+    /// `true` disables the account at once (its sessions end, log-ins are refused); `false`
+    /// enables it again.
+    pub disabled: Option<bool>,
+}
+
+/// Change a user's organisation, region, name or contact details, or disable or enable the
+/// account. Fields left out stay as they are. Moving a user needs `user.write` both where
+/// they are and where they go. Disabling ends the user's sessions at once and refuses their
+/// log-ins until an administrator enables the account again; nobody disables their own
+/// account, and the last active administrator is never disabled.
+#[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)), request_body = UpdateUser,
+    responses((status = 200, body = User), (status = 403, body = crate::problem::Problem),
+        (status = 404, body = crate::problem::Problem),
+        (status = 409, body = crate::problem::Problem, description = "disabling yourself or the last active administrator"),
+        (status = 422, body = crate::problem::Problem)))]
+pub async fn update(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    axum::extract::Path(username): axum::extract::Path<String>,
+    Json(req): Json<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    let target = user_or_404(&state, &username).await?;
+    let mut resource = crate::authz::resource("user", &username, Some(&target.scope));
+    resource["roles"] = serde_json::json!(target.roles);
+    crate::authz::check(&state, &user, "user.write", resource)?;
+
+    let scope = Scope {
+        org: match &req.org {
+            Some(org) => {
+                parse_org(org).map_err(|e| ApiError::unprocessable(format!("org: {e}")))?
+            }
+            None => target.scope.org.clone(),
+        },
+        region: match &req.region {
+            Some(region) => {
+                parse_region(region).map_err(|e| ApiError::unprocessable(format!("region: {e}")))?
+            }
+            None => target.scope.region.clone(),
+        },
+    };
+    let moved = scope != target.scope;
+    if moved {
+        // Whoever moves a user must be allowed where the user lands, not only where they were.
+        let mut resource = crate::authz::resource("user", &username, Some(&scope));
+        resource["roles"] = serde_json::json!(target.roles);
+        crate::authz::check(&state, &user, "user.write", resource)?;
+        if scope.region != target.scope.region {
+            crate::regions::require_known(&state, &scope.region).await?;
+        }
+        if scope.org != target.scope.org {
+            crate::orgs::require_known(&state, &scope.org).await?;
+        }
+    }
+    let keep = |given: Option<String>, now: &Option<String>| match given {
+        Some(v) => Some(v),
+        None => now.clone(),
+    };
+    let profile = UserProfile {
+        display_name: display_name(keep(req.display_name, &target.profile.display_name))?,
+        email: email(keep(req.email, &target.profile.email))?,
+        phone: phone(keep(req.phone, &target.profile.phone))?,
+    };
+    if req.disabled == Some(true) && username == user.user.username {
+        return Err(ApiError::conflict(
+            "you cannot disable your own account: ask another administrator",
+        ));
+    }
+
+    let actor = &user.user.username;
+    let subject = format!("user:{username}");
+    let mut row = target.clone();
+    // Disabling goes first: it is the change that may be refused, and then nothing changed.
+    match req.disabled {
+        Some(true) => match state
+            .store
+            .disable_user(target.id, lotus_device::now_ms())
+            .await?
+        {
+            Disabling::Disabled(at) => {
+                row.disabled_at = Some(at);
+                tracing::warn!(username = %username, by = %actor, "account disabled; its sessions ended");
+                crate::audit::record(
+                    &state,
+                    actor,
+                    "user.disable",
+                    &subject,
+                    "ok",
+                    serde_json::json!({}),
+                )
+                .await;
+            }
+            Disabling::AlreadyDisabled(at) => row.disabled_at = Some(at),
+            Disabling::LastAdmin => {
+                return Err(ApiError::conflict(format!(
+                    "'{username}' is the last active administrator: enable or create another \
+                     administrator first, or nobody could administer this node"
+                )));
+            }
+        },
+        Some(false) => {
+            if state.store.enable_user(target.id).await? {
+                tracing::info!(username = %username, by = %actor, "account enabled");
+                crate::audit::record(
+                    &state,
+                    actor,
+                    "user.enable",
+                    &subject,
+                    "ok",
+                    serde_json::json!({}),
+                )
+                .await;
+            }
+            row.disabled_at = None;
+        }
+        None => {}
+    }
+
+    let (mut from, mut to) = (serde_json::Map::new(), serde_json::Map::new());
+    let mut changed = |field: &str, before: serde_json::Value, after: serde_json::Value| {
+        if before != after {
+            from.insert(field.into(), before);
+            to.insert(field.into(), after);
+        }
+    };
+    changed(
+        "org",
+        target.scope.org.clone().into(),
+        scope.org.clone().into(),
+    );
+    changed(
+        "region",
+        target.scope.region.clone().into(),
+        scope.region.clone().into(),
+    );
+    changed(
+        "displayName",
+        target.profile.display_name.clone().into(),
+        profile.display_name.clone().into(),
+    );
+    changed(
+        "email",
+        target.profile.email.clone().into(),
+        profile.email.clone().into(),
+    );
+    changed(
+        "phone",
+        target.profile.phone.clone().into(),
+        profile.phone.clone().into(),
+    );
+    if !to.is_empty() {
+        state
+            .store
+            .update_user_account(target.id, &scope, &profile)
+            .await?;
+        tracing::info!(username = %username, fields = ?to.keys().collect::<Vec<_>>(), by = %actor,
+            "user changed");
+        crate::audit::record(
+            &state,
+            actor,
+            "user.update",
+            &subject,
+            "ok",
+            serde_json::json!({"from": from, "to": to}),
+        )
+        .await;
+        row.scope = scope;
+        row.profile = profile;
+    }
+    Ok(Json(row.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    /// The new password, by the same rule as a new account's. The user is asked to replace it
+    /// with their own at the next log-in.
+    pub password: String,
+}
+
+/// Set a user's password (they forgot theirs). Every session of the user ends and a lock from
+/// failed log-ins is lifted. For your own password use `POST /api/v1/me/password`, which asks
+/// for the current one.
+#[utoipa::path(post, path = "/api/v1/users/{username}/password", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)), request_body = ResetPassword,
+    responses((status = 204), (status = 403, body = crate::problem::Problem),
+        (status = 404, body = crate::problem::Problem),
+        (status = 409, body = crate::problem::Problem, description = "your own account"),
+        (status = 422, body = crate::problem::Problem, description = "the password breaks the rule the problem states")))]
+pub async fn reset_password(
+    State(state): State<ApiState>,
+    user: Authenticated,
+    axum::extract::Path(username): axum::extract::Path<String>,
+    Json(req): Json<ResetPassword>,
+) -> ApiResult<StatusCode> {
+    let target = user_or_404(&state, &username).await?;
+    let mut resource = crate::authz::resource("user", &username, Some(&target.scope));
+    resource["roles"] = serde_json::json!(target.roles);
+    crate::authz::check(&state, &user, "user.write", resource)?;
+    if username == user.user.username {
+        // Changing one's own password proves the current one first.
+        return Err(ApiError::conflict(
+            "this is your own account: change your password with POST /api/v1/me/password (the \
+             personal center), which asks for the current one",
+        ));
+    }
+    check_password(&username, &req.password)?;
+    let password = req.password;
+    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("hashing the password failed: {e}"),
+            )
+        })?;
+    let ended = state
+        .store
+        .reset_user_password(target.id, &hash, lotus_device::now_ms())
+        .await?;
+    tracing::warn!(username = %username, by = %user.user.username, sessions_ended = ended,
+        "password reset by an administrator");
+    crate::audit::record(
+        &state,
+        &user.user.username,
+        "user.password_reset",
+        &format!("user:{username}"),
+        "ok",
+        serde_json::json!({"sessionsEnded": ended}),
     )
     .await;
     Ok(StatusCode::NO_CONTENT)

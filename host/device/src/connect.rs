@@ -95,6 +95,9 @@ impl DevicePlane {
         if crate::application::is_application_username(username) {
             return self.authenticate_application(req, username).await;
         }
+        if crate::application::is_registered_app_username(username) {
+            return self.authenticate_registered_app(req, username).await;
+        }
         let (device_name, product_key) = match parse_username(username) {
             Ok(v) => v,
             Err(_) if self.config.allow_anonymous => return anonymous(),

@@ -13,6 +13,7 @@ mod org;
 mod region;
 mod role;
 mod rules;
+mod user;
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
@@ -53,7 +54,7 @@ pub enum ClientCommand {
     Policy(PolicyCommand),
     /// Operator accounts.
     #[command(subcommand)]
-    User(UserCommand),
+    User(user::UserCommand),
     /// Rules of the event operations center: triggers, conditions, actions, counters.
     #[command(subcommand)]
     Rule(rules::RuleCommand),
@@ -144,30 +145,6 @@ pub enum PolicyCommand {
         principal: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum UserCommand {
-    /// Create an operator scoped to an organisation and a region.
-    Create {
-        #[command(flatten)]
-        conn: Connection,
-        username: String,
-        /// Or set LOTUS_NEW_PASSWORD.
-        #[arg(long, env = "LOTUS_NEW_PASSWORD", hide_env_values = true)]
-        password: String,
-        /// Repeatable: admin, operator, viewer, security_admin, auditor.
-        #[arg(long = "role", required = true)]
-        roles: Vec<String>,
-        #[arg(long, default_value = "")]
-        org: String,
-        #[arg(long, default_value = "/")]
-        region: String,
-    },
-    List {
-        #[command(flatten)]
-        conn: Connection,
     },
 }
 
@@ -948,18 +925,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 }
             }
         },
-        ClientCommand::User(u) => match u {
-            UserCommand::Create { conn, username, password, roles, org, region } => print(
-                &Client::new(&conn)
-                    .call(
-                        Method::POST,
-                        "/api/v1/users",
-                        Some(json!({"username": username, "password": password, "roles": roles, "org": org, "region": region})),
-                    )
-                    .await?,
-            ),
-            UserCommand::List { conn } => print(&Client::new(&conn).call(Method::GET, "/api/v1/users", None).await?),
-        },
+        ClientCommand::User(c) => user::run(c).await?,
         ClientCommand::Plugin(p) => match p {
             PluginCommand::Install { conn, manifest, code } => {
                 let form = plugin_upload(&manifest, &code)?;

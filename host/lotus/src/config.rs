@@ -188,6 +188,9 @@ pub struct AuthConfig {
     pub lockout_secs: i64,
     /// How far the timestamp of an app's signed request may be from the node's clock.
     pub app_signature_window_secs: u64,
+    /// How long a retired OpenID Connect signing key stays in the JWKS before it is deleted;
+    /// keep it longer than the ID token life (an hour).
+    pub oidc_key_retention_secs: u64,
     /// Log-in through the city's OpenID Connect provider (`[auth.oidc]`); absent: no button.
     pub oidc: Option<OidcLoginConfig>,
 }
@@ -330,6 +333,7 @@ impl Default for AuthConfig {
             max_failed_logins: 5,
             lockout_secs: 15 * 60,
             app_signature_window_secs: lotus_api::signature::DEFAULT_WINDOW.as_secs(),
+            oidc_key_retention_secs: lotus_api::oidc::keys::DEFAULT_RETENTION.as_secs(),
             oidc: None,
         }
     }

@@ -177,7 +177,11 @@ fn oidc_settings(config: &Config, http: &[TcpListener]) -> lotus_api::oidc::Oidc
                 format!("openid {}", o.scopes)
             },
         });
-    lotus_api::oidc::OidcSettings { issuer, login }
+    lotus_api::oidc::OidcSettings {
+        issuer,
+        login,
+        key_retention: std::time::Duration::from_secs(config.auth.oidc_key_retention_secs),
+    }
 }
 
 async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {

@@ -72,13 +72,26 @@ pub struct Grant {
 pub struct Application {
     pub id: Arc<str>,
     pub grants: Arc<[AppGrant]>,
+    /// A registered app of the app registry (`id` is its client id) rather than an application
+    /// credential (`id` is the credential's number): the same rules, but refusals name the app.
+    pub registered_app: bool,
 }
 
 impl Application {
+    /// An application credential's login.
     pub fn new(id: impl Into<Arc<str>>, grants: impl Into<Arc<[AppGrant]>>) -> Self {
         Self {
             id: id.into(),
             grants: grants.into(),
+            registered_app: false,
+        }
+    }
+
+    /// A registered app's login, by its client id.
+    pub fn registered(client_id: impl Into<Arc<str>>, grants: impl Into<Arc<[AppGrant]>>) -> Self {
+        Self {
+            registered_app: true,
+            ..Self::new(client_id, grants)
         }
     }
 
@@ -110,6 +123,7 @@ impl fmt::Debug for Application {
                 "grants",
                 &self.grants.iter().map(AppGrant::filter).collect::<Vec<_>>(),
             )
+            .field("registered_app", &self.registered_app)
             .finish()
     }
 }

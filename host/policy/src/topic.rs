@@ -420,6 +420,9 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
                         object([
                             ("kind", Rego::from("application")),
                             ("id", Rego::from(&*app.id)),
+                            // One kind for both logins (the same rules); this says which, so
+                            // that refusals name the registered app rather than a credential.
+                            ("registered_app", Rego::from(app.registered_app)),
                         ]),
                     ),
                     ("action", Rego::from(action_name(action))),
@@ -436,7 +439,7 @@ impl<S: TopicClassSource> PolicyTopicAuthorizer<S> {
             },
             || {
                 (
-                    json!({"kind": "application", "id": &*app.id}),
+                    json!({"kind": "application", "id": &*app.id, "registered_app": app.registered_app}),
                     json!({"kind": "topic", "id": topic}),
                     action_name(action),
                 )

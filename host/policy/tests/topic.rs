@@ -289,6 +289,34 @@ fn applications_and_anonymous_clients_follow_their_facts() {
         !acl.authorize_topic(&app, TopicAction::Publish, "/a1/d1/user/get")
             .is_allowed()
     );
+    // The same grants on a registered app's login: the same decisions; the refusal names the
+    // app where a credential's speaks of the credential.
+    let registered = Principal::Application(Application::registered(
+        "app_j5kx2qmzrtw7vhbn3dpa",
+        app_grants(&app),
+    ));
+    assert!(
+        acl.authorize_topic(&registered, TopicAction::Subscribe, "/a1/+/user/get")
+            .is_allowed()
+    );
+    let lotus_model::authz::Decision::Deny(reason) =
+        acl.authorize_topic(&registered, TopicAction::Subscribe, "#")
+    else {
+        panic!("a registered app subscribing to # must be refused");
+    };
+    assert_eq!(
+        &*reason,
+        "no subscribe grant of app app_j5kx2qmzrtw7vhbn3dpa covers this filter (its resources.topics)"
+    );
+    let lotus_model::authz::Decision::Deny(reason) =
+        acl.authorize_topic(&app, TopicAction::Subscribe, "#")
+    else {
+        panic!("a credential subscribing to # must be refused");
+    };
+    assert_eq!(
+        &*reason,
+        "no subscribe grant of the application credential covers this filter"
+    );
     let anon = Principal::Anonymous {
         client_id: "c".into(),
     };
@@ -312,4 +340,12 @@ fn applications_and_anonymous_clients_follow_their_facts() {
         acl.authorize_topic(&anon, TopicAction::Subscribe, "#")
             .is_allowed()
     );
+}
+
+/// The grants a principal was admitted with.
+fn app_grants(p: &Principal) -> Vec<AppGrant> {
+    match p {
+        Principal::Application(a) => a.grants.to_vec(),
+        _ => Vec::new(),
+    }
 }

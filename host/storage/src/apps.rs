@@ -32,8 +32,49 @@ pub struct AppResources {
     pub data_models: Vec<String>,
     /// Event type codes: those types and their events.
     pub event_types: Vec<String>,
-    /// MQTT topic filters for the app's message subscriptions.
-    pub topics: Vec<String>,
+    /// MQTT topic grants: what the app may subscribe and publish to over MQTT.
+    pub topics: Vec<TopicGrant>,
+}
+
+/// One MQTT topic grant of an app. A bare filter grants subscribing (every grant stored before
+/// publishing could be granted is one); the object form names its actions, like an
+/// application credential's grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TopicGrant {
+    /// `"/a1B2c3D4e5F/+/user/update"`: subscribe only.
+    Subscribe(String),
+    /// `{"filter": "/a1B2c3D4e5F/+/user/get", "actions": ["publish"]}`.
+    Actions(lotus_model::authz::Grant),
+}
+
+impl TopicGrant {
+    /// The grant with its actions spelled out.
+    pub fn to_grant(&self) -> lotus_model::authz::Grant {
+        match self {
+            TopicGrant::Subscribe(filter) => lotus_model::authz::Grant {
+                filter: filter.clone(),
+                actions: vec![lotus_model::authz::GrantAction::Subscribe],
+            },
+            TopicGrant::Actions(grant) => grant.clone(),
+        }
+    }
+
+    /// The shortest form of a grant: a bare filter when it only grants subscribing.
+    pub fn from_grant(grant: lotus_model::authz::Grant) -> TopicGrant {
+        if grant.actions == [lotus_model::authz::GrantAction::Subscribe] {
+            TopicGrant::Subscribe(grant.filter)
+        } else {
+            TopicGrant::Actions(grant)
+        }
+    }
+
+    pub fn filter(&self) -> &str {
+        match self {
+            TopicGrant::Subscribe(filter) => filter,
+            TopicGrant::Actions(grant) => &grant.filter,
+        }
+    }
 }
 
 /// An app as stored (never with its secret).
@@ -62,6 +103,8 @@ pub struct AppRow {
     pub redirect_uris: Vec<String>,
     /// Roles whose users may open it from the app center.
     pub open_roles: Vec<String>,
+    /// Where OpenID Connect may send its users after they log out (RP-initiated logout).
+    pub post_logout_redirect_uris: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -89,6 +132,7 @@ pub struct NewApp {
     pub resources: AppResources,
     pub redirect_uris: Vec<String>,
     pub open_roles: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 /// Changes to an app; `None` leaves a field as it is. For the optional text fields,
@@ -107,6 +151,7 @@ pub struct AppUpdate {
     pub resources: Option<AppResources>,
     pub redirect_uris: Option<Vec<String>>,
     pub open_roles: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
 }
 
 /// Which apps a list shows; `None` does not filter.
@@ -121,7 +166,8 @@ pub struct AppFilter<'a> {
 }
 
 const COLUMNS: &str = "id, client_id, name, app_type, icon, url, vendor, description, status, \
-     org, region, scopes, resources, redirect_uris, open_roles, created_at, updated_at";
+     org, region, scopes, resources, redirect_uris, open_roles, post_logout_redirect_uris, \
+     created_at, updated_at";
 
 /// The associated data that binds an app's secret to its row.
 fn secret_context(client_id: &str) -> String {
@@ -147,6 +193,7 @@ fn row(r: &AnyRow) -> Result<AppRow> {
         resources: json(r, "resources")?,
         redirect_uris: json(r, "redirect_uris")?,
         open_roles: json(r, "open_roles")?,
+        post_logout_redirect_uris: json(r, "post_logout_redirect_uris")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -166,8 +213,8 @@ impl Store {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO apps (client_id, secret_enc, name, app_type, icon, url, vendor, \
              description, status, org, region, scopes, resources, redirect_uris, open_roles, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-             $13, $14, $15, $16, $16) RETURNING id",
+             post_logout_redirect_uris, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, \
+             $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) RETURNING id",
         )
         .bind(&app.client_id)
         .bind(sealed)
@@ -184,6 +231,7 @@ impl Store {
         .bind(to_json(&app.resources))
         .bind(to_json(&app.redirect_uris))
         .bind(to_json(&app.open_roles))
+        .bind(to_json(&app.post_logout_redirect_uris))
         .bind(now)
         .fetch_one(self.write())
         .await
@@ -209,6 +257,7 @@ impl Store {
             resources: app.resources.clone(),
             redirect_uris: app.redirect_uris.clone(),
             open_roles: app.open_roles.clone(),
+            post_logout_redirect_uris: app.post_logout_redirect_uris.clone(),
             created_at: now,
             updated_at: now,
         })
@@ -319,6 +368,10 @@ impl Store {
         if let Some(v) = &u.open_roles {
             sql.push(", open_roles = ").push_arg(to_json(v));
         }
+        if let Some(v) = &u.post_logout_redirect_uris {
+            sql.push(", post_logout_redirect_uris = ")
+                .push_arg(to_json(v));
+        }
         sql.push(" WHERE id = ").push_arg(id);
         sql.push(&format!(" RETURNING {COLUMNS}"));
         let (text, args) = sql.finish()?;
@@ -358,5 +411,43 @@ impl Store {
             return Err(not_found(id));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lotus_model::authz::{Grant, GrantAction};
+
+    #[test]
+    fn topic_grants_read_both_forms() {
+        // Stored before publish could be granted: bare filters, which stay subscribe grants.
+        let old: AppResources =
+            serde_json::from_str(r#"{"topics": ["/pk1/+/user/update"]}"#).unwrap();
+        assert_eq!(
+            old.topics[0].to_grant(),
+            Grant {
+                filter: "/pk1/+/user/update".into(),
+                actions: vec![GrantAction::Subscribe],
+            }
+        );
+        let new: AppResources = serde_json::from_str(
+            r#"{"topics": [{"filter": "/pk1/+/user/get", "actions": ["publish"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(new.topics[0].filter(), "/pk1/+/user/get");
+        assert_eq!(new.topics[0].to_grant().actions, vec![GrantAction::Publish]);
+        // Written back in the shortest form.
+        let both = vec![
+            TopicGrant::from_grant(old.topics[0].to_grant()),
+            TopicGrant::from_grant(new.topics[0].to_grant()),
+        ];
+        assert_eq!(
+            serde_json::to_value(&both).unwrap(),
+            serde_json::json!([
+                "/pk1/+/user/update",
+                {"filter": "/pk1/+/user/get", "actions": ["publish"]},
+            ])
+        );
     }
 }

@@ -556,14 +556,40 @@ impl Store {
         within: Option<&Scope>,
         search: Option<&str>,
     ) -> Result<(Vec<UserRow>, i64)> {
+        self.list_users_matching(
+            page,
+            &crate::UserFilter {
+                within,
+                search,
+                disabled: None,
+            },
+        )
+        .await
+    }
+
+    /// A page of the users `filter` lets through, by name, with the total that matched.
+    pub async fn list_users_matching(
+        &self,
+        page: Page,
+        filter: &crate::UserFilter<'_>,
+    ) -> Result<(Vec<UserRow>, i64)> {
         let (offset, limit) = page_bounds(page);
         let build = |head: &str| {
             let mut sql = Sql::new(self.backend(), head);
             sql.push(" WHERE 1 = 1");
-            if let Some(scope) = within {
+            if let Some(scope) = filter.within {
                 push_scope_condition(&mut sql, "u.org", "u.region", scope);
             }
-            if let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) {
+            match filter.disabled {
+                Some(true) => {
+                    sql.push(" AND u.disabled_at IS NOT NULL");
+                }
+                Some(false) => {
+                    sql.push(" AND u.disabled_at IS NULL");
+                }
+                None => {}
+            }
+            if let Some(s) = filter.search.map(str::trim).filter(|s| !s.is_empty()) {
                 let pattern = contains_pattern(&s.to_lowercase());
                 sql.push(" AND (");
                 for (i, column) in [

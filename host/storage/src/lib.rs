@@ -62,7 +62,9 @@ pub use alarms::{
     ALARM_LEVEL_MOST_SEVERE, AlarmFilter, AlarmRow, NewAlarm, plugin_suspended_alarm_type,
 };
 pub use applications::{AppCredentialRow, AppCredentialUpdate};
-pub use apps::{APP_OFFLINE, APP_ONLINE, AppFilter, AppResources, AppRow, AppUpdate, NewApp};
+pub use apps::{
+    APP_OFFLINE, APP_ONLINE, AppFilter, AppResources, AppRow, AppUpdate, NewApp, TopicGrant,
+};
 pub use audit::{AuditRow, AuditVerification, NewAudit};
 pub use error::{Result, StorageError};
 pub use events::{
@@ -75,7 +77,10 @@ pub use notifications::{
     ChannelRow, DELIVERY_DEAD, DELIVERY_FAILED, DELIVERY_PENDING, DELIVERY_SENT, DeliveryFilter,
     DeliveryRow, NewChannel, NewDelivery, TemplateRow,
 };
-pub use oidc::{OidcAccessToken, OidcCode, OidcLoginState, OidcSigningKeyRow};
+pub use oidc::{
+    CodeRedemption, OidcAccessToken, OidcCode, OidcGrant, OidcLoginState, OidcRefreshToken,
+    OidcSigningKeyRow,
+};
 pub use plugins::{
     DeadLetterFilter, DeadLetterRow, NewDeadLetter, NewPluginVersion, PLUGIN_ACTIVE,
     PLUGIN_PENDING_APPROVAL, PLUGIN_SUSPENDED, PluginArtifact, PluginRow, PluginSecretRow,
@@ -88,7 +93,7 @@ pub use rules::{
 pub use secret::{Secret, SecretBox};
 pub use topology::TopologyLink;
 pub use types::*;
-pub use users::DataGrantRow;
+pub use users::{DataGrantRow, Disabling, UserFilter};
 pub use workflows::{
     NewTask, TASK_APPROVED, TASK_CANCELLED, TASK_OPEN, TASK_REJECTED, TASK_TRANSFERRED,
     TaskAssigneeFilter, TaskRow, WORKFLOW_COMPLETED, WORKFLOW_RUNNING, WorkflowDefinitionRow,

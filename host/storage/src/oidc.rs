@@ -1,9 +1,12 @@
-//! OpenID Connect state: the provider's signing keys, its authorization codes and access tokens,
-//! and the log-ins through an external provider that are in progress.
+//! OpenID Connect state: the provider's signing keys, its authorization codes, grants, access
+//! and refresh tokens, and the log-ins through an external provider that are in progress.
 //!
 //! Codes, tokens and log-in states are stored only as the hex SHA-256 of their value (the
-//! caller hashes), and codes and log-in states are taken with `DELETE … RETURNING`, so each
-//! can be redeemed once even when two requests race.
+//! caller hashes). Codes and refresh tokens are spent with a conditional `UPDATE … RETURNING`
+//! and log-in states taken with `DELETE … RETURNING`, so each can be redeemed once even when
+//! two requests race. Spent codes and refresh tokens stay until they expire, so that a second
+//! use is recognised and revokes the grant they belong to (RFC 6749 §10.5, OAuth 2.0 Security
+//! BCP §4.14).
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -46,6 +49,45 @@ pub struct OidcAccessToken {
     pub user_id: i64,
     pub scope: String,
     pub expires_at: i64,
+    /// The grant it was issued under (`None` for tokens from before grants existed).
+    pub grant_id: Option<String>,
+}
+
+/// One authorization: the tokens issued from one authorization code and every refresh that
+/// descends from them, revoked together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcGrant {
+    /// The SHA-256 (hex) of the authorization code it began with.
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: i64,
+    /// When the user logged in for it (Unix ms): the `auth_time` of every ID token it yields.
+    pub auth_time: i64,
+}
+
+/// A refresh token the provider issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcRefreshToken {
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: i64,
+    pub scope: String,
+    pub expires_at: i64,
+    /// When it was exchanged; a spent token presented again is a replay.
+    pub used_at: Option<i64>,
+    /// The grant's `auth_time` (read with the token; ignored when storing it).
+    pub auth_time: i64,
+}
+
+/// What presenting an authorization code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// Its first use within its life: the code as stored, now spent.
+    Fresh(OidcCode),
+    /// It was used before: the grant issued from it has just been revoked.
+    Reused { client_id: String, user_id: i64 },
+    /// Never issued, or expired.
+    Unknown,
 }
 
 /// A log-in through the external provider, between start and callback.
@@ -58,6 +100,10 @@ pub struct OidcLoginState {
     pub return_to: String,
     pub expires_at: i64,
 }
+
+/// How long the revocation mark of a grant that never issued anything is kept: longer than
+/// any issuance racing the revocation can take.
+const GRANT_MARK_TTL_MS: i64 = 24 * 3600 * 1000;
 
 const KEY_COLUMNS: &str = "kid, alg, public_jwk, created_at, retired_at";
 
@@ -192,56 +238,293 @@ impl Store {
         Ok(())
     }
 
-    /// Takes a code: it is gone afterwards whatever the caller decides, so it cannot be tried
-    /// twice. `None` when it never existed, was taken already or has expired at `now`.
-    pub async fn take_oidc_code(&self, code_hash: &str, now: i64) -> Result<Option<OidcCode>> {
-        let Some(r) = sqlx::query(
-            "DELETE FROM oidc_codes WHERE code_hash = $1 RETURNING client_id, user_id, \
-             redirect_uri, scope, nonce, code_challenge, auth_time, expires_at",
+    /// Spends a code: it cannot be redeemed again whatever the caller decides, so it cannot be
+    /// tried twice. A code presented a second time revokes the grant issued from it.
+    pub async fn redeem_oidc_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption> {
+        let fresh = sqlx::query(
+            "UPDATE oidc_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
+             RETURNING client_id, user_id, redirect_uri, scope, nonce, code_challenge, \
+             auth_time, expires_at",
         )
         .bind(code_hash)
+        .bind(now)
         .fetch_optional(self.write())
+        .await?;
+        if let Some(r) = fresh {
+            let code = OidcCode {
+                client_id: r.try_get("client_id")?,
+                user_id: r.try_get("user_id")?,
+                redirect_uri: r.try_get("redirect_uri")?,
+                scope: r.try_get("scope")?,
+                nonce: r.try_get("nonce")?,
+                code_challenge: r.try_get("code_challenge")?,
+                auth_time: r.try_get("auth_time")?,
+                expires_at: r.try_get("expires_at")?,
+            };
+            return Ok(if code.expires_at > now {
+                CodeRedemption::Fresh(code)
+            } else {
+                CodeRedemption::Unknown
+            });
+        }
+        let Some(r) = sqlx::query(
+            "SELECT client_id, user_id, auth_time, expires_at FROM oidc_codes \
+             WHERE code_hash = $1 AND used_at IS NOT NULL",
+        )
+        .bind(code_hash)
+        .fetch_optional(self.read())
+        .await?
+        else {
+            return Ok(CodeRedemption::Unknown);
+        };
+        let expires_at: i64 = r.try_get("expires_at")?;
+        if expires_at <= now {
+            return Ok(CodeRedemption::Unknown);
+        }
+        let grant = OidcGrant {
+            grant_id: code_hash.to_string(),
+            client_id: r.try_get("client_id")?,
+            user_id: r.try_get("user_id")?,
+            auth_time: r.try_get("auth_time")?,
+        };
+        self.revoke_oidc_grant(&grant, now).await?;
+        Ok(CodeRedemption::Reused {
+            client_id: grant.client_id,
+            user_id: grant.user_id,
+        })
+    }
+
+    /// Revokes a grant: marks it revoked (creating the mark if its first tokens are still
+    /// being issued, so that issuance fails) and deletes its access and refresh tokens.
+    /// Returns how many tokens were deleted.
+    pub async fn revoke_oidc_grant(&self, grant: &OidcGrant, now: i64) -> Result<u64> {
+        let mut tx = self.write().begin().await?;
+        sqlx::query(
+            "INSERT INTO oidc_grants (grant_id, client_id, user_id, auth_time, created_at, \
+             expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $5) \
+             ON CONFLICT (grant_id) DO UPDATE SET revoked_at = $5",
+        )
+        .bind(&grant.grant_id)
+        .bind(&grant.client_id)
+        .bind(grant.user_id)
+        .bind(grant.auth_time)
+        .bind(now)
+        // Kept as long as a token issued concurrently could live, then cleaned up.
+        .bind(now + GRANT_MARK_TTL_MS)
+        .execute(&mut *tx)
+        .await?;
+        let mut deleted = 0;
+        for table in ["oidc_access_tokens", "oidc_refresh_tokens"] {
+            deleted += sqlx::query(&format!("DELETE FROM {table} WHERE grant_id = $1"))
+                .bind(&grant.grant_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// The grant a refresh token or access token belongs to.
+    pub async fn oidc_grant(&self, grant_id: &str) -> Result<Option<OidcGrant>> {
+        let Some(r) = sqlx::query(
+            "SELECT grant_id, client_id, user_id, auth_time FROM oidc_grants WHERE grant_id = $1",
+        )
+        .bind(grant_id)
+        .fetch_optional(self.read())
         .await?
         else {
             return Ok(None);
         };
-        let code = OidcCode {
+        Ok(Some(OidcGrant {
+            grant_id: r.try_get("grant_id")?,
             client_id: r.try_get("client_id")?,
             user_id: r.try_get("user_id")?,
-            redirect_uri: r.try_get("redirect_uri")?,
-            scope: r.try_get("scope")?,
-            nonce: r.try_get("nonce")?,
-            code_challenge: r.try_get("code_challenge")?,
             auth_time: r.try_get("auth_time")?,
-            expires_at: r.try_get("expires_at")?,
-        };
-        Ok((code.expires_at > now).then_some(code))
+        }))
     }
 
-    /// Stores an access token and drops the expired ones.
-    pub async fn create_oidc_access_token(
+    /// Revokes everything a client holds for a user (RP-initiated logout): every grant, access
+    /// token and refresh token. Returns how many tokens were deleted.
+    pub async fn revoke_oidc_tokens_of(
         &self,
-        token_hash: &str,
-        token: &OidcAccessToken,
-    ) -> Result<()> {
+        client_id: &str,
+        user_id: i64,
+        now: i64,
+    ) -> Result<u64> {
         let mut tx = self.write().begin().await?;
-        sqlx::query("DELETE FROM oidc_access_tokens WHERE expires_at <= $1")
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
-            "INSERT INTO oidc_access_tokens (token_hash, client_id, user_id, scope, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "UPDATE oidc_grants SET revoked_at = $3 \
+             WHERE client_id = $1 AND user_id = $2 AND revoked_at IS NULL",
         )
-        .bind(token_hash)
-        .bind(&token.client_id)
-        .bind(token.user_id)
-        .bind(&token.scope)
-        .bind(token.expires_at)
+        .bind(client_id)
+        .bind(user_id)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
+        let mut deleted = 0;
+        for table in ["oidc_access_tokens", "oidc_refresh_tokens"] {
+            deleted += sqlx::query(&format!(
+                "DELETE FROM {table} WHERE client_id = $1 AND user_id = $2"
+            ))
+            .bind(client_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(deleted)
+    }
+
+    /// Issues tokens under a grant, starting the grant if this is its first issuance: the
+    /// access token and, if given, a refresh token. `false` (and nothing stored) when the grant
+    /// has been revoked meanwhile. Drops expired tokens and grants.
+    pub async fn issue_oidc_tokens(
+        &self,
+        grant: &OidcGrant,
+        access_hash: &str,
+        access: &OidcAccessToken,
+        refresh: Option<(&str, &OidcRefreshToken)>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let last = refresh
+            .map_or(access.expires_at, |(_, r)| r.expires_at)
+            .max(access.expires_at);
+        let mut tx = self.write().begin().await?;
+        for table in ["oidc_access_tokens", "oidc_refresh_tokens", "oidc_grants"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE expires_at <= $1"))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO oidc_grants (grant_id, client_id, user_id, auth_time, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (grant_id) DO NOTHING",
+        )
+        .bind(&grant.grant_id)
+        .bind(&grant.client_id)
+        .bind(grant.user_id)
+        .bind(grant.auth_time)
+        .bind(now)
+        .bind(last)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if StorageError::is_foreign_key_violation(&e) {
+                StorageError::NotFound(format!("user {} not found", grant.user_id))
+            } else {
+                e.into()
+            }
+        })?;
+        // Updating the row (rather than reading it) locks it on PostgreSQL, so a revocation
+        // running at the same time either comes first (and this finds it revoked) or waits for
+        // this transaction and then deletes what it stored.
+        let live = sqlx::query(
+            "UPDATE oidc_grants SET expires_at = CASE WHEN expires_at < $2 THEN $2 \
+             ELSE expires_at END WHERE grant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&grant.grant_id)
+        .bind(last)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if live == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO oidc_access_tokens (token_hash, client_id, user_id, scope, expires_at, \
+             grant_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(access_hash)
+        .bind(&access.client_id)
+        .bind(access.user_id)
+        .bind(&access.scope)
+        .bind(access.expires_at)
+        .bind(&grant.grant_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some((hash, r)) = refresh {
+            sqlx::query(
+                "INSERT INTO oidc_refresh_tokens (token_hash, grant_id, client_id, user_id, \
+                 scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(hash)
+            .bind(&grant.grant_id)
+            .bind(&r.client_id)
+            .bind(r.user_id)
+            .bind(&r.scope)
+            .bind(now)
+            .bind(r.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A refresh token that has not expired at `now`, spent or not, with its grant's
+    /// `auth_time`.
+    pub async fn oidc_refresh_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<OidcRefreshToken>> {
+        let Some(r) = sqlx::query(
+            "SELECT t.grant_id, t.client_id, t.user_id, t.scope, t.expires_at, t.used_at, \
+             g.auth_time FROM oidc_refresh_tokens t JOIN oidc_grants g ON g.grant_id = t.grant_id \
+             WHERE t.token_hash = $1 AND t.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(self.read())
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(OidcRefreshToken {
+            grant_id: r.try_get("grant_id")?,
+            client_id: r.try_get("client_id")?,
+            user_id: r.try_get("user_id")?,
+            scope: r.try_get("scope")?,
+            expires_at: r.try_get("expires_at")?,
+            used_at: r.try_get("used_at")?,
+            auth_time: r.try_get("auth_time")?,
+        }))
+    }
+
+    /// Spends a refresh token; `false` when it was spent already (by a request racing this
+    /// one), gone or expired.
+    pub async fn spend_oidc_refresh_token(&self, token_hash: &str, now: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE oidc_refresh_tokens SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .execute(self.write())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Deletes one access token of a client (RFC 7009); `false` when the client has none with
+    /// this hash.
+    pub async fn revoke_oidc_access_token(
+        &self,
+        token_hash: &str,
+        client_id: &str,
+    ) -> Result<bool> {
+        Ok(
+            sqlx::query("DELETE FROM oidc_access_tokens WHERE token_hash = $1 AND client_id = $2")
+                .bind(token_hash)
+                .bind(client_id)
+                .execute(self.write())
+                .await?
+                .rows_affected()
+                == 1,
+        )
     }
 
     /// An access token that has not expired at `now`.
@@ -251,7 +534,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<OidcAccessToken>> {
         let Some(r) = sqlx::query(
-            "SELECT client_id, user_id, scope, expires_at FROM oidc_access_tokens \
+            "SELECT client_id, user_id, scope, expires_at, grant_id FROM oidc_access_tokens \
              WHERE token_hash = $1 AND expires_at > $2",
         )
         .bind(token_hash)
@@ -266,6 +549,7 @@ impl Store {
             user_id: r.try_get("user_id")?,
             scope: r.try_get("scope")?,
             expires_at: r.try_get("expires_at")?,
+            grant_id: r.try_get("grant_id")?,
         }))
     }
 
@@ -279,15 +563,50 @@ impl Store {
         )
     }
 
-    /// When the session with this token hash began (Unix ms): the `auth_time` of what the
-    /// provider issues from it.
-    pub async fn session_started_at(&self, token_hash: &str) -> Result<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT created_at FROM sessions WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_optional(self.read())
-                .await?,
+    /// When the user of the session with this token hash last proved who they are (Unix ms):
+    /// its log-in, or the last re-authentication. The `auth_time` of what the provider issues
+    /// from it.
+    pub async fn session_authenticated_at(&self, token_hash: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(authenticated_at, created_at) FROM sessions WHERE token_hash = $1",
         )
+        .bind(token_hash)
+        .fetch_optional(self.read())
+        .await?)
+    }
+
+    /// Records that the session's user has just entered their password again.
+    pub async fn reauthenticate_session(&self, token_hash: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET authenticated_at = $2 WHERE token_hash = $1")
+            .bind(token_hash)
+            .bind(now)
+            .execute(self.write())
+            .await?;
+        Ok(())
+    }
+
+    /// The redirect URIs of every registered app (the origins that may call the provider's
+    /// endpoints from a browser).
+    pub async fn oidc_redirect_uris(&self) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        for r in sqlx::query("SELECT redirect_uris FROM apps")
+            .fetch_all(self.read())
+            .await?
+        {
+            all.extend(crate::sql::json::<Vec<String>>(&r, "redirect_uris")?);
+        }
+        Ok(all)
+    }
+
+    /// Deletes the keys retired before `before` (Unix ms); returns their ids.
+    pub async fn delete_retired_oidc_signing_keys(&self, before: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM oidc_signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1 \
+             RETURNING kid",
+        )
+        .bind(before)
+        .fetch_all(self.write())
+        .await?)
     }
 
     /// Stores a log-in through the external provider that has just started, and drops the

@@ -44,6 +44,23 @@ pub struct UserRow {
     /// The user's organisation and every organisation below it (what they have in scope);
     /// filled in with `permissions`, empty in lists.
     pub org_subtree: Vec<String>,
+    /// When an administrator disabled the account; `None` while it is active. A disabled
+    /// user has no session (`Store::session_user`) and must not be let in by any other way
+    /// either (see [`UserRow::is_active`]).
+    pub disabled_at: Option<i64>,
+    /// Until when repeated failed log-ins lock the account (it may lie in the past).
+    pub locked_until: Option<i64>,
+    /// When an administrator last set the password; `None` once the user chose their own.
+    /// While set, the user is asked to change it at log-in.
+    pub password_reset_at: Option<i64>,
+}
+
+impl UserRow {
+    /// Whether the account may log in and act at all: every way in (password, the city's
+    /// identity provider, tokens issued to apps) refuses an account that is not.
+    pub fn is_active(&self) -> bool {
+        self.disabled_at.is_none()
+    }
 }
 
 /// A user's name and contact details as they gave them; `None` where they gave nothing.

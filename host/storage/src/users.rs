@@ -9,7 +9,7 @@ use crate::sql::{json, to_json};
 use crate::{Scope, Store, UserProfile, UserRow, now_ms};
 
 pub(crate) const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.roles, u.created_at, u.org, \
-     u.region, u.display_name, u.email, u.phone";
+     u.region, u.display_name, u.email, u.phone, u.disabled_at, u.locked_until, u.password_reset_at";
 
 pub(crate) fn user_row(row: &AnyRow) -> Result<UserRow> {
     Ok(UserRow {
@@ -29,8 +29,38 @@ pub(crate) fn user_row(row: &AnyRow) -> Result<UserRow> {
         },
         permissions: Vec::new(),
         org_subtree: Vec::new(),
+        disabled_at: row.try_get("disabled_at")?,
+        locked_until: row.try_get("locked_until")?,
+        password_reset_at: row.try_get("password_reset_at")?,
     })
 }
+
+/// Which users a listing shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserFilter<'a> {
+    /// Confined to this organisation (with those below it) and region.
+    pub within: Option<&'a Scope>,
+    /// Name, display name, organisation, region or roles contain this (any case).
+    pub search: Option<&'a str>,
+    /// Only disabled (`true`) or only active (`false`) accounts.
+    pub disabled: Option<bool>,
+}
+
+/// What became of a request to disable an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disabling {
+    /// Disabled now, at this time.
+    Disabled(i64),
+    /// It was disabled already, since this time; nothing changed.
+    AlreadyDisabled(i64),
+    /// Refused: it is the last active account holding `admin`, and a node nobody can
+    /// administer can only be recovered by editing its database.
+    LastAdmin,
+}
+
+/// `roles` holds a JSON array of role names, which are lower-case letters and `_` only, so
+/// the quoted name matches exactly that role (`"admin"` is not in `"security_admin"`).
+const HOLDS_ADMIN: &str = "roles LIKE '%\"admin\"%'";
 
 impl Store {
     /// How many users exist (zero on a fresh node, when the first administrator is created).
@@ -102,7 +132,170 @@ impl Store {
             profile: profile.clone(),
             permissions: Vec::new(),
             org_subtree: Vec::new(),
+            disabled_at: None,
+            locked_until: None,
+            password_reset_at: None,
         })
+    }
+
+    /// Moves a user to another organisation and region and replaces their name and contact
+    /// details (an administrator's edit); `NotFound` for an unknown user. Their sessions carry
+    /// the new scope from their next request.
+    pub async fn update_user_account(
+        &self,
+        user_id: i64,
+        scope: &Scope,
+        profile: &UserProfile,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE users SET org = $1, region = $2, display_name = $3, email = $4, phone = $5 \
+             WHERE id = $6",
+        )
+        .bind(&scope.org)
+        .bind(&scope.region)
+        .bind(profile.display_name.as_deref())
+        .bind(profile.email.as_deref())
+        .bind(profile.phone.as_deref())
+        .bind(user_id)
+        .execute(self.write())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("user {user_id} not found")));
+        }
+        Ok(())
+    }
+
+    /// Disables an account at `now`: its sessions stop being honoured at once
+    /// ([`Store::session_user`] never returns a disabled user; the rows stay so that a request
+    /// with one can be told why, and go when the account is enabled again), and every token
+    /// apps were issued for the user through the OpenID Connect provider is revoked. The
+    /// last active administrator is never disabled; the check and the change are one
+    /// statement. `NotFound` for an unknown user.
+    pub async fn disable_user(&self, user_id: i64, now: i64) -> Result<Disabling> {
+        let mut tx = self.write().begin().await?;
+        let done = sqlx::query(&format!(
+            "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL AND \
+             (NOT ({HOLDS_ADMIN}) OR EXISTS (SELECT 1 FROM users o WHERE o.id <> $2 AND \
+             o.disabled_at IS NULL AND o.{HOLDS_ADMIN}))"
+        ))
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            let since: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT disabled_at FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return match since {
+                None => Err(StorageError::NotFound(format!("user {user_id} not found"))),
+                Some(Some(at)) => Ok(Disabling::AlreadyDisabled(at)),
+                Some(None) => Ok(Disabling::LastAdmin),
+            };
+        }
+        // Tokens apps hold for the user end with the account, whatever the app does next.
+        sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["oidc_access_tokens", "oidc_refresh_tokens", "oidc_codes"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Disabling::Disabled(now))
+    }
+
+    /// Enables a disabled account again; the sessions it had before it was disabled are
+    /// deleted, so it starts with a fresh log-in. `false` when it was active already.
+    /// `NotFound` for an unknown user.
+    pub async fn enable_user(&self, user_id: i64) -> Result<bool> {
+        let mut tx = self.write().begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return match exists {
+                None => Err(StorageError::NotFound(format!("user {user_id} not found"))),
+                Some(_) => Ok(false),
+            };
+        }
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether the user exists and is not disabled: what every way of letting someone in that
+    /// starts from a user id (authorization codes, refresh and access tokens) asks.
+    pub async fn user_is_active(&self, user_id: i64) -> Result<bool> {
+        let disabled_at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT disabled_at FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(self.read())
+                .await?;
+        Ok(matches!(disabled_at, Some(None)))
+    }
+
+    /// Whether `token_hash` is an unexpired session of a disabled account: such a session is
+    /// refused, and this says why.
+    pub async fn session_of_disabled_user(&self, token_hash: &str, now: i64) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT s.user_id FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NOT NULL",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(self.read())
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// An administrator sets a user's password (they forgot theirs): every session of the
+    /// user ends, a lock from failed log-ins is lifted, and the user is asked to choose their
+    /// own password at the next log-in (`password_reset_at`). Returns how many sessions
+    /// ended; `NotFound` for an unknown user.
+    pub async fn reset_user_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut tx = self.write().begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, password_reset_at = $2, failed_logins = 0, \
+             locked_until = NULL WHERE id = $3",
+        )
+        .bind(password_hash)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("user {user_id} not found")));
+        }
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Replaces a user's name and contact details; `NotFound` for an unknown user.
@@ -122,7 +315,9 @@ impl Store {
     }
 
     /// Replaces a user's password hash and ends every session of theirs except `keep` (the
-    /// one that changed it), so a password that leaked stops working everywhere at once.
+    /// one that changed it), so a password that leaked stops working everywhere at once. The
+    /// password is the user's own from now on: an administrator's reset no longer asks for a
+    /// change.
     pub async fn set_user_password(
         &self,
         user_id: i64,
@@ -130,11 +325,13 @@ impl Store {
         keep: Option<&str>,
     ) -> Result<()> {
         let mut tx = self.write().begin().await?;
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, password_reset_at = NULL WHERE id = $2",
+        )
+        .bind(password_hash)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound(format!("user {user_id} not found")));
         }
@@ -278,10 +475,11 @@ impl Store {
 
     /// The user of a session that has not expired at `now`, with the permissions of the
     /// custom roles they hold (read again on every request, so a changed role applies at once).
+    /// Never a disabled user: disabling an account ends its sessions at once.
     pub async fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<UserRow>> {
         let user = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2"
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
         ))
         .bind(token_hash)
         .bind(now)

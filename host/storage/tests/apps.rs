@@ -37,6 +37,7 @@ fn new_app(client_id: &str, name: &str, app_type: &str, region: &str) -> NewApp 
         },
         redirect_uris: vec!["https://dashboard.example.org/callback".into()],
         open_roles: vec!["operator".into()],
+        post_logout_redirect_uris: vec!["https://dashboard.example.org/bye".into()],
     }
 }
 

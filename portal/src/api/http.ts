@@ -107,7 +107,9 @@ export async function request<T>(
       data && typeof data === 'object'
         ? { status: resp.status, ...(data as Partial<Problem>) }
         : { status: resp.status, title: resp.statusText, detail: typeof data === 'string' ? data : '' }
-    if (resp.status === 401 && !options.anonymous && s) {
+    // Only the session the request was made with has ended: one that replaced it meanwhile
+    // (a new log-in) stays.
+    if (resp.status === 401 && !options.anonymous && s && currentSession() === s) {
       setSession(null)
       onUnauthorized?.()
     }

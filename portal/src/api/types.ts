@@ -12,6 +12,8 @@ export interface LoginResponse {
   expiresAt: number
   username: string
   roles: string[]
+  /** An administrator set this password: the user is sent to choose their own. */
+  mustChangePassword?: boolean
 }
 
 export interface Me {
@@ -35,6 +37,12 @@ export interface User {
   org: string
   region: string
   createdAt: number
+  /** Disabled by an administrator: no log-in, no session. */
+  disabled?: boolean
+  disabledAt?: number | null
+  /** Locked by failed log-ins until then (absent when not locked now). */
+  lockedUntil?: number | null
+  mustChangePassword?: boolean
 }
 
 export interface PlatformStyle {
@@ -279,7 +287,16 @@ export interface OidcLoginStatus {
 
 /** Where the browser goes after `POST /api/v1/oauth2/authorize`. */
 export interface AuthorizeRedirect {
-  redirect: string
+  /** The app's redirect URI with a code or an error. */
+  redirect?: string
+  /** Instead of `redirect`: the password is needed first (`login` or `max_age`). */
+  reauthenticate?: 'login' | 'max_age'
+}
+
+/** What the end of an app's logout does next. */
+export interface EndSession {
+  redirect?: string | null
+  sessionEnded: boolean
 }
 
 /** An administrative region; `parent` is implied by the path (`/` at the top). */
@@ -333,9 +350,18 @@ export interface AppGrants {
   /** Product keys whose readings and thing model the app reads. */
   dataModels: string[]
   eventTypes: string[]
-  /** MQTT topic filters for the app's subscriptions. */
-  topics: string[]
+  /** MQTT topic grants: what the app may subscribe and publish to on the broker. */
+  topics: TopicGrant[]
 }
+
+/** What a topic grant lets an app do with the topics its filter matches. */
+export type TopicGrantAction = 'subscribe' | 'publish'
+
+/**
+ * One MQTT topic grant of an app: a bare filter grants subscribing (the server answers a
+ * subscribe-only grant in this form); the object form names its actions.
+ */
+export type TopicGrant = string | { filter: string; actions: TopicGrantAction[] }
 
 /** An app of the registry (`/api/v1/apps`); `secret` only in the answers to creation and rotation. */
 export interface RegisteredApp {

@@ -15,8 +15,11 @@ export const router = createRouter({
   history: createWebHistory(),
   routes: [
     { path: '/login', name: 'login', component: () => import('@/views/LoginView.vue'), meta: { public: true, title: 'login.title' } },
-    // An app's OpenID Connect sign-in request, sent here by GET /oauth2/authorize.
-    { path: '/authorize', name: 'authorize', component: () => import('@/views/AuthorizeView.vue'), meta: { title: 'authorize.title' } },
+    // An app's OpenID Connect sign-in request, sent here by GET /oauth2/authorize. Public for
+    // prompt=none (the page itself logs the user in for other requests).
+    { path: '/authorize', name: 'authorize', component: () => import('@/views/AuthorizeView.vue'), meta: { public: true, title: 'authorize.title' } },
+    // The end of an app's logout, sent here by GET /oauth2/logout.
+    { path: '/logout-complete', name: 'logout-complete', component: () => import('@/views/LogoutCompleteView.vue'), meta: { public: true, title: 'logoutComplete.title' } },
     {
       path: '/',
       component: () => import('@/layouts/ShellLayout.vue'),
@@ -37,10 +40,21 @@ export const router = createRouter({
   ],
 })
 
+/**
+ * Whether a URL fragment hands over a session: `GET /api/v1/auth/oidc/callback` sends the
+ * browser to `/login#token=…` after a log-in through the city's identity provider.
+ */
+export function handsOverSession(hash: string): boolean {
+  return new URLSearchParams(hash.replace(/^#/, '')).has('token')
+}
+
 router.beforeEach((to) => {
   if (!to.meta.public && !currentSession()) {
     return { name: 'login', query: to.fullPath === '/' ? {} : { redirect: to.fullPath } }
   }
-  if (to.name === 'login' && currentSession()) return { path: '/' }
+  // Someone logged in has no business on the log-in page, unless it brings a session from the
+  // identity provider: that log-in was asked for in this browser and replaces the one held
+  // (which may be another user's), so the page must get to take it.
+  if (to.name === 'login' && currentSession() && !handsOverSession(to.hash)) return { path: '/' }
   return true
 })

@@ -12,19 +12,25 @@ export const useAuthStore = defineStore('auth', () => {
   const displayName = computed(() => me.value?.displayName || username.value)
   const isAdmin = computed(() => (session.value?.roles ?? []).includes('admin'))
 
-  async function login(username: string, password: string) {
+  /** Logs in; true when an administrator set the password and the user must choose their own. */
+  async function login(username: string, password: string): Promise<boolean> {
     const r = await post<LoginResponse>('/api/v1/auth/login', { username, password }, { anonymous: true })
     const s: Session = { token: r.token, username: r.username, roles: r.roles, expiresAt: r.expiresAt }
     setSession(s)
     session.value = s
     await loadMe()
+    return r.mustChangePassword === true
   }
 
   async function loadMe() {
+    // The session may be replaced while this is under way (a log-in handed over on the log-in
+    // page): an answer about the previous user must not be shown as the new one.
+    const asked = session.value
     try {
-      me.value = await get<Me>('/api/v1/me')
+      const m = await get<Me>('/api/v1/me')
+      if (session.value === asked) me.value = m
     } catch {
-      me.value = null
+      if (session.value === asked) me.value = null
     }
   }
 

@@ -679,7 +679,11 @@ async fn cli_manages_regions_orgs_and_roles() -> anyhow::Result<()> {
 async fn organisation_scope_covers_the_subtree(options: NodeOptions) -> anyhow::Result<()> {
     let mut node = LotusNode::start(options).await?;
     node.login().await?;
-    for (id, parent) in [("city", None), ("water", Some("city")), ("power", Some("city"))] {
+    for (id, parent) in [
+        ("city", None),
+        ("water", Some("city")),
+        ("power", Some("city")),
+    ] {
         node.expect(
             Method::POST,
             "/api/v1/orgs",
@@ -712,8 +716,10 @@ async fn organisation_scope_covers_the_subtree(options: NodeOptions) -> anyhow::
         node.expect(
             Method::POST,
             "/api/v1/users",
-            Some(json!({"username": name, "password": PASSWORD, "roles": ["operator"],
-                "org": org, "region": "/"})),
+            Some(
+                json!({"username": name, "password": PASSWORD, "roles": ["operator"],
+                "org": org, "region": "/"}),
+            ),
             201,
         )
         .await?;
@@ -791,8 +797,10 @@ async fn organisation_scope_covers_the_subtree(options: NodeOptions) -> anyhow::
         .expect(
             Method::POST,
             "/api/v1/products",
-            Some(json!({"name": "north meter", "nodeType": "direct", "dataFormat": "alink",
-                "org": "water-north"})),
+            Some(
+                json!({"name": "north meter", "nodeType": "direct", "dataFormat": "alink",
+                "org": "water-north"}),
+            ),
             201,
         )
         .await?;

@@ -609,6 +609,33 @@ async fn a_node_logs_its_operators_in_through_another_node() -> anyhow::Result<(
         "{detail}"
     );
 
+    // Carol's account on B is disabled: A still vouches for her, B refuses her, and the
+    // session she had ends.
+    b.expect(
+        Method::PATCH,
+        "/api/v1/users/carol",
+        Some(json!({"disabled": true})),
+        200,
+    )
+    .await?;
+    let resp = through_a("carol").await?;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let problem: Value = resp.json().await?;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("this account is disabled"),
+        "{problem}"
+    );
+    let old = b
+        .client
+        .get(format!("{}/api/v1/me", b.http))
+        .bearer_auth(session["token"].as_str().unwrap())
+        .send()
+        .await?;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+
     // A callback whose state was used already (or never issued) is refused, as a page for
     // a browser.
     let resp = browser()
@@ -628,6 +655,9 @@ async fn a_node_logs_its_operators_in_through_another_node() -> anyhow::Result<(
         .filter(|e| e["action"] == "auth.login" && e["detail"]["method"] == "oidc")
         .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
         .collect();
-    assert_eq!(oidc_logins, [("carol", "ok"), ("dave", "denied")]);
+    assert_eq!(
+        oidc_logins,
+        [("carol", "ok"), ("dave", "denied"), ("carol", "denied")]
+    );
     Ok(())
 }

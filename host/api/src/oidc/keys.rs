@@ -1,6 +1,7 @@
 //! The provider's signing keys: P-256 (ES256), made on first use, the private key sealed with
-//! the master key. The JWKS publishes every key, retired ones included, so ID tokens signed
-//! before a rotation still verify until they expire.
+//! the master key. The JWKS publishes retired keys too, so ID tokens signed before a rotation
+//! still verify until they expire; a key retired longer ago than the retention (the ID token
+//! life plus a margin) has signed nothing that is still valid, and is deleted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use lotus_storage::{Secret, Store};
+use lotus_storage::{OidcSigningKeyRow, Secret, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -119,10 +120,26 @@ async fn create(store: &Store) -> ApiResult<SigningKey> {
     Ok(SigningKey { kid, encoding })
 }
 
-/// `{"keys": [...]}` with every key, the signing one first.
-pub async fn jwks(store: &Store) -> ApiResult<Value> {
-    let keys = store
-        .oidc_signing_keys()
+/// The default of how long a retired key stays published: the ID token life and a day, so
+/// that clients caching the JWKS and clocks that disagree are covered.
+pub const DEFAULT_RETENTION: Duration =
+    Duration::from_secs(super::provider::TOKEN_TTL_SECS as u64 + 24 * 3600);
+
+/// The keys to publish: the signing key and those retired less than `retention` ago. Deletes
+/// the others.
+pub async fn published(store: &Store, retention: Duration) -> ApiResult<Vec<OidcSigningKeyRow>> {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let before = lotus_device::now_ms().saturating_sub(retention_ms);
+    let dropped = store.delete_retired_oidc_signing_keys(before).await?;
+    if !dropped.is_empty() {
+        tracing::info!(kids = ?dropped, "deleted OpenID Connect signing keys retired longer than the retention");
+    }
+    Ok(store.oidc_signing_keys().await?)
+}
+
+/// `{"keys": [...]}` with the published keys, the signing one first.
+pub async fn jwks(store: &Store, retention: Duration) -> ApiResult<Value> {
+    let keys = published(store, retention)
         .await?
         .into_iter()
         .filter_map(|k| match serde_json::from_str::<Value>(&k.public_jwk) {
@@ -145,7 +162,9 @@ pub struct RotatedKey {
 }
 
 /// Make a new signing key. ID tokens are signed with it from now on; the old keys stay in the
-/// JWKS so tokens they signed still verify. Asks `oidc_key.write`.
+/// JWKS so tokens they signed still verify, until they have been retired longer than the
+/// retention (`[auth] oidc_key_retention_secs`, by default the ID token life and a day).
+/// Asks `oidc_key.write`.
 #[utoipa::path(post, path = "/api/v1/oauth2/keys/rotate", tag = "openid connect",
     security(("bearer" = [])),
     responses((status = 200, body = RotatedKey), (status = 403, body = crate::problem::Problem)))]

@@ -415,6 +415,19 @@ async fn finish(state: &ApiState, q: CallbackQuery) -> Result<String, LoginError
             config.username_claim
         )));
     };
+    if !user.is_active() {
+        // The city's provider vouched for the person, but their Lotus account is disabled.
+        crate::audit::record(
+            state,
+            &user.username,
+            "auth.login",
+            &format!("user:{}", user.username),
+            "denied",
+            json!({"method": "oidc", "issuer": issuer, "reason": "disabled"}),
+        )
+        .await;
+        return Err(crate::auth::disabled());
+    }
     if let Some(until) = state.store.login_locked_until(user.id, now).await? {
         crate::audit::record(
             state,

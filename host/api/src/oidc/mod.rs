@@ -5,15 +5,24 @@
 //!   `GET /oauth2/authorize` only validates the request and sends the browser to the portal's
 //!   `/authorize` page; that page (after a log-in if needed) calls
 //!   `POST /api/v1/oauth2/authorize`, where the `lotus.api` policy decides `app.open`.
+//!   Refresh tokens rotate; a code or refresh token presented twice revokes its grant.
+//! - **Revocation** ([`revocation`], RFC 7009) and **RP-initiated logout** ([`logout`]).
+//! - **Re-authentication** ([`reauth`]) for `prompt=login` and `max_age`.
+//! - **CORS** ([`cors`]) on the endpoints a browser app calls, for the origins of registered
+//!   redirect URIs.
 //! - **App center** ([`app_center`]): the apps the caller may open.
 //! - **Relying party** ([`login`]): operators log in through the city's own provider.
 //!
 //! Signing keys ([`keys`]) are P-256 (ES256), sealed with the master key in the database.
 
 pub mod app_center;
+pub mod cors;
 pub mod keys;
 pub mod login;
+pub mod logout;
 pub mod provider;
+pub(crate) mod reauth;
+pub mod revocation;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -37,6 +46,8 @@ pub struct OidcSettings {
     pub issuer: String,
     /// Log-in through an external provider; `None` hides the button.
     pub login: Option<login::ExternalProvider>,
+    /// How long a retired signing key stays in the JWKS before it is deleted.
+    pub key_retention: std::time::Duration,
 }
 
 impl Default for OidcSettings {
@@ -44,6 +55,7 @@ impl Default for OidcSettings {
         OidcSettings {
             issuer: "http://localhost:8080".into(),
             login: None,
+            key_retention: keys::DEFAULT_RETENTION,
         }
     }
 }
@@ -81,7 +93,8 @@ impl Default for Oidc {
 #[openapi(
     paths(
         provider::discovery, provider::jwks, provider::authorize, provider::authorize_as_user,
-        provider::token, provider::userinfo, keys::rotate, app_center::my_apps,
+        provider::login_required, provider::token, provider::userinfo, revocation::revoke,
+        logout::logout, logout::end_session, keys::rotate, app_center::my_apps,
         login::status, login::start, login::callback,
     ),
     tags(
@@ -91,24 +104,48 @@ impl Default for Oidc {
 )]
 pub struct OidcDoc;
 
-/// The provider's, the app center's and the external log-in's routes.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
+/// The provider's, the app center's and the external log-in's routes. `state` is what the
+/// CORS layer of the browser-facing endpoints reads registered origins from.
+pub fn routes(state: ApiState) -> Router<ApiState> {
+    // The endpoints a browser app calls itself (RFC 8252 / OAuth for browser-based apps):
+    // CORS for the origins of registered redirect URIs, preflight included.
+    let browser_facing = Router::new()
         .route(
             "/.well-known/openid-configuration",
-            get(provider::discovery),
+            get(provider::discovery).options(cors::preflight),
         )
-        .route("/oauth2/jwks", get(provider::jwks))
-        .route("/oauth2/authorize", get(provider::authorize))
-        .route("/oauth2/token", post(provider::token))
+        .route("/oauth2/jwks", get(provider::jwks).options(cors::preflight))
+        .route(
+            "/oauth2/token",
+            post(provider::token).options(cors::preflight),
+        )
         .route(
             "/oauth2/userinfo",
-            get(provider::userinfo).post(provider::userinfo),
+            get(provider::userinfo)
+                .post(provider::userinfo)
+                .options(cors::preflight),
         )
+        .route(
+            "/oauth2/revoke",
+            post(revocation::revoke).options(cors::preflight),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            cors::registered_origins,
+        ));
+    Router::new()
+        .merge(browser_facing)
+        .route("/oauth2/authorize", get(provider::authorize))
+        .route("/oauth2/logout", get(logout::logout))
         .route(
             "/api/v1/oauth2/authorize",
             post(provider::authorize_as_user),
         )
+        .route(
+            "/api/v1/oauth2/authorize/login-required",
+            post(provider::login_required),
+        )
+        .route("/api/v1/oauth2/end-session", post(logout::end_session))
         .route("/api/v1/oauth2/keys/rotate", post(keys::rotate))
         .route("/api/v1/me/apps", get(app_center::my_apps))
         .route("/api/v1/auth/oidc", get(login::status))

@@ -159,9 +159,15 @@ pub struct Grants {
     /// An event type code: that type and its events; repeatable.
     #[arg(long = "event-type")]
     event_types: Vec<String>,
-    /// An MQTT topic filter; repeatable.
-    #[arg(long = "topic")]
+    /// An MQTT topic filter the app may subscribe to, e.g. `/a1B2c3D4e5F/+/user/update`;
+    /// repeatable.
+    #[arg(long = "topic", value_name = "FILTER")]
     topics: Vec<String>,
+    /// An MQTT topic filter the app may publish to: a topic the product's devices receive,
+    /// e.g. `/a1B2c3D4e5F/+/user/get`; repeatable. Give the same filter to --topic too to let
+    /// the app subscribe to it as well.
+    #[arg(long = "publish-topic", value_name = "FILTER")]
+    publish_topics: Vec<String>,
 }
 
 impl Grants {
@@ -172,8 +178,36 @@ impl Grants {
             "regions": self.regions,
             "dataModels": self.data_models,
             "eventTypes": self.event_types,
-            "topics": self.topics,
+            "topics": self.topic_grants(),
         })
+    }
+
+    /// `resources.topics`: one grant per filter (the --topic ones first), with the actions of
+    /// every flag that named it; a subscribe-only grant is its bare filter (as the API answers).
+    fn topic_grants(&self) -> Vec<Value> {
+        let mut grants: Vec<(&str, bool, bool)> = Vec::new();
+        let given = self
+            .topics
+            .iter()
+            .map(|f| (f, true, false))
+            .chain(self.publish_topics.iter().map(|f| (f, false, true)));
+        for (filter, subscribe, publish) in given {
+            match grants.iter_mut().find(|g| g.0 == filter) {
+                Some(g) => {
+                    g.1 |= subscribe;
+                    g.2 |= publish;
+                }
+                None => grants.push((filter, subscribe, publish)),
+            }
+        }
+        grants
+            .into_iter()
+            .map(|(filter, subscribe, publish)| match (subscribe, publish) {
+                (true, false) => json!(filter),
+                (true, true) => json!({"filter": filter, "actions": ["subscribe", "publish"]}),
+                _ => json!({"filter": filter, "actions": ["publish"]}),
+            })
+            .collect()
     }
 }
 
@@ -401,6 +435,36 @@ mod tests {
             app: AppCommand,
         }
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn topic_flags_make_one_grant_per_filter() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            grants: Grants,
+        }
+        let cli = Cli::parse_from([
+            "lotus",
+            "--topic",
+            "/pk/+/user/update",
+            "--publish-topic",
+            "/pk/+/user/get",
+            "--topic",
+            "/pk/+/user/all/#",
+            "--publish-topic",
+            "/pk/+/user/all/#",
+        ]);
+        assert_eq!(
+            json!(cli.grants.topic_grants()),
+            json!([
+                "/pk/+/user/update",
+                {"filter": "/pk/+/user/all/#", "actions": ["subscribe", "publish"]},
+                {"filter": "/pk/+/user/get", "actions": ["publish"]},
+            ])
+        );
     }
 
     #[test]
