@@ -11,6 +11,7 @@ use crate::error::{Result, StorageError};
 use crate::sql::{
     Sql, contains_pattern, json, page_bounds, push_org_subtree, push_scope_condition, to_json,
 };
+use crate::users::HOLDS_ADMIN;
 use crate::{Page, Scope, Store, UserRow, now_ms};
 
 /// An administrative region; its parent is its path without the last segment.
@@ -534,17 +535,37 @@ impl Store {
 
     /// Replaces the roles a user holds; `NotFound` for an unknown user. Their sessions carry
     /// the new roles from their next request.
+    /// `Conflict` when it would take `admin` from the last active administrator, who would
+    /// then be unable to give it back.
     pub async fn set_user_roles(&self, username: &str, roles: &[String]) -> Result<()> {
-        let done = sqlx::query("UPDATE users SET roles = $1 WHERE username = $2")
-            .bind(to_json(&roles))
-            .bind(username)
-            .execute(self.write())
-            .await?;
+        let mut tx = self.write().begin().await?;
+        self.lock_admin_changes(&mut tx).await?;
+        let keeps_admin = roles.iter().any(|r| r == "admin");
+        let done = sqlx::query(&format!(
+            "UPDATE users SET roles = $1 WHERE username = $2 AND ($3 OR NOT ({HOLDS_ADMIN}) \
+             OR disabled_at IS NOT NULL OR EXISTS (SELECT 1 FROM users o WHERE \
+             o.username <> $2 AND o.disabled_at IS NULL AND o.{HOLDS_ADMIN}))"
+        ))
+        .bind(to_json(&roles))
+        .bind(username)
+        .bind(keeps_admin)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(format!(
-                "user '{username}' not found"
-            )));
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(match exists {
+                None => StorageError::NotFound(format!("user '{username}' not found")),
+                Some(_) => StorageError::Conflict(format!(
+                    "'{username}' is the last active administrator: give another account the \
+                     admin role first, or nobody could manage accounts any more"
+                )),
+            });
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -60,7 +60,29 @@ pub enum Disabling {
 
 /// `roles` holds a JSON array of role names, which are lower-case letters and `_` only, so
 /// the quoted name matches exactly that role (`"admin"` is not in `"security_admin"`).
-const HOLDS_ADMIN: &str = "roles LIKE '%\"admin\"%'";
+pub(crate) const HOLDS_ADMIN: &str = "roles LIKE '%\"admin\"%'";
+
+/// PostgreSQL advisory lock key taken by every change that could leave the node without an
+/// active administrator. Under READ COMMITTED two such changes would each see the other's
+/// admin still active; taking the lock first serialises them. SQLite has a single writer.
+const ADMIN_CHANGES_LOCK: i64 = 0x6c6f_7475_7361_646d; // "lotusadm"
+
+impl Store {
+    /// Serialises changes that check "another active administrator remains" (see
+    /// [`ADMIN_CHANGES_LOCK`]); held until `tx` ends.
+    pub(crate) async fn lock_admin_changes(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<()> {
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ADMIN_CHANGES_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 impl Store {
     /// How many users exist (zero on a fresh node, when the first administrator is created).
@@ -173,6 +195,7 @@ impl Store {
     /// statement. `NotFound` for an unknown user.
     pub async fn disable_user(&self, user_id: i64, now: i64) -> Result<Disabling> {
         let mut tx = self.write().begin().await?;
+        self.lock_admin_changes(&mut tx).await?;
         let done = sqlx::query(&format!(
             "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL AND \
              (NOT ({HOLDS_ADMIN}) OR EXISTS (SELECT 1 FROM users o WHERE o.id <> $2 AND \

@@ -109,6 +109,23 @@ async fn last_active_admin_is_never_disabled(s: &Store, _url: &str) {
         s.disable_user(second.id, now).await.unwrap(),
         Disabling::LastAdmin
     );
+    // Nor is the role taken from them; other roles of theirs still change.
+    assert!(matches!(
+        s.set_user_roles("root2", &["operator".into()]).await,
+        Err(StorageError::Conflict(m)) if m.contains("last active administrator")
+    ));
+    s.set_user_roles("root2", &["admin".into()]).await.unwrap();
+    // A disabled administrator's roles change freely.
+    s.set_user_roles("root", &["viewer".into()]).await.unwrap();
+    assert!(matches!(
+        s.set_user_roles("nobody", &["viewer".into()]).await,
+        Err(StorageError::NotFound(_))
+    ));
+    s.enable_user(admin.id).await.unwrap();
+    s.set_user_roles("root", &["admin".into()]).await.unwrap();
+    s.set_user_roles("root2", &["operator".into()])
+        .await
+        .unwrap();
 }
 
 async fn reset_password_ends_sessions_and_asks_for_a_change(s: &Store, _url: &str) {

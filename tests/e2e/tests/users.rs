@@ -642,3 +642,38 @@ async fn cli_updates_disables_enables_and_resets() -> anyhow::Result<()> {
     audit_intact(&node).await?;
     Ok(())
 }
+
+/// The last active administrator keeps the admin role: without it nobody could give it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_active_administrator_keeps_the_role() -> anyhow::Result<()> {
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    let (status, v) = node
+        .api(
+            Method::PUT,
+            "/api/v1/users/admin/roles",
+            Some(json!({"roles": ["operator"]})),
+        )
+        .await?;
+    assert_eq!(status, 409, "{v}");
+    assert!(detail(&v).contains("last active administrator"), "{v}");
+    // With a second administrator, the first may step down.
+    create_user(&node, "deputy", &["admin"], "/").await?;
+    node.expect(
+        Method::PUT,
+        "/api/v1/users/admin/roles",
+        Some(json!({"roles": ["operator"]})),
+        200,
+    )
+    .await?;
+    let deputy = Session::login(&node, "deputy").await?;
+    let (status, v) = deputy
+        .call(
+            Method::PUT,
+            "/api/v1/users/deputy/roles",
+            Some(json!({"roles": ["viewer"]})),
+        )
+        .await?;
+    assert_eq!(status, 409, "{v}");
+    Ok(())
+}
