@@ -7,13 +7,10 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { chromium } from 'playwright-core'
-import { PORTAL, apiClient, ensureBuilt, startLotus, stopLotus } from './lotus.mjs'
+import { PORTAL, apiClient, ensureBuilt, startLotus, stopLotus, launchBrowser } from './lotus.mjs'
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
 const RESULTS = join(PORTAL, 'test-results')
 const PASSWORD = 'viewer-pw-2026'
 
@@ -27,7 +24,6 @@ const apps = {}
 const b64url = (buf) => buf.toString('base64url')
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`)
   ensureBuilt()
   mkdirSync(RESULTS, { recursive: true })
   node = await startLotus()
@@ -55,17 +51,7 @@ before(async () => {
       201,
     )
   }
-  profile = mkdtempSync(join(tmpdir(), 'lotus-portal-chromium-'))
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
-    viewport: { width: 1366, height: 860 },
-    locale: 'en',
-  })
-  page = context.pages()[0] ?? (await context.newPage())
-  page.setDefaultTimeout(15_000)
-  page.on('pageerror', (e) => console.log(`# page error: ${e.message}`))
+  ;({ context, page, profile } = await launchBrowser({ locale: 'en', name: 'portal' }))
 })
 
 after(async () => {

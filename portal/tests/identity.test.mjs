@@ -8,13 +8,10 @@
 
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { chromium } from 'playwright-core'
-import { PORTAL, ADMIN_PASSWORD, apiClient, ensureBuilt, startLotus, stopLotus } from './lotus.mjs'
+import { PORTAL, ADMIN_PASSWORD, apiClient, ensureBuilt, startLotus, stopLotus, launchBrowser } from './lotus.mjs'
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
 const RESULTS = join(PORTAL, 'test-results')
 
 let node
@@ -39,23 +36,12 @@ async function toast(kind, text) {
 }
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`)
   ensureBuilt()
   mkdirSync(RESULTS, { recursive: true })
   node = await startLotus()
   api = apiClient(node.http)
   await api.login()
-  profile = mkdtempSync(join(tmpdir(), 'lotus-identity-chromium-'))
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    viewport: { width: 1366, height: 860 },
-    locale: 'zh-CN',
-  })
-  page = context.pages()[0] ?? (await context.newPage())
-  page.setDefaultTimeout(15_000)
-  page.on('pageerror', (e) => console.log(`# page error: ${e.message}`))
+  ;({ context, page, profile } = await launchBrowser({ locale: 'zh-CN', name: 'identity' }))
   await page.goto(node.url + '/login')
   await field('login-username').fill('admin')
   await field('login-password').fill(ADMIN_PASSWORD)

@@ -8,10 +8,44 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createServer } from 'node:net'
+import { chromium } from 'playwright-core'
 
 export const PORTAL = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 export const DIST = join(PORTAL, 'dist')
 export const ADMIN_PASSWORD = 'portal-tests-admin-pw'
+
+/** Debian's chromium; never a downloaded browser. */
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
+/** The flags every browser test launches chromium with: headless, offline, no updates or sync. */
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+]
+
+/**
+ * Chromium with a fresh user-data dir (`profile`, removed by the test's `after`) and one page
+ * that waits 15 s at most and logs the portal's uncaught errors.
+ */
+export async function launchBrowser({ locale, name }) {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`)
+  const profile = mkdtempSync(join(tmpdir(), `lotus-${name}-chromium-`))
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1366, height: 860 },
+    locale,
+  })
+  const page = context.pages()[0] ?? (await context.newPage())
+  page.setDefaultTimeout(15_000)
+  page.on('pageerror', (e) => console.log(`# page error: ${e.message}`))
+  return { context, page, profile }
+}
 
 /** `LOTUS_BIN`, else `$CARGO_TARGET_DIR/debug/lotus`, else `../target/debug/lotus`. */
 export function lotusBinary() {

@@ -12,9 +12,8 @@ import assert from 'node:assert/strict'
 import { mkdirSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { PORTAL, ADMIN_PASSWORD, apiClient, ensureBuilt, startLotus, stopLotus } from './lotus.mjs'
+import { PORTAL, ADMIN_PASSWORD, apiClient, ensureBuilt, startLotus, stopLotus, CHROMIUM, CHROMIUM_ARGS } from './lotus.mjs'
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
 const RESULTS = join(PORTAL, 'test-results')
 const USER = 'citizen-op'
 /** The operator's password at the provider, A. */
@@ -74,7 +73,7 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+    args: CHROMIUM_ARGS,
   })
 })
 

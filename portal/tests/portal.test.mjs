@@ -9,14 +9,11 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHmac } from 'node:crypto'
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { chromium } from 'playwright-core'
 import mqtt from 'mqtt'
-import { PORTAL, ADMIN_PASSWORD, apiClient, ensureBuilt, startLotus, stopLotus } from './lotus.mjs'
+import { PORTAL, ADMIN_PASSWORD, apiClient, ensureBuilt, startLotus, stopLotus, launchBrowser } from './lotus.mjs'
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
 const RESULTS = join(PORTAL, 'test-results')
 const TSL = join(PORTAL, '..', 'tests', 'e2e', 'fixtures', 'street-light.tsl.json')
 
@@ -50,7 +47,6 @@ async function expectSuccessToast() {
 }
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`)
   ensureBuilt()
   mkdirSync(RESULTS, { recursive: true })
   node = await startLotus()
@@ -60,25 +56,7 @@ before(async () => {
   has.style = (await api.call('GET', '/api/v1/style')).status === 200
   has.me = (await api.call('GET', '/api/v1/me')).status === 200
   console.log(`# node offers: style ${has.style}, me ${has.me}`)
-  profile = mkdtempSync(join(tmpdir(), 'lotus-portal-chromium-'))
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-    viewport: { width: 1366, height: 860 },
-    locale: 'zh-CN',
-  })
-  page = context.pages()[0] ?? (await context.newPage())
-  page.setDefaultTimeout(15_000)
-  page.on('pageerror', (e) => console.log(`# page error: ${e.message}`))
+  ;({ context, page, profile } = await launchBrowser({ locale: 'zh-CN', name: 'portal' }))
 })
 
 after(async () => {

@@ -26,6 +26,19 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
+/// [`hash_password`] on a blocking thread: Argon2id takes tens of milliseconds of CPU, which
+/// must not stall the async workers serving other requests.
+pub(crate) async fn hash_password_blocking(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("hashing the password failed: {e}"),
+            )
+        })
+}
+
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|h| {

@@ -152,14 +152,7 @@ pub async fn change_password(
     }
     check_password(&user.user.username, &req.new)?;
     let new = req.new;
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&new))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("hashing the password failed: {e}"),
-            )
-        })?;
+    let hash = crate::auth::hash_password_blocking(new).await?;
     state
         .store
         .set_user_password(user.user.id, &hash, Some(user.session()))

@@ -277,14 +277,7 @@ pub async fn create(
         phone: phone(req.phone)?,
     };
     let password = req.password;
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("hashing the password failed: {e}"),
-            )
-        })?;
+    let hash = crate::auth::hash_password_blocking(password).await?;
     let row = state
         .store
         .create_user_with_profile(name, &hash, &req.roles, &scope, &profile)
@@ -688,14 +681,7 @@ pub async fn reset_password(
     }
     check_password(&username, &req.password)?;
     let password = req.password;
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("hashing the password failed: {e}"),
-            )
-        })?;
+    let hash = crate::auth::hash_password_blocking(password).await?;
     let ended = state
         .store
         .reset_user_password(target.id, &hash, lotus_device::now_ms())

@@ -1,6 +1,7 @@
 //! Fixtures shared by the end-to-end tests.
 
 pub mod receiver;
+pub mod relying_party;
 
 use lotus_test_harness::device::DeviceCredentials;
 use lotus_test_harness::node::{LotusNode, NodeOptions};
@@ -82,6 +83,18 @@ impl Fixture {
             "/api/v1/products/{}/devices/{}",
             self.product_key, self.devices[i].device_name
         )
+    }
+
+    /// The latest property values stored for device `i` (`[]` when none).
+    pub async fn latest_properties(&self, i: usize) -> anyhow::Result<Value> {
+        self.node
+            .expect(
+                Method::GET,
+                &format!("{}/properties", self.device_path(i)),
+                None,
+                200,
+            )
+            .await
     }
 
     /// Polls the device until its status is `status` (bounded).

@@ -136,15 +136,7 @@ async fn app_subscribes_and_publishes_within_its_topic_grants() -> anyhow::Resul
     )
     .await?;
     app.expect_no_publish(Duration::from_millis(300)).await?;
-    let latest = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(0)),
-            None,
-            200,
-        )
-        .await?;
+    let latest = f.latest_properties(0).await?;
     assert_eq!(latest, json!([]));
     assert!(
         f.node.log().contains("publish not authorised"),

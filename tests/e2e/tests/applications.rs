@@ -118,15 +118,7 @@ async fn application_receives_its_grants_only_and_is_kicked_on_delete() -> anyho
     )
     .await?;
     app.expect_no_publish(Duration::from_millis(300)).await?;
-    let latest = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(0)),
-            None,
-            200,
-        )
-        .await?;
+    let latest = f.latest_properties(0).await?;
     assert_eq!(latest, json!([]));
 
     // A device cannot log in with the app credential, nor the app with a device's.

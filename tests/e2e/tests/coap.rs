@@ -13,7 +13,6 @@ use hmac::{Hmac, Mac};
 use lotus_e2e::{Fixture, sys};
 use lotus_model::alink::{SignMethod, connect_sign_content};
 use lotus_test_harness::device::DeviceCredentials;
-use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::UdpSocket;
@@ -75,15 +74,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 }
 
 async fn brightness(f: &Fixture, i: usize) -> anyhow::Result<Value> {
-    let latest = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(i)),
-            None,
-            200,
-        )
-        .await?;
+    let latest = f.latest_properties(i).await?;
     Ok(latest
         .as_array()
         .and_then(|a| a.iter().find(|p| p["identifier"] == "Brightness"))

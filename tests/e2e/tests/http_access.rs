@@ -124,15 +124,7 @@ async fn a_device_posts_over_http_with_a_token_through_the_same_pipeline_and_acl
     assert_eq!(body["code"], 0);
     assert_eq!(body["info"]["reply"]["code"], 200);
     assert_eq!(body["info"]["reply"]["id"], "7");
-    let props = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(0)),
-            None,
-            200,
-        )
-        .await?;
+    let props = f.latest_properties(0).await?;
     let brightness = props
         .as_array()
         .unwrap()

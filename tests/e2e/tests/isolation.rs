@@ -71,15 +71,7 @@ async fn v311_device_cannot_reach_another_devices_topics() -> anyhow::Result<()>
         )
         .await?;
     victim.expect_no_publish(Duration::from_millis(500)).await?;
-    let latest = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(1)),
-            None,
-            200,
-        )
-        .await?;
+    let latest = f.latest_properties(1).await?;
     assert_eq!(latest, json!([]));
     assert!(
         f.node.log().contains("publish not authorised"),

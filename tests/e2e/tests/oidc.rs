@@ -5,50 +5,14 @@
 //!   unregistered redirect URI, a user whose role may not open the app);
 //! - one Lotus node logs its operators in through another Lotus node as the city's provider.
 
-use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lotus_e2e::relying_party::{browser, location, query, random, s256};
 use lotus_test_harness::node::{LotusNode, NodeOptions};
-use rand::RngCore;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 const PASSWORD: &str = "Open-sesame-2026";
-
-/// A client that shows redirects instead of following them.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn random() -> String {
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-/// RFC 7636 §4.2.
-fn s256(verifier: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-fn query(url: &Url) -> Map<String, Value> {
-    url.query_pairs()
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect()
-}
-
-fn location(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get(reqwest::header::LOCATION)
-        .unwrap_or_else(|| panic!("no Location in a {} answer", resp.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
 
 async fn create_user(node: &LotusNode, name: &str, roles: &[&str]) -> anyhow::Result<()> {
     node.expect(
@@ -182,7 +146,7 @@ async fn authorize(
         "{back} is not {}",
         req.redirect_uri
     );
-    let q = query(&back);
+    let q = query(back.as_str());
     assert_eq!(q["state"], req.state.as_str());
     assert_eq!(q["iss"], discovery["issuer"]);
     Ok(q["code"].as_str().unwrap().to_string())
@@ -393,7 +357,7 @@ async fn an_app_signs_a_user_in_with_authorization_code_and_pkce() -> anyhow::Re
     assert_eq!(resp.status(), StatusCode::FOUND);
     let back = Url::parse(&location(&resp))?;
     assert!(back.as_str().starts_with(redirect_uri));
-    assert_eq!(query(&back)["error"], "invalid_request");
+    assert_eq!(query(back.as_str())["error"], "invalid_request");
 
     // Bob's role may not open the app: the policy's reason, and no code.
     let (status, body) = approve(
@@ -442,7 +406,7 @@ async fn an_app_signs_a_user_in_with_authorization_code_and_pkce() -> anyhow::Re
         .send()
         .await?;
     let back = Url::parse(&location(&resp))?;
-    assert_eq!(query(&back)["error"], "access_denied");
+    assert_eq!(query(back.as_str())["error"], "access_denied");
     node.expect(
         Method::PATCH,
         &format!("/api/v1/apps/{client_id}"),
@@ -560,7 +524,7 @@ async fn a_node_logs_its_operators_in_through_another_node() -> anyhow::Result<(
             at_a.as_str()
                 .starts_with(&format!("{}/oauth2/authorize?", a.http))
         );
-        let params = query(&at_a);
+        let params = query(at_a.as_str());
         assert_eq!(params["code_challenge_method"], "S256");
         assert_eq!(params["redirect_uri"], callback.as_str());
         assert!(params.contains_key("nonce") && params.contains_key("state"));
@@ -584,7 +548,7 @@ async fn a_node_logs_its_operators_in_through_another_node() -> anyhow::Result<(
     let fragment = to
         .strip_prefix("/login#")
         .expect("back to the portal's log-in page");
-    let session = query(&Url::parse(&format!("http://portal/?{fragment}"))?);
+    let session = query(&format!("http://portal/?{fragment}"));
     assert_eq!(session["username"], "carol");
     assert_eq!(session["roles"], "operator");
     assert_eq!(session["redirect"], "/devices");

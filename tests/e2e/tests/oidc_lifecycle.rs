@@ -9,51 +9,14 @@ use std::time::Duration;
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lotus_e2e::relying_party::{browser, location, query, random, s256};
 use lotus_test_harness::node::{LotusNode, NodeOptions};
-use rand::RngCore;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 const PASSWORD: &str = "Open-sesame-2026";
 const REDIRECT_URI: &str = "https://parking.city.example/oidc/callback";
 const LOGGED_OUT_URI: &str = "https://parking.city.example/goodbye";
-
-/// A client that shows redirects instead of following them.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn random() -> String {
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-/// RFC 7636 §4.2.
-fn s256(verifier: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-fn query(url: &str) -> Map<String, Value> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect()
-}
-
-fn location(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get(reqwest::header::LOCATION)
-        .unwrap_or_else(|| panic!("no Location in a {} answer", resp.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()

@@ -157,15 +157,7 @@ async fn vendor_scripts_uploaded_as_they_are_decode_and_encode() -> anyhow::Resu
         .await?;
     let reply = report(&mut c, &f, &FRAME).await?;
     assert_eq!(reply["code"], 200, "{reply}");
-    let props = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(0)),
-            None,
-            200,
-        )
-        .await?;
+    let props = f.latest_properties(0).await?;
     let text = props.to_string();
     assert!(text.contains("PM25") && text.contains("21.7"), "{props}");
 

@@ -181,15 +181,7 @@ async fn codec_decodes_uplinks_encodes_downlinks_and_upgrades() -> anyhow::Resul
     let reply = raw_report(&mut c, &f, &[0x01, 0x00, 0xd7, 55]).await?;
     assert_eq!(reply["code"], 200, "{reply}");
     assert_eq!(reply["id"], "1", "version 1 decoded it");
-    let props = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(0)),
-            None,
-            200,
-        )
-        .await?;
+    let props = f.latest_properties(0).await?;
     let text = props.to_string();
     assert!(
         text.contains("temperature") && text.contains("21.5"),

@@ -33,15 +33,7 @@ async fn property_post_is_validated_stored_and_aggregated() -> anyhow::Result<()
         assert_eq!(r["id"], format!("{i}"));
     }
 
-    let latest = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(0)),
-            None,
-            200,
-        )
-        .await?;
+    let latest = f.latest_properties(0).await?;
     let current = latest
         .as_array()
         .unwrap()
@@ -139,15 +131,7 @@ async fn invalid_posts_get_an_error_reply_naming_the_field_and_the_connection_st
     let ok = json!({"id": "ok", "params": {"Brightness": 50}});
     c.publish(&post, QoS::AtLeastOnce, ok.to_string()).await?;
     assert_eq!(c.expect_json(&reply).await?["code"], 200);
-    let latest = f
-        .node
-        .expect(
-            Method::GET,
-            &format!("{}/properties", f.device_path(0)),
-            None,
-            200,
-        )
-        .await?;
+    let latest = f.latest_properties(0).await?;
     assert_eq!(latest.as_array().unwrap().len(), 1);
     assert_eq!(latest[0]["value"], 50);
     c.disconnect().await;

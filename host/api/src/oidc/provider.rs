@@ -884,6 +884,18 @@ async fn user_by_id(state: &ApiState, id: i64) -> lotus_storage::Result<Option<U
     }
 }
 
+/// RFC 6749 §5.2's answer to a body that is not a form (token and revocation endpoints).
+pub(super) fn not_a_form(e: FormRejection) -> Response {
+    TokenError::new(
+        "invalid_request",
+        format!(
+            "the body must be application/x-www-form-urlencoded: {}",
+            e.body_text()
+        ),
+    )
+    .into_response()
+}
+
 /// The token endpoint: exchanges an authorization code (with its PKCE verifier), or a refresh
 /// token, for an ID token and an access token (and a new refresh token when the scope has
 /// `offline_access`). Clients authenticate with `client_secret_basic` or
@@ -901,16 +913,7 @@ pub async fn token(
 ) -> Response {
     let req = match form {
         Ok(Form(req)) => req,
-        Err(e) => {
-            return TokenError::new(
-                "invalid_request",
-                format!(
-                    "the body must be application/x-www-form-urlencoded: {}",
-                    e.body_text()
-                ),
-            )
-            .into_response();
-        }
+        Err(e) => return not_a_form(e),
     };
     match exchange(&state, &headers, &req).await {
         Ok(resp) => (

@@ -43,16 +43,7 @@ pub async fn revoke(
 ) -> Response {
     let req = match form {
         Ok(Form(req)) => req,
-        Err(e) => {
-            return TokenError::new(
-                "invalid_request",
-                format!(
-                    "the body must be application/x-www-form-urlencoded: {}",
-                    e.body_text()
-                ),
-            )
-            .into_response();
-        }
+        Err(e) => return super::provider::not_a_form(e),
     };
     match revoke_token(&state, &headers, &req).await {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
