@@ -673,10 +673,19 @@ async fn cli_grants_topics_to_subscribe_and_to_publish() -> anyhow::Result<()> {
         &update,
         "--publish-topic",
         &get,
+        "--redirect-uri",
+        "https://control.city.example/cb",
+        "--post-logout-redirect-uri",
+        "https://control.city.example/bye",
     ])?;
     assert_eq!(
         created["resources"]["topics"],
         json!([update, {"filter": get, "actions": ["publish"]}]),
+        "{created}"
+    );
+    assert_eq!(
+        created["postLogoutRedirectUris"],
+        json!(["https://control.city.example/bye"]),
         "{created}"
     );
     let client_id = created["clientId"].as_str().unwrap().to_string();

@@ -133,6 +133,10 @@ pub struct Details {
     /// Where OpenID Connect may send users back to; repeatable.
     #[arg(long = "redirect-uri")]
     redirect_uris: Vec<String>,
+    /// Where OpenID Connect logout may send users back to (`post_logout_redirect_uri`);
+    /// repeatable.
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
     /// A role whose users may open it from the app center; repeatable.
     #[arg(long = "open-role")]
     open_roles: Vec<String>,
@@ -227,6 +231,12 @@ impl Details {
         }
         if !self.redirect_uris.is_empty() {
             body.insert("redirectUris".into(), json!(self.redirect_uris));
+        }
+        if !self.post_logout_redirect_uris.is_empty() {
+            body.insert(
+                "postLogoutRedirectUris".into(),
+                json!(self.post_logout_redirect_uris),
+            );
         }
         if !self.open_roles.is_empty() {
             body.insert("openRoles".into(), json!(self.open_roles));
