@@ -131,6 +131,15 @@ describe('portal', () => {
     await shot('03-products')
     state.pk = pk
 
+    // Search by part of the name (any case) once typing pauses; the address keeps it.
+    await field('product-search').fill('LIGHT')
+    await page.waitForURL(/\/products\?search=LIGHT$/)
+    await page.locator('[data-test=product-table] .el-table__row', { hasText: pk }).waitFor()
+    // Nonsense finds nothing, and the empty state says what was searched for.
+    await field('product-search').fill('no-such-product-xyz')
+    await page.locator('[data-test=product-table] .el-table__empty-text', { hasText: 'no-such-product-xyz' }).waitFor()
+    assert.equal(await page.locator('[data-test=product-table] .el-table__row').count(), 0)
+
     await page.goto(`${node.url}/products/${pk}?tab=thing-model`)
     await page.locator('[data-test=tsl-import]').setInputFiles(TSL)
     await page.waitForFunction(() => document.querySelector('textarea[data-test=tsl-text]')?.value.includes('Brightness'))

@@ -245,17 +245,51 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-/// List products.
+/// The longest product search accepted: longer than any name or key, so nothing is lost.
+const MAX_SEARCH_CHARS: usize = 100;
+
+/// What the product list takes: an optional search and the page.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductQuery {
+    /// Part of the product's name or product key, any case (`%` and `_` are plain
+    /// characters); at most 100 characters.
+    #[param(example = "lamp")]
+    pub search: Option<String>,
+    /// 1-based.
+    pub page: Option<i64>,
+    /// At most 500.
+    pub page_size: Option<i64>,
+}
+
+/// List products, optionally only those whose name or product key contains `search`.
 #[utoipa::path(get, path = "/api/v1/products", tag = "products", security(("bearer" = [])),
-    params(PageQuery), responses((status = 200, body = Paged<Product>)))]
+    params(ProductQuery),
+    responses((status = 200, body = Paged<Product>), (status = 400, body = crate::problem::Problem)))]
 pub async fn list(
     State(state): State<ApiState>,
     user: Authenticated,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<ProductQuery>,
 ) -> ApiResult<Json<Paged<Product>>> {
-    let (page, number, size) = q.page()?;
+    let (page, number, size) = PageQuery {
+        page: q.page,
+        page_size: q.page_size,
+    }
+    .page()?;
+    let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if let Some(n) = search
+        .map(|s| s.chars().count())
+        .filter(|&n| n > MAX_SEARCH_CHARS)
+    {
+        return Err(ApiError::bad_request(format!(
+            "search must be at most {MAX_SEARCH_CHARS} characters (it has {n})"
+        )));
+    }
     let within = crate::authz::list_scope(&state, &user, "product")?;
-    let (rows, total) = state.store.list_products(page, within.as_ref()).await?;
+    let (rows, total) = state
+        .store
+        .list_products(page, within.as_ref(), search)
+        .await?;
     Ok(Json(Paged {
         items: rows
             .into_iter()

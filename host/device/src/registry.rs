@@ -61,7 +61,7 @@ impl Registry {
         let mut offset = 0;
         loop {
             let (rows, total) = store
-                .list_products(lotus_storage::Page { offset, limit: 500 }, None)
+                .list_products(lotus_storage::Page { offset, limit: 500 }, None, None)
                 .await?;
             let n = rows.len() as i64;
             for row in rows {

@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{Result, StorageError};
-use crate::sql::{Sql, flag, json, page_bounds, push_scope_condition, to_json};
+use crate::sql::{Sql, contains_pattern, flag, json, page_bounds, push_scope_condition, to_json};
 use crate::{
     NewProduct, Page, ProductRow, ProductUpdate, Scope, Secret, Store, TopicClassRow, now_ms,
 };
@@ -155,19 +155,41 @@ impl Store {
             .transpose()
     }
 
-    /// One page of products, oldest first, and the total count.
-    /// A page of products, confined to `within` when given (see [`crate::Scope`]).
+    /// One page of products, oldest first, and the total count that matched. Confined to
+    /// `within` when given (see [`crate::Scope`]); with `search`, only products whose name or
+    /// product key contains it, ignoring case and taking `%` and `_` literally.
     pub async fn list_products(
         &self,
         page: Page,
         within: Option<&Scope>,
+        search: Option<&str>,
     ) -> Result<(Vec<ProductRow>, i64)> {
         let (offset, limit) = page_bounds(page);
+        let search = search.map(str::trim).filter(|s| !s.is_empty());
+        let pattern = search.map(|s| contains_pattern(&s.to_lowercase()));
+        // SQLite's LOWER folds ASCII only, so a name with a non-ASCII capital ("Écran") would
+        // never equal the lowered search; matching it as typed too finds it at least then.
+        let as_typed = search
+            .filter(|s| s.to_lowercase() != *s)
+            .map(contains_pattern);
         let build = |head: &str| {
             let mut sql = Sql::new(self.backend(), head);
             sql.push(" WHERE 1 = 1");
             if let Some(scope) = within {
                 push_scope_condition(&mut sql, "p.org", "p.region", scope);
+            }
+            if let Some(pattern) = &pattern {
+                sql.push(" AND (LOWER(p.name) LIKE ")
+                    .push_arg(pattern.clone())
+                    .push(" ESCAPE '\\' OR LOWER(p.product_key) LIKE ")
+                    .push_arg(pattern.clone())
+                    .push(" ESCAPE '\\'");
+                if let Some(as_typed) = &as_typed {
+                    sql.push(" OR p.name LIKE ")
+                        .push_arg(as_typed.clone())
+                        .push(" ESCAPE '\\'");
+                }
+                sql.push(")");
             }
             sql
         };

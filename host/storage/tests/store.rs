@@ -219,6 +219,7 @@ async fn products_crud_and_encrypted_secret(s: &Store, url: &str) {
                 limit: 2,
             },
             None,
+            None,
         )
         .await
         .unwrap();
@@ -228,6 +229,7 @@ async fn products_crud_and_encrypted_secret(s: &Store, url: &str) {
                 offset: 2,
                 limit: 2,
             },
+            None,
             None,
         )
         .await
@@ -1180,7 +1182,13 @@ async fn in_memory_sqlite_works() {
         .await
         .unwrap();
     s.create_product(&product("pk")).await.unwrap();
-    assert_eq!(s.list_products(Page::default(), None).await.unwrap().1, 1);
+    assert_eq!(
+        s.list_products(Page::default(), None, None)
+            .await
+            .unwrap()
+            .1,
+        1
+    );
     s.close().await;
 }
 

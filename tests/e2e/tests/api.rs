@@ -436,3 +436,114 @@ async fn security_actions_are_in_a_hash_chained_audit_log_the_auditor_verifies()
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn products_are_searched_by_name_or_key_within_the_callers_scope() -> anyhow::Result<()> {
+    let mut node = LotusNode::start(NodeOptions::default()).await?;
+    node.login().await?;
+    let mut keys = Vec::new();
+    for (name, region) in [
+        ("Street lamp north", "/hz/xihu"),
+        ("Street lamp south", "/hz/binjiang"),
+        ("Water meter 100%", "/hz/xihu"),
+        ("Water meter 1000", "/hz/xihu"),
+    ] {
+        let p = node
+            .expect(
+                Method::POST,
+                "/api/v1/products",
+                Some(
+                    json!({"name": name, "nodeType": "direct", "dataFormat": "alink",
+                    "region": region}),
+                ),
+                201,
+            )
+            .await?;
+        keys.push(p["productKey"].as_str().unwrap().to_string());
+    }
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Part of the name, any case, spaces around it ignored.
+    let lamps = node
+        .expect(Method::GET, "/api/v1/products?search=%20LAMP%20", None, 200)
+        .await?;
+    assert_eq!(names(&lamps), ["Street lamp north", "Street lamp south"]);
+    assert_eq!(lamps["total"], 2);
+
+    // Part of the product key, in another case.
+    let tail = keys[3][2..].to_uppercase();
+    let by_key = node
+        .expect(
+            Method::GET,
+            &format!("/api/v1/products?search={tail}"),
+            None,
+            200,
+        )
+        .await?;
+    assert_eq!(names(&by_key), ["Water meter 1000"], "{by_key}");
+
+    // `%` is the character itself, not "anything".
+    let percent = node
+        .expect(Method::GET, "/api/v1/products?search=100%25", None, 200)
+        .await?;
+    assert_eq!(names(&percent), ["Water meter 100%"]);
+    let nothing = node
+        .expect(Method::GET, "/api/v1/products?search=lamp%25x", None, 200)
+        .await?;
+    assert_eq!(nothing["total"], 0);
+    assert!(nothing["items"].as_array().unwrap().is_empty());
+
+    // Paging goes through the matches only; the total counts all of them.
+    let second = node
+        .expect(
+            Method::GET,
+            "/api/v1/products?search=meter&page=2&pageSize=1",
+            None,
+            200,
+        )
+        .await?;
+    assert_eq!(names(&second), ["Water meter 1000"]);
+    assert_eq!(second["total"], 2);
+    assert_eq!(second["page"], 2);
+
+    // Too long a search is refused with what to fix; 100 characters are still fine.
+    let (status, problem) = node
+        .api(
+            Method::GET,
+            &format!("/api/v1/products?search={}", "a".repeat(101)),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("search must be at most 100 characters"),
+        "{problem}"
+    );
+    node.expect(
+        Method::GET,
+        &format!("/api/v1/products?search={}", "a".repeat(100)),
+        None,
+        200,
+    )
+    .await?;
+
+    // An operator of one district finds only that district's products.
+    lotus_e2e::create_user(&node, "xihu-ops", &["operator"], "/hz/xihu").await?;
+    let xihu = lotus_e2e::Session::login(&node, "xihu-ops").await?;
+    let seen = xihu
+        .expect(Method::GET, "/api/v1/products?search=lamp", None, 200)
+        .await?;
+    assert_eq!(names(&seen), ["Street lamp north"]);
+    assert_eq!(seen["total"], 1);
+    Ok(())
+}
