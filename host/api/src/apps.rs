@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use lotus_device::application::AppTopicGrantError;
+use lotus_device::application::{APP_CLIENT_ID_PREFIX, AppTopicGrantError};
 use lotus_model::authz::{Grant, GrantAction};
 use lotus_model::scope::{Scope, parse_org, parse_region};
 use lotus_mqtt::DisconnectReason;
@@ -582,7 +582,7 @@ fn new_client_id() -> String {
     let tail: String = (0..20)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect();
-    format!("app_{tail}")
+    format!("{APP_CLIENT_ID_PREFIX}{tail}")
 }
 
 /// 40 letters and digits (about 238 bits).
@@ -596,7 +596,7 @@ fn new_secret() -> String {
 
 /// The app an `{id}` names: its number or its client id.
 async fn app_or_404(state: &ApiState, id: &str) -> ApiResult<AppRow> {
-    let found = if id.starts_with("app_") {
+    let found = if id.starts_with(APP_CLIENT_ID_PREFIX) {
         state.store.app_by_client_id(id).await?
     } else {
         let n: i64 = id.parse().map_err(|_| {

@@ -313,14 +313,9 @@ async fn verified(state: &ApiState, req: Request) -> Result<Request, ApiError> {
                 ),
             )
         })?;
-    let app = state
+    let (app, secret) = state
         .store
-        .app_by_client_id(&client_id)
-        .await?
-        .ok_or_else(|| Refusal::UnknownApp(client_id.clone()))?;
-    let secret = state
-        .store
-        .app_secret(&client_id)
+        .app_with_secret(&client_id)
         .await?
         .ok_or_else(|| Refusal::UnknownApp(client_id.clone()))?;
     let canonical = canonical_request(

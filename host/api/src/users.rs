@@ -190,16 +190,6 @@ pub(crate) fn check_password(username: &str, password: &str) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UserList {
-    pub items: Vec<User>,
-    /// How many users matched, over every page.
-    pub total: i64,
-    pub page: i64,
-    pub page_size: i64,
-}
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
@@ -299,28 +289,24 @@ pub async fn create(
 /// Operator accounts (never their passwords), by name, a page at a time.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
     params(UserQuery),
-    responses((status = 200, body = UserList), (status = 400, body = crate::problem::Problem)))]
+    responses((status = 200, body = crate::products::Paged<User>), (status = 400, body = crate::problem::Problem)))]
 pub async fn list(
     State(state): State<ApiState>,
     user: Authenticated,
     Query(q): Query<UserQuery>,
-) -> ApiResult<Json<UserList>> {
+) -> ApiResult<Json<crate::products::Paged<User>>> {
     crate::authz::global(&state, &user, "user", "read", "*")?;
-    let (number, size) = (q.page.unwrap_or(1), q.page_size.unwrap_or(100));
-    if number < 1 {
-        return Err(ApiError::bad_request("page starts at 1"));
+    let (page, number, size) = crate::products::PageQuery {
+        page: q.page,
+        // A city has hundreds of operators: one page shows a department.
+        page_size: q.page_size.or(Some(100)),
     }
-    if !(1..=500).contains(&size) {
-        return Err(ApiError::bad_request("pageSize must be between 1 and 500"));
-    }
+    .page()?;
     let within = crate::authz::list_scope(&state, &user, "user")?;
     let (rows, total) = state
         .store
         .list_users_matching(
-            lotus_storage::Page {
-                offset: (number - 1) * size,
-                limit: size,
-            },
+            page,
             &UserFilter {
                 within: within.as_ref(),
                 search: q.q.as_deref(),
@@ -328,7 +314,7 @@ pub async fn list(
             },
         )
         .await?;
-    Ok(Json(UserList {
+    Ok(Json(crate::products::Paged {
         items: rows
             .into_iter()
             .filter(|u| {
@@ -360,11 +346,7 @@ pub async fn set_roles(
     axum::extract::Path(username): axum::extract::Path<String>,
     Json(req): Json<SetRoles>,
 ) -> ApiResult<Json<User>> {
-    let target = state
-        .store
-        .user_by_name(&username)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("user '{username}' not found")))?;
+    let target = user_or_404(&state, &username).await?;
     let mut resource = crate::authz::resource("user", &username, Some(&target.scope));
     resource["roles"] = serde_json::json!(req.roles);
     crate::authz::check(&state, &user, "user.write", resource)?;
@@ -400,11 +382,7 @@ pub async fn unlock(
     user: Authenticated,
     axum::extract::Path(username): axum::extract::Path<String>,
 ) -> ApiResult<StatusCode> {
-    let target = state
-        .store
-        .user_by_name(&username)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("user '{username}' not found")))?;
+    let target = user_or_404(&state, &username).await?;
     crate::authz::check(
         &state,
         &user,

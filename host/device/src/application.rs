@@ -24,6 +24,7 @@ use lotus_storage::{AppRow, StorageError};
 use rand::Rng;
 
 use crate::DevicePlane;
+use crate::connect::constant_time_eq;
 
 /// Every application username starts with this.
 pub const USERNAME_PREFIX: &str = "app.";
@@ -94,10 +95,6 @@ fn reject(code: ConnectRejection, reason: impl Into<String>) -> AuthOutcome {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl DevicePlane {
     /// Authenticates an application CONNECT: the password is the credential's secret.
     pub async fn authenticate_application(
@@ -164,9 +161,6 @@ impl DevicePlane {
     ) -> Result<AppGrant, AppTopicGrantError> {
         let compiled = AppGrant::compile(grant)?;
         let pk = compiled.product_key();
-        if self.registry.get(pk).is_none() {
-            return Err(AppTopicGrantError::UnknownProduct(pk.to_string()));
-        }
         let product = self
             .store
             .get_product(pk)
@@ -209,16 +203,7 @@ impl DevicePlane {
         req: &ConnectRequest<'_>,
         client_id: &str,
     ) -> AuthOutcome {
-        let found = match self.store.app_by_client_id(client_id).await {
-            Ok(Some(app)) => match self.store.app_secret(client_id).await {
-                Ok(Some(secret)) => Ok(Some((app, secret))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            },
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let (app, secret) = match found {
+        let (app, secret) = match self.store.app_with_secret(client_id).await {
             Ok(Some(found)) => found,
             Ok(None) => {
                 return reject(

@@ -501,7 +501,6 @@ fn schedule_due(
 /// What a `rule` plugin is called with for a device message: property and event posts and
 /// status changes (lifecycle messages are not in the WIT trigger).
 fn plugin_input(msg: &RuleMessage) -> Option<RuleTrigger> {
-    let (pk, dn) = (msg.product_key.clone(), msg.device_name.clone());
     if msg.topic.starts_with("/as/mqtt/status/") {
         let online = match msg.payload["status"].as_str()? {
             "online" => true,
@@ -509,8 +508,8 @@ fn plugin_input(msg: &RuleMessage) -> Option<RuleTrigger> {
             _ => return None,
         };
         return Some(RuleTrigger::Status {
-            product_key: pk,
-            device_name: dn,
+            product_key: msg.product_key.clone(),
+            device_name: msg.device_name.clone(),
             online,
             reason: msg.payload["reason"]
                 .as_str()
@@ -526,9 +525,10 @@ fn plugin_input(msg: &RuleMessage) -> Option<RuleTrigger> {
     } else {
         return None;
     };
+    // Only a message a plugin is called with pays for these copies.
     Some(RuleTrigger::Message {
-        product_key: pk,
-        device_name: dn,
+        product_key: msg.product_key.clone(),
+        device_name: msg.device_name.clone(),
         topic: msg.topic.clone(),
         method,
         params: msg.payload["params"].clone(),

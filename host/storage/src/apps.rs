@@ -285,16 +285,21 @@ impl Store {
             .transpose()
     }
 
-    /// The app's secret in plain (to check a signature or a client secret).
-    pub async fn app_secret(&self, client_id: &str) -> Result<Option<Secret>> {
-        let sealed: Option<String> =
-            sqlx::query_scalar("SELECT secret_enc FROM apps WHERE client_id = $1")
-                .bind(client_id)
-                .fetch_optional(self.read())
-                .await?;
-        sealed
-            .map(|s| self.secrets().open(&secret_context(client_id), &s))
-            .transpose()
+    /// The app with this public client id and its secret in plain (to check a signature or a
+    /// client secret), in one read.
+    pub async fn app_with_secret(&self, client_id: &str) -> Result<Option<(AppRow, Secret)>> {
+        let Some(r) = sqlx::query(&format!(
+            "SELECT {COLUMNS}, secret_enc FROM apps WHERE client_id = $1"
+        ))
+        .bind(client_id)
+        .fetch_optional(self.read())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let sealed: String = r.try_get("secret_enc")?;
+        let secret = self.secrets().open(&secret_context(client_id), &sealed)?;
+        Ok(Some((row(&r)?, secret)))
     }
 
     /// One page of apps, oldest first, and how many match in all.

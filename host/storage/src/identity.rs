@@ -12,7 +12,7 @@ use crate::sql::{
     Sql, contains_pattern, json, page_bounds, push_org_subtree, push_scope_condition, to_json,
 };
 use crate::users::HOLDS_ADMIN;
-use crate::{Page, Scope, Store, UserRow, now_ms};
+use crate::{Page, Store, UserRow, now_ms};
 
 /// An administrative region; its parent is its path without the last segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,20 @@ fn role_row(r: &AnyRow) -> Result<RoleRow> {
 /// `LIKE … ESCAPE '\'` pattern matching a JSON array of names that holds `name`.
 fn holds_pattern(name: &str) -> String {
     contains_pattern(&to_json(&name))
+}
+
+/// The users who hold `role`, by name, read through `db` (the pool, or a transaction that
+/// must see the same state it then changes).
+async fn holders_of<'e, E>(db: E, role: &str) -> Result<Vec<String>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    Ok(sqlx::query_scalar(
+        "SELECT username FROM users WHERE roles LIKE $1 ESCAPE '\\' ORDER BY username",
+    )
+    .bind(holds_pattern(role))
+    .fetch_all(db)
+    .await?)
 }
 
 impl Store {
@@ -473,12 +487,7 @@ impl Store {
 
     /// The users who hold a role (built-in or custom), by name.
     pub async fn role_holders(&self, role: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT username FROM users WHERE roles LIKE $1 ESCAPE '\\' ORDER BY username",
-        )
-        .bind(holds_pattern(role))
-        .fetch_all(self.read())
-        .await?)
+        holders_of(self.read(), role).await
     }
 
     /// Removes a custom role unless someone holds it (`Conflict` naming how many and who
@@ -486,12 +495,7 @@ impl Store {
     /// given to someone meanwhile is not lost under them.
     pub async fn delete_role(&self, name: &str) -> Result<bool> {
         let mut tx = self.write().begin().await?;
-        let holders: Vec<String> = sqlx::query_scalar(
-            "SELECT username FROM users WHERE roles LIKE $1 ESCAPE '\\' ORDER BY username",
-        )
-        .bind(holds_pattern(name))
-        .fetch_all(&mut *tx)
-        .await?;
+        let holders = holders_of(&mut *tx, name).await?;
         if !holders.is_empty() {
             let shown: Vec<&str> = holders.iter().take(5).map(String::as_str).collect();
             return Err(StorageError::Conflict(format!(
@@ -519,13 +523,23 @@ impl Store {
         if roles.is_empty() {
             return Ok(Vec::new());
         }
-        let mut out: Vec<String> = self
-            .roles()
-            .await?
-            .into_iter()
-            .filter(|r| roles.contains(&r.name))
-            .flat_map(|r| r.permissions)
-            .collect();
+        // Asked on every request: read only the roles held (none for built-in roles alone).
+        let mut sql = Sql::new(
+            self.backend(),
+            "SELECT permissions FROM roles WHERE name IN (",
+        );
+        for (i, role) in roles.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_arg(role.clone());
+        }
+        sql.push(")");
+        let (text, args) = sql.finish()?;
+        let mut out = Vec::new();
+        for held in sqlx::query_with(&text, args).fetch_all(self.read()).await? {
+            out.extend(json::<Vec<String>>(&held, "permissions")?);
+        }
         out.sort();
         out.dedup();
         Ok(out)
@@ -567,25 +581,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// A page of users by name, confined to `within` when given, and those whose name, display
-    /// name, organisation, region or roles contain `search`; with the total that matched.
-    pub async fn list_users_page(
-        &self,
-        page: Page,
-        within: Option<&Scope>,
-        search: Option<&str>,
-    ) -> Result<(Vec<UserRow>, i64)> {
-        self.list_users_matching(
-            page,
-            &crate::UserFilter {
-                within,
-                search,
-                disabled: None,
-            },
-        )
-        .await
     }
 
     /// A page of the users `filter` lets through, by name, with the total that matched.

@@ -553,16 +553,6 @@ impl Store {
         }))
     }
 
-    /// The name of the user with this id (the subject of a code or token).
-    pub async fn username_of_user(&self, user_id: i64) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(self.read())
-                .await?,
-        )
-    }
-
     /// When the user of the session with this token hash last proved who they are (Unix ms):
     /// its log-in, or the last re-authentication. The `auth_time` of what the provider issues
     /// from it.

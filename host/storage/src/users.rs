@@ -264,17 +264,6 @@ impl Store {
         Ok(true)
     }
 
-    /// Whether the user exists and is not disabled: what every way of letting someone in that
-    /// starts from a user id (authorization codes, refresh and access tokens) asks.
-    pub async fn user_is_active(&self, user_id: i64) -> Result<bool> {
-        let disabled_at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT disabled_at FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(self.read())
-                .await?;
-        Ok(matches!(disabled_at, Some(None)))
-    }
-
     /// Whether `token_hash` is an unexpired session of a disabled account: such a session is
     /// refused, and this says why.
     pub async fn session_of_disabled_user(&self, token_hash: &str, now: i64) -> Result<bool> {
@@ -435,6 +424,20 @@ impl Store {
         .map(user_row)
         .transpose()?;
         self.with_role_permissions(user).await
+    }
+
+    /// A user by id (the subject of an authorization code or token), in one read: without
+    /// `permissions` and `org_subtree`, which only decide what a caller of the API may do.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.read())
+        .await?
+        .as_ref()
+        .map(user_row)
+        .transpose()
     }
 
     /// Fills in what the custom roles among a user's roles permit, and the organisations below

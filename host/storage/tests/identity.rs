@@ -1,7 +1,7 @@
 //! Regions, organisations, custom roles and users' roles against both back ends (SQLite file
 //! and PostgreSQL): every case runs on each.
 
-use lotus_storage::{OrgRow, Page, Scope, StorageError, Store};
+use lotus_storage::{OrgRow, Page, Scope, StorageError, Store, UserFilter};
 
 #[macro_use]
 mod backends;
@@ -204,27 +204,68 @@ async fn users_by_page_scope_and_search(s: &Store, _url: &str) {
             .unwrap();
     }
     let page = |offset, limit| Page { offset, limit };
-    let (rows, total) = s.list_users_page(page(0, 2), None, None).await.unwrap();
+    let (rows, total) = s
+        .list_users_matching(
+            page(0, 2),
+            &UserFilter {
+                within: None,
+                search: None,
+                disabled: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(total, 5);
     let names: Vec<&str> = rows.iter().map(|u| u.username.as_str()).collect();
     assert_eq!(names, ["ann", "bob"]);
-    let (rows, _) = s.list_users_page(page(4, 2), None, None).await.unwrap();
+    let (rows, _) = s
+        .list_users_matching(
+            page(4, 2),
+            &UserFilter {
+                within: None,
+                search: None,
+                disabled: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(rows[0].username, "eve");
 
     let (rows, total) = s
-        .list_users_page(page(0, 10), Some(&scope("water", "/hz/xihu")), None)
+        .list_users_matching(
+            page(0, 10),
+            &UserFilter {
+                within: Some(&scope("water", "/hz/xihu")),
+                search: None,
+                disabled: None,
+            },
+        )
         .await
         .unwrap();
     let names: Vec<&str> = rows.iter().map(|u| u.username.as_str()).collect();
     assert_eq!((names, total), (vec!["ann", "dan"], 2));
 
     let (rows, total) = s
-        .list_users_page(page(0, 10), None, Some("BINJ"))
+        .list_users_matching(
+            page(0, 10),
+            &UserFilter {
+                within: None,
+                search: Some("BINJ"),
+                disabled: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!((rows[0].username.as_str(), total), ("bob", 1));
     let (_, total) = s
-        .list_users_page(page(0, 10), None, Some("100%"))
+        .list_users_matching(
+            page(0, 10),
+            &UserFilter {
+                within: None,
+                search: Some("100%"),
+                disabled: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(total, 0);

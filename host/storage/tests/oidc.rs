@@ -133,7 +133,11 @@ async fn codes_are_single_use_and_expire(s: &Store, _url: &str) {
             .is_err()
     );
     assert_eq!(
-        s.username_of_user(uid).await.unwrap().as_deref(),
+        s.user_by_id(uid)
+            .await
+            .unwrap()
+            .map(|u| u.username)
+            .as_deref(),
         Some("alice")
     );
 }

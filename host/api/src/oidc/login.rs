@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{constant_time_eq, error_page, found, hash_hex, random_token, s256};
+use super::{constant_time_eq, error_page, found, random_token, s256};
 use crate::ApiState;
 use crate::problem::{ApiError, ApiResult, Json, Query};
 
@@ -294,7 +294,7 @@ async fn begin(state: &ApiState, redirect: Option<&str>) -> Result<String, Login
     state
         .store
         .create_oidc_login_state(
-            &hash_hex(&login_state),
+            &crate::auth::token_hash(&login_state),
             &OidcLoginState {
                 nonce: nonce.clone(),
                 verifier: Secret::new(verifier.clone()),
@@ -364,7 +364,7 @@ async fn finish(state: &ApiState, q: CallbackQuery) -> Result<String, LoginError
     };
     let Some(started) = state
         .store
-        .take_oidc_login_state(&hash_hex(login_state), now)
+        .take_oidc_login_state(&crate::auth::token_hash(login_state), now)
         .await?
     else {
         return Err(ApiError::bad_request(

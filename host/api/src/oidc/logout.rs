@@ -177,8 +177,8 @@ pub async fn logout(
         Ok(n) => n,
         Err(e) => return error_page(&headers, e.into()),
     };
-    let actor = match state.store.username_of_user(valid.user_id).await {
-        Ok(Some(name)) => name,
+    let actor = match state.store.user_by_id(valid.user_id).await {
+        Ok(Some(user)) => user.username,
         _ => format!("user-id:{}", valid.user_id),
     };
     tracing::info!(user = %actor, app = %valid.app.client_id, revoked, "RP-initiated logout");

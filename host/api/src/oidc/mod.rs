@@ -170,11 +170,6 @@ pub(crate) fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-/// Hex SHA-256: how codes, access tokens and states are stored.
-pub(crate) fn hash_hex(value: &str) -> String {
-    hex::encode(Sha256::digest(value.as_bytes()))
-}
-
 /// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
 pub(crate) fn s256(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
@@ -182,12 +177,11 @@ pub(crate) fn s256(verifier: &str) -> String {
 
 /// Equality that takes the same time wherever the inputs differ (secrets, PKCE challenges).
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
-    // Comparing digests makes the lengths equal, so the loop never leaks where they differ.
-    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    // Comparing digests makes the lengths equal, so not even the length leaks.
+    lotus_device::connect::constant_time_eq(
+        &Sha256::digest(a.as_bytes()),
+        &Sha256::digest(b.as_bytes()),
+    )
 }
 
 /// Whether a browser navigated here (it gets a page; API clients get problem+json).

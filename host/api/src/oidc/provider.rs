@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{constant_time_eq, error_page, found, hash_hex, random_token, s256, session_user};
+use super::{constant_time_eq, error_page, found, random_token, s256, session_user};
 use crate::ApiState;
 use crate::auth::Authenticated;
 use crate::problem::{ApiError, ApiResult, Json, Query};
@@ -374,7 +374,7 @@ async fn validate(state: &ApiState, p: &AuthorizeParams) -> Result<Valid, Refusa
                 .into(),
         ));
     }
-    if app.status != lotus_storage::APP_ONLINE {
+    if !app.is_online() {
         return Err(back(
             "access_denied",
             format!(
@@ -532,7 +532,7 @@ pub async fn authorize_as_user(
     state
         .store
         .create_oidc_code(
-            &hash_hex(&code),
+            &crate::auth::token_hash(&code),
             &OidcCode {
                 client_id: app.client_id.clone(),
                 user_id: user.id,
@@ -817,19 +817,20 @@ pub(crate) async fn authenticate_client(
         e.basic = via_basic;
         e
     };
-    let app = state.store.app_by_client_id(&client_id).await?;
-    let stored = state.store.app_secret(&client_id).await?;
+    let stored = state.store.app_with_secret(&client_id).await?;
     // Compare against something even for an unknown client, so timing does not tell which
     // client ids exist.
     let matches = constant_time_eq(
-        stored.as_ref().map_or("\u{0}no client", |s| s.expose()),
+        stored
+            .as_ref()
+            .map_or("\u{0}no client", |(_, s)| s.expose()),
         &secret,
     );
-    let (Some(app), true) = (app, matches && stored.is_some()) else {
+    let (Some((app, _)), true) = (stored, matches) else {
         tracing::warn!(client_id = %client_id, "token request with a wrong client secret or unknown client");
         return Err(refuse("unknown client or wrong client secret".into()));
     };
-    if app.status != lotus_storage::APP_ONLINE {
+    if !app.is_online() {
         return Err(TokenError::new(
             "unauthorized_client",
             format!(
@@ -875,13 +876,6 @@ fn user_claims(user: &UserRow, scope: &str) -> Map<String, Value> {
     }
     claims.insert("roles".into(), json!(user.roles));
     claims
-}
-
-async fn user_by_id(state: &ApiState, id: i64) -> lotus_storage::Result<Option<UserRow>> {
-    match state.store.username_of_user(id).await? {
-        Some(name) => state.store.user_by_name(&name).await,
-        None => Ok(None),
-    }
 }
 
 /// RFC 6749 §5.2's answer to a body that is not a form (token and revocation endpoints).
@@ -991,7 +985,7 @@ async fn exchange_code(
             .await);
     };
     let now = lotus_device::now_ms();
-    let code_hash = hash_hex(code);
+    let code_hash = crate::auth::token_hash(code);
     // The code is spent from here on, whatever follows: a wrong verifier burns it, so a stolen
     // code cannot be tried against many verifiers.
     let grant = match state.store.redeem_oidc_code(&code_hash, now).await? {
@@ -1077,7 +1071,7 @@ async fn active_user(
     now: i64,
     refuse: &Refuse<'_>,
 ) -> Result<UserRow, TokenError> {
-    let Some(user) = user_by_id(state, user_id).await? else {
+    let Some(user) = state.store.user_by_id(user_id).await? else {
         return Err(refuse
             .with("invalid_grant", "the user no longer exists".into())
             .await);
@@ -1143,7 +1137,7 @@ async fn exchange_refresh(
             .await);
     };
     let now = lotus_device::now_ms();
-    let hash = hash_hex(token);
+    let hash = crate::auth::token_hash(token);
     let unknown = "the refresh token is unknown, expired or revoked: sign the user in again";
     let Some(found) = state.store.oidc_refresh_token(&hash, now).await? else {
         return Err(refuse.with("invalid_grant", unknown.into()).await);
@@ -1255,12 +1249,12 @@ async fn issue(
         used_at: None,
         auth_time: grant.auth_time,
     };
-    let refresh_hash = refresh_token.as_deref().map(hash_hex);
+    let refresh_hash = refresh_token.as_deref().map(crate::auth::token_hash);
     let issued = state
         .store
         .issue_oidc_tokens(
             grant,
-            &hash_hex(&access_token),
+            &crate::auth::token_hash(&access_token),
             &OidcAccessToken {
                 client_id: app.client_id.clone(),
                 user_id: user.id,
@@ -1342,7 +1336,11 @@ pub async fn userinfo(State(state): State<ApiState>, headers: HeaderMap) -> Resp
 
 async fn userinfo_claims(state: &ApiState, token: &str) -> ApiResult<Option<Map<String, Value>>> {
     let now = lotus_device::now_ms();
-    let Some(grant) = state.store.oidc_access_token(&hash_hex(token), now).await? else {
+    let Some(grant) = state
+        .store
+        .oidc_access_token(&crate::auth::token_hash(token), now)
+        .await?
+    else {
         return Ok(None);
     };
     // A token outlives neither its app's registration nor its being online.
@@ -1350,11 +1348,13 @@ async fn userinfo_claims(state: &ApiState, token: &str) -> ApiResult<Option<Map<
         .store
         .app_by_client_id(&grant.client_id)
         .await?
-        .is_some_and(|a| a.status == lotus_storage::APP_ONLINE);
+        .is_some_and(|a| a.is_online());
     if !app_online {
         return Ok(None);
     }
-    Ok(user_by_id(state, grant.user_id)
+    Ok(state
+        .store
+        .user_by_id(grant.user_id)
         .await?
         .filter(UserRow::is_active)
         .map(|u| user_claims(&u, &grant.scope)))

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::hash_hex;
 use super::provider::{TokenError, authenticate_client};
 use crate::ApiState;
 
@@ -66,7 +65,7 @@ async fn revoke_token(
     let Some(token) = req.token.as_deref().filter(|t| !t.is_empty()) else {
         return Err(TokenError::new("invalid_request", "token is missing"));
     };
-    let hash = hash_hex(token);
+    let hash = crate::auth::token_hash(token);
     let now = lotus_device::now_ms();
     let refresh_first = req.token_type_hint.as_deref() == Some("refresh_token");
     let mut revoked = None;
